@@ -1,0 +1,51 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { loadConf, type Conf, type ConfOverrides, type ConfRole } from '../shared/conf.ts';
+import { createLogger, type Logger } from '../shared/log.ts';
+
+/** Flags every command takes (SPEC §8). */
+export interface CommonFlags {
+  readonly configFile?: string;
+  readonly verbose?: boolean;
+  readonly quiet?: boolean;
+}
+
+export function packageVersion(): string {
+  const path = fileURLToPath(new URL('../package.json', import.meta.url));
+  return (JSON.parse(readFileSync(path, 'utf8')) as { version: string }).version;
+}
+
+/** Loads the configuration with the command line on top; -v / -q override log_level. */
+export function loadCommandConf(role: ConfRole, flags: CommonFlags, overrides: ConfOverrides): Conf {
+  const logLevel = flags.verbose ? 'debug' : flags.quiet ? 'warn' : undefined;
+  return loadConf({
+    file: flags.configFile ?? null,
+    role,
+    overrides: { ...overrides, log_level: logLevel },
+    env: process.env,
+    createIfMissing: true,
+  });
+}
+
+export function commandLogger(name: string, conf: Conf): Logger {
+  return createLogger({ name, level: conf.logLevel });
+}
+
+/**
+ * First SIGTERM/SIGINT: graceful; a second one: forceful. Handlers are registered once per process and
+ * removed by the returned function.
+ */
+export function onStopSignals(graceful: (signal: NodeJS.Signals) => void, forceful: (signal: NodeJS.Signals) => void): () => void {
+  let count = 0;
+  const handler = (signal: NodeJS.Signals) => {
+    count++;
+    if (count === 1) graceful(signal);
+    else forceful(signal);
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+  return () => {
+    process.off('SIGTERM', handler);
+    process.off('SIGINT', handler);
+  };
+}

@@ -1,0 +1,83 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { cpus, tmpdir, hostname } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { startMaster } from '../master/server.ts';
+import { WorkerDaemon } from '../worker/daemon.ts';
+import { createLogger } from '../shared/log.ts';
+import { signRequest } from '../shared/auth.ts';
+import { packageVersion } from './common.ts';
+
+const EXAMPLE_PROJECT = fileURLToPath(new URL('../conf/example-project', import.meta.url));
+
+interface BuildView {
+  status: string;
+  num_atoms: number | null;
+  details: string | null;
+  error_message: string | null;
+  failed_atoms: { command_string: string }[] | null;
+}
+
+/**
+ * `clusterrunner example`: a real build on this machine. Starts a master (with its SQLite file) and a worker
+ * with one executor per CPU on loopback, runs conf/example-project's job, prints what happened, and stops.
+ */
+export async function runExampleCommand(options: { keep?: boolean }): Promise<number> {
+  const base = await mkdtemp(join(tmpdir(), 'clusterrunner-example-'));
+  const secret = randomBytes(32).toString('hex');
+  const log = createLogger({ name: 'example', level: 'warn' });
+  const master = await startMaster({
+    host: '127.0.0.1',
+    log,
+    version: packageVersion(),
+    conf: {
+      secret, baseDirectory: base, port: 0, hostname: hostname(), database: join(base, 'clusterrunner.db'), maxBodyBytes: 1 << 20,
+      authenticateReads: false, acceptLegacyDigest: true, heartbeatIntervalMs: 1000, httpsCertFile: null, httpsKeyFile: null,
+      killGraceMs: 2000, atomizerTimeoutMs: 60_000, maxAtomizerOutputBytes: 1 << 20, maxAtoms: 10_000, maxConsoleBytes: 1 << 20,
+      maxArtifactBytes: 1 << 20, maxArtifactFiles: 100, maxConcurrentPreparations: 1,
+    },
+  });
+  const executors = Math.max(1, cpus().length);
+  const worker = new WorkerDaemon({
+    masterUrl: master.url, secret, name: `${hostname()}:${process.pid}`, numExecutors: executors, baseDirectory: base,
+    heartbeatIntervalMs: 1000, heartbeatFailureThreshold: 3, masterUnreachableMs: 30_000, killGraceMs: 2000, log,
+  });
+  await worker.start();
+  process.stdout.write(`master ${master.url}, worker with ${executors} executors, results in ${base}\n`);
+  try {
+    const body = JSON.stringify({ type: 'directory', project_directory: EXAMPLE_PROJECT });
+    const created = await fetch(`${master.url}/v1/build`, {
+      method: 'POST', body, headers: { 'Content-Type': 'application/json', ...signRequest(secret, 'POST', '/v1/build', body) },
+    });
+    const { build_id: buildId } = (await created.json()) as { build_id: number };
+    process.stdout.write(`build ${buildId} queued: ${EXAMPLE_PROJECT}\n`);
+    let build: BuildView;
+    let lastLine = '';
+    for (;;) {
+      build = ((await (await fetch(`${master.url}/v1/build/${buildId}`)).json()) as { build: BuildView }).build;
+      const line = `${build.status}${build.details ? `: ${build.details}` : ''}`;
+      if (line !== lastLine) process.stdout.write(`  ${line}\n`);
+      lastLine = line;
+      if (['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'].includes(build.status)) break;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    const subjobs = ((await (await fetch(`${master.url}/v1/build/${buildId}/subjob`)).json()) as {
+      subjobs: { id: number; atoms: { command_string: string; exit_code: number | null; actual_time: number | null }[] }[];
+    }).subjobs;
+    for (const subjob of subjobs) {
+      for (const atom of subjob.atoms) {
+        const console = (await (await fetch(`${master.url}/v1/build/${buildId}/subjob/${subjob.id}/atom/0/console?max_lines=1`)).json()) as { content: string };
+        process.stdout.write(`  ${atom.command_string.padEnd(40)} exit ${atom.exit_code}  ${console.content.trim()}\n`);
+      }
+    }
+    if (build.error_message) process.stdout.write(`error: ${build.error_message}\n`);
+    process.stdout.write(`build ${buildId}: ${build.status}, ${build.num_atoms ?? 0} atoms; artifacts: ${master.url}/v1/build/${buildId}/artifacts.tar.gz\n`);
+    return build.status === 'SUCCESS' ? 0 : build.status === 'FAILURE' ? 1 : 2;
+  } finally {
+    worker.drain();
+    await worker.exited;
+    await master.close();
+    if (!options.keep) await rm(base, { recursive: true, force: true });
+  }
+}

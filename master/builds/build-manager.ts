@@ -1,0 +1,583 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import PQueue from 'p-queue';
+import type { Logger } from '../../shared/log.ts';
+import type { Conf } from '../../shared/conf.ts';
+import { ClusterRunnerError, errorMessage, notFound } from '../../shared/errors.ts';
+import { createSafeExtractor } from '../../shared/archive.ts';
+import type { ArtifactChunkHeader, WorkerMessage } from '../../shared/protocol.ts';
+import { atomCommandString } from '../../shared/job-config.ts';
+import type { Store } from '../store/index.ts';
+import type { Metrics } from '../metrics.ts';
+import { Dispatcher } from '../scheduling/dispatcher.ts';
+import type { ArtifactUpload, Lease, WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts';
+import type { WorkerEvents } from '../workers/worker-events.ts';
+import { BuildRun, type WorkItem } from './build-run.ts';
+import { parseBuildRequest, redactRequestParams, type BuildRequest } from './build-request.ts';
+import { isTerminal, type TerminalStatus } from './build-status.ts';
+import { ConsoleWriter } from './console-files.ts';
+import { groupAtoms } from './grouping.ts';
+import { prepareDirectoryBuild } from './prepare.ts';
+import { writeBuildArchives } from './archive.ts';
+import { atomFolderName, COMMAND_FILE, CONSOLE_FILE, EXIT_CODE_FILE, TIME_FILE, type ResultsLayout } from './results-layout.ts';
+
+type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
+
+export type BuildSettings = Pick<Conf,
+  'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' | 'maxAtoms' | 'maxConsoleBytes' |
+  'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations'>;
+
+/** Setup may fail on this many workers in all before the build gives up (SPEC §5). */
+const MAX_SETUP_FAILURES = 3;
+
+/**
+ * Owns every unfinished build: prepares it, hands its work to the dispatcher, takes results from worker
+ * sessions, and finishes it (archive, terminal status, teardown). SQLite is written first, memory follows.
+ */
+export class BuildManager implements WorkerEvents {
+  readonly #store: Store;
+  readonly #settings: BuildSettings;
+  readonly #log: Logger;
+  readonly #registry: WorkerRegistry;
+  readonly #metrics: Metrics;
+  readonly #layout: ResultsLayout;
+  readonly #runs = new Map<number, BuildRun>();
+  readonly #dispatcher: Dispatcher;
+  readonly #preparations: PQueue;
+  readonly #finishing = new Set<Promise<void>>();
+  #isClosed = false;
+
+  constructor(deps: { store: Store; settings: BuildSettings; log: Logger; registry: WorkerRegistry; metrics: Metrics; layout: ResultsLayout }) {
+    this.#store = deps.store;
+    this.#settings = deps.settings;
+    this.#log = deps.log;
+    this.#registry = deps.registry;
+    this.#metrics = deps.metrics;
+    this.#layout = deps.layout;
+    this.#preparations = new PQueue({ concurrency: deps.settings.maxConcurrentPreparations });
+    this.#dispatcher = new Dispatcher(deps.registry, {
+      startSetup: (run, worker) => this.#startSetup(run, worker),
+      assign: (run, worker, item) => this.#assign(run, worker, item),
+    });
+  }
+
+  /** Picks up every build a previous master process left unfinished (crash-only: nothing else to restore). */
+  start(): void {
+    for (const record of this.#store.builds.listUnfinished()) {
+      const request = record.request as BuildRequest;
+      const run = new BuildRun(record.id, record.priority, request);
+      this.#runs.set(run.id, run);
+      if (record.job === null || record.projectDir === null) {
+        this.#enqueuePreparation(run);
+        continue;
+      }
+      this.#store.atoms.resetInProgress(run.id);
+      run.job = record.job;
+      run.projectDir = record.projectDir;
+      run.hasWorker = record.status === 'BUILDING';
+      this.#loadPlan(run);
+      this.#log.info({ buildId: run.id, remainingAtoms: run.remainingAtoms }, 'resuming build after restart');
+      if (run.remainingAtoms === 0) this.#finishInBackground(run, this.#outcome(run));
+      else this.#makeReady(run);
+    }
+    this.#updateQueueDepth();
+  }
+
+  // ---- the API side -------------------------------------------------------------------------------------
+
+  createBuild(body: unknown): number {
+    const request = parseBuildRequest(body);
+    if (request.type === 'git') {
+      throw new ClusterRunnerError('NOT_SUPPORTED', 'Git projects are not supported by this master yet; use a directory project.', { status: 400 });
+    }
+    const id = this.#store.builds.insert({
+      requestParams: redactRequestParams(body as Record<string, unknown>),
+      request,
+      projectType: request.type,
+      jobName: request.jobName,
+      priority: request.priority,
+    });
+    this.#store.events.append('BUILD_REQUEST_QUEUED', { build_id: id, type: request.type });
+    const run = new BuildRun(id, request.priority, request);
+    this.#runs.set(id, run);
+    this.#enqueuePreparation(run);
+    this.#updateQueueDepth();
+    this.#log.info({ buildId: id, type: request.type }, 'build queued');
+    return id;
+  }
+
+  /** PUT {"status": "canceled"}: a no-op on a terminal build. */
+  async cancel(buildId: number): Promise<void> {
+    const record = this.#store.builds.get(buildId);
+    if (!record) throw notFound(`Invalid build id: ${buildId}.`);
+    const run = this.#runs.get(buildId);
+    if (isTerminal(record.status) || !run || run.phase === 'finishing') return;
+    this.#log.info({ buildId }, 'canceling build');
+    await this.#finish(run, 'CANCELED', null);
+  }
+
+  async close(): Promise<void> {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    this.#dispatcher.close();
+    for (const run of this.#runs.values()) run.abort.abort();
+    this.#preparations.clear();
+    await Promise.allSettled([...this.#finishing]);
+    await this.#preparations.onIdle();
+    this.#store.batcher.flush();
+  }
+
+  // ---- preparation ----------------------------------------------------------------------------------------
+
+  #enqueuePreparation(run: BuildRun): void {
+    void this.#preparations.add(() => this.#prepare(run)).catch((error: unknown) => {
+      this.#log.error({ buildId: run.id, err: error }, 'preparation crashed');
+    });
+  }
+
+  async #prepare(run: BuildRun): Promise<void> {
+    if (run.phase !== 'preparing' || this.#isClosed) return;
+    this.#store.builds.setStatus(run.id, 'PREPARING');
+    this.#store.events.append('BUILD_PREPARE_START', { build_id: run.id });
+    let prepared;
+    try {
+      prepared = await prepareDirectoryBuild(run.request, {
+        timeoutMs: this.#settings.atomizerTimeoutMs,
+        maxOutputBytes: this.#settings.maxAtomizerOutputBytes,
+        maxAtoms: this.#settings.maxAtoms,
+        graceMs: this.#settings.killGraceMs,
+      }, run.abort.signal);
+    } catch (error) {
+      if (run.phase !== 'preparing' || this.#isClosed) return;
+      const message = error instanceof ClusterRunnerError ? error.message : `Preparing the build failed: ${errorMessage(error)}`;
+      this.#log.warn({ buildId: run.id, err: error }, 'preparation failed');
+      await this.#finish(run, 'ERROR', message);
+      return;
+    }
+    if (run.phase !== 'preparing' || this.#isClosed) return;
+    const subjobs = groupAtoms(prepared.atoms);
+    this.#store.batcher.flush();
+    this.#store.db.transaction(() => {
+      this.#store.atoms.insertPlan(run.id, subjobs);
+      this.#store.builds.setPrepared(run.id, {
+        projectDir: prepared.projectDir,
+        job: prepared.job,
+        numAtoms: prepared.atoms.length,
+        numSubjobs: subjobs.length,
+      });
+    })();
+    this.#store.events.append('BUILD_PREPARE_FINISH', { build_id: run.id, num_atoms: prepared.atoms.length });
+    run.job = prepared.job;
+    run.projectDir = prepared.projectDir;
+    run.load(subjobs.map((subjob) => ({
+      id: subjob.id,
+      atoms: subjob.atoms.map((atom) => ({ id: atom.id, variable: atom.variable, value: atom.value, isComplete: false })),
+    })));
+    this.#log.info({ buildId: run.id, atoms: prepared.atoms.length, subjobs: subjobs.length }, 'build prepared');
+    if (prepared.atoms.length === 0) {
+      await this.#finish(run, 'SUCCESS', null);
+      return;
+    }
+    this.#makeReady(run);
+  }
+
+  #loadPlan(run: BuildRun): void {
+    const bySubjob = new Map<number, { id: number; atoms: { id: number; variable: string; value: string; isComplete: boolean }[] }>();
+    for (const atom of this.#store.atoms.listBuildAtoms(run.id)) {
+      let subjob = bySubjob.get(atom.subjobId);
+      if (!subjob) bySubjob.set(atom.subjobId, (subjob = { id: atom.subjobId, atoms: [] }));
+      subjob.atoms.push({ id: atom.id, variable: atom.variable, value: atom.value, isComplete: atom.state === 'COMPLETED' });
+    }
+    run.load([...bySubjob.values()]);
+  }
+
+  #makeReady(run: BuildRun): void {
+    run.phase = 'ready';
+    this.#dispatcher.addRun(run);
+  }
+
+  // ---- dispatch actions -----------------------------------------------------------------------------------
+
+  #startSetup(run: BuildRun, worker: WorkerEntry): void {
+    const job = run.job!;
+    worker.builds.set(run.id, 'setting_up');
+    if (!run.hasWorker) {
+      run.hasWorker = true;
+      this.#store.builds.setStatus(run.id, 'BUILDING');
+    }
+    this.#store.events.append('BUILD_SETUP_START', { build_id: run.id, worker_id: worker.id, worker: worker.name });
+    worker.send({
+      type: 'setup_build',
+      build_id: run.id,
+      project: { type: 'directory', path: run.projectDir! },
+      setup_command: job.setupCommand,
+      teardown_command: job.teardownCommand,
+      command: job.command,
+      atom_timeout_ms: job.atomTimeoutMs,
+      kill_grace_ms: this.#settings.killGraceMs,
+    });
+  }
+
+  #assign(run: BuildRun, worker: WorkerEntry, item: WorkItem): void {
+    const lease: Lease = {
+      id: randomUUID(),
+      workerId: worker.id,
+      buildId: run.id,
+      subjobId: item.subjobId,
+      executorIndex: worker.takeExecutor(),
+      buildExecutorIndex: run.takeBuildExecutor(worker.id),
+      unfinished: new Set(item.atomIds),
+      isRevoked: false,
+      chain: Promise.resolve(),
+      consoles: new Map(),
+      uploads: new Map(),
+    };
+    worker.leases.set(lease.id, lease);
+    const atoms = run.atoms[item.subjobId]!;
+    worker.send({
+      type: 'run_subjob',
+      lease_id: lease.id,
+      build_id: run.id,
+      subjob_id: item.subjobId,
+      executor_index: lease.executorIndex,
+      build_executor_index: lease.buildExecutorIndex,
+      atoms: item.atomIds.map((atomId) => {
+        const atom = atoms[atomId]!;
+        return { atom_id: atomId, command_string: atomCommandString(atom.variable, atom.value), env: { [atom.variable]: atom.value } };
+      }),
+    });
+    this.#store.batcher.add(() => this.#store.atoms.setSubjobState(run.id, item.subjobId, 'IN_PROGRESS', worker.name));
+    this.#store.events.append('MASTER_TRIGGERED_SUBJOB', {
+      build_id: run.id, subjob_id: item.subjobId, worker_id: worker.id, worker: worker.name, executor: lease.executorIndex,
+    });
+  }
+
+  // ---- worker events --------------------------------------------------------------------------------------
+
+  workerReady(worker: WorkerEntry): void {
+    this.#store.events.append('WORKER_CONNECTED', { worker_id: worker.id, worker: worker.name, num_executors: worker.numExecutors });
+    this.#dispatcher.schedule();
+  }
+
+  workerLost(worker: WorkerEntry, reason: string): void {
+    this.#log.warn({ workerId: worker.id, worker: worker.name, reason, leases: worker.leases.size }, 'worker lost; its work goes back to the queue');
+    this.#store.events.append('WORKER_LOST', { worker_id: worker.id, worker: worker.name, reason });
+    this.#releaseWorker(worker);
+  }
+
+  workerLeft(worker: WorkerEntry): void {
+    this.#log.info({ workerId: worker.id, worker: worker.name }, 'worker left after draining');
+    this.#releaseWorker(worker);
+  }
+
+  #releaseWorker(worker: WorkerEntry): void {
+    for (const lease of worker.leases.values()) this.#revoke(lease, true);
+    worker.leases.clear();
+    worker.builds.clear();
+    this.#dispatcher.schedule();
+  }
+
+  leaseDropped(worker: WorkerEntry, lease: Lease): void {
+    this.#revoke(lease, true);
+    worker.leases.delete(lease.id);
+    worker.releaseExecutor(lease.executorIndex);
+    this.#dispatcher.schedule();
+  }
+
+  setupFinished(worker: WorkerEntry, message: Message<'setup_finished'>): void {
+    const run = this.#runs.get(message.build_id);
+    const state = worker.builds.get(message.build_id);
+    if (state !== 'setting_up') return;
+    this.#store.events.append('BUILD_SETUP_FINISH', {
+      build_id: message.build_id, worker_id: worker.id, worker: worker.name, ok: message.ok, exit_code: message.exit_code,
+    });
+    if (!run || run.phase !== 'ready') {
+      // The build ended while this worker set it up: undo the setup.
+      if (message.ok) this.#teardown(worker, message.build_id);
+      else worker.builds.delete(message.build_id);
+      return;
+    }
+    if (message.ok) {
+      worker.builds.set(run.id, 'ready');
+      this.#dispatcher.schedule();
+      return;
+    }
+    worker.builds.set(run.id, 'failed');
+    run.setupFailures++;
+    this.#log.warn({ buildId: run.id, workerId: worker.id, exitCode: message.exit_code }, 'setup failed on worker');
+    const othersStillTrying = [...this.#registry.all()].some((other) =>
+      other.isAlive && (other.builds.get(run.id) === 'ready' || other.builds.get(run.id) === 'setting_up'));
+    if (run.setupFailures >= MAX_SETUP_FAILURES || !othersStillTrying) {
+      const text = `Setup of the build failed on worker ${worker.name} (exit code ${message.exit_code ?? 'none'})` +
+        `${run.setupFailures > 1 ? `, after failing on ${run.setupFailures} workers in all` : ''}. ` +
+        `Last lines of the setup output:\n${message.output_tail}`;
+      this.#finishInBackground(run, 'ERROR', text);
+    } else {
+      this.#dispatcher.schedule();
+    }
+  }
+
+  teardownFinished(worker: WorkerEntry, message: Message<'teardown_finished'>): void {
+    if (worker.builds.get(message.build_id) === 'tearing_down') worker.builds.delete(message.build_id);
+    this.#store.events.append('BUILD_TEARDOWN_FINISH', {
+      build_id: message.build_id, worker_id: worker.id, worker: worker.name, ok: message.ok, exit_code: message.exit_code,
+      output_tail: message.output_tail,
+    });
+    const log = this.#log.child({ buildId: message.build_id, workerId: worker.id });
+    if (message.ok) log.info('teardown finished');
+    else log.warn({ exitCode: message.exit_code, output: message.output_tail }, 'teardown failed');
+    this.#dispatcher.schedule();
+  }
+
+  async atomStarted(worker: WorkerEntry, lease: Lease, message: Message<'atom_started'>): Promise<void> {
+    const run = this.#runs.get(lease.buildId);
+    if (!run || !lease.unfinished.has(message.atom_id)) return;
+    const attempt = run.countAttempt(lease.subjobId, message.atom_id);
+    const dir = this.#layout.atomDir(run.id, lease.subjobId, message.atom_id);
+    // A retry or a requeued run starts from a clean folder: one result per atom, never a mix of two.
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    lease.consoles.get(message.atom_id)?.close().catch(() => undefined);
+    lease.consoles.set(message.atom_id, new ConsoleWriter(join(dir, CONSOLE_FILE), this.#settings.maxConsoleBytes));
+    this.#store.batcher.add(() => this.#store.atoms.markStarted(run.id, lease.subjobId, message.atom_id, worker.name));
+    this.#store.events.append('ATOM_START', {
+      build_id: run.id, subjob_id: lease.subjobId, atom_id: message.atom_id, worker: worker.name, attempt,
+    });
+  }
+
+  atomOutput(_worker: WorkerEntry, lease: Lease, message: Message<'atom_output'>): void {
+    lease.consoles.get(message.atom_id)?.write(message.data);
+  }
+
+  async artifactChunk(_worker: WorkerEntry, lease: Lease, header: ArtifactChunkHeader, bytes: Buffer): Promise<void> {
+    if (!lease.unfinished.has(header.atom_id)) return;
+    let upload = lease.uploads.get(header.atom_id);
+    if (!upload) {
+      upload = this.#createUpload(this.#layout.atomDir(lease.buildId, lease.subjobId, header.atom_id));
+      lease.uploads.set(header.atom_id, upload);
+    }
+    if (bytes.length > 0) await upload.write(bytes);
+    if (header.final) await upload.finish().catch(() => undefined);
+  }
+
+  async atomFinished(worker: WorkerEntry, lease: Lease, message: Message<'atom_finished'>): Promise<void> {
+    const run = this.#runs.get(lease.buildId);
+    if (!run || run.phase === 'finishing' || !lease.unfinished.has(message.atom_id)) return;
+    const atomId = message.atom_id;
+    const dir = this.#layout.atomDir(run.id, lease.subjobId, atomId);
+    let exitCode = message.exit_code;
+    const problems: string[] = [];
+    const upload = lease.uploads.get(atomId);
+    lease.uploads.delete(atomId);
+    if (message.has_artifacts) {
+      try {
+        if (!upload) throw new Error('the worker announced artifacts but sent none');
+        await upload.finish();
+      } catch (error) {
+        problems.push(`artifacts refused: ${errorMessage(error)}`);
+      }
+    }
+    const console = lease.consoles.get(atomId);
+    lease.consoles.delete(atomId);
+    try {
+      if (console) await console.close();
+      if (problems.length > 0) await writeFile(join(dir, CONSOLE_FILE), `\n[ClusterRunner: ${problems.join('; ')}]\n`, { flag: 'a' });
+      const atom = run.atoms[lease.subjobId]![atomId]!;
+      await writeFile(join(dir, COMMAND_FILE), `${atomCommandString(atom.variable, atom.value)} ${run.job!.command}\n`);
+      if (problems.length > 0 && exitCode === 0) exitCode = 1;
+      await writeFile(join(dir, EXIT_CODE_FILE), `${exitCode}\n`);
+      await writeFile(join(dir, TIME_FILE), `${message.time_s.toFixed(2)}\n`);
+    } catch (error) {
+      // Without its files the atom's result cannot be trusted: run it again rather than lose it.
+      this.#log.error({ buildId: run.id, subjobId: lease.subjobId, atomId, err: error }, 'could not store atom result; requeueing it');
+      return;
+    }
+    if (lease.isRevoked || run.phase !== 'ready' || !lease.unfinished.delete(atomId)) return;
+    const log = this.#log.child({ buildId: run.id, subjobId: lease.subjobId, atomId, workerId: worker.id });
+    const attempt = run.attemptsOf(lease.subjobId, atomId);
+    if (exitCode !== 0 && message.stop_reason === null && attempt <= run.job!.retries) {
+      log.info({ exitCode, attempt }, 'atom failed; retrying it');
+      this.#store.batcher.add(() => this.#store.atoms.markRetrying(run.id, lease.subjobId, atomId));
+      run.requeueFront({ subjobId: lease.subjobId, atomIds: [atomId], avoidWorkerId: worker.id });
+      this.#dispatcher.schedule();
+      return;
+    }
+    this.#store.batcher.add(() =>
+      this.#store.atoms.markFinished(run.id, lease.subjobId, atomId, exitCode, message.time_s, message.stop_reason));
+    this.#store.events.append('ATOM_FINISH', {
+      build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, exit_code: exitCode, time: message.time_s, worker: worker.name,
+    });
+    this.#store.events.append('MASTER_RECEIVED_RESULT', { build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, worker: worker.name });
+    this.#metrics.atomsTotal.inc({ result: exitCode === 0 ? 'success' : 'failure' });
+    if (run.completeAtom(lease.subjobId, atomId)) {
+      const completed = run.completedSubjobs;
+      this.#store.batcher.add(() => {
+        this.#store.atoms.setSubjobState(run.id, lease.subjobId, 'COMPLETED');
+        this.#store.builds.setCompletedSubjobs(run.id, completed);
+      });
+    }
+    if (run.remainingAtoms === 0) this.#finishInBackground(run, this.#outcome(run));
+  }
+
+  subjobFinished(worker: WorkerEntry, lease: Lease): void {
+    worker.leases.delete(lease.id);
+    worker.releaseExecutor(lease.executorIndex);
+    if (!lease.isRevoked) {
+      const run = this.#runs.get(lease.buildId);
+      // The worker stopped early (its atoms were stopped): whatever has no result runs again.
+      this.#revoke(lease, run?.phase === 'ready');
+    }
+    this.#maybeTeardown(worker, lease.buildId);
+    this.#dispatcher.schedule();
+  }
+
+  // ---- helpers ----------------------------------------------------------------------------------------------
+
+  #createUpload(dir: string): ArtifactUpload {
+    const extractor = createSafeExtractor(dir, { maxBytes: this.#settings.maxArtifactBytes, maxEntries: this.#settings.maxArtifactFiles });
+    const input = extractor.input as NodeJS.WritableStream;
+    let failure: unknown = null;
+    extractor.done.catch((error: unknown) => {
+      failure = error;
+    });
+    let finished: Promise<void> | null = null;
+    return {
+      write: async (bytes) => {
+        if (failure !== null || finished) return;
+        if (!input.write(bytes)) {
+          await new Promise<void>((resolve) => {
+            input.once('drain', resolve);
+            extractor.done.then(() => resolve(), () => resolve());
+          });
+        }
+      },
+      finish: () => {
+        finished ??= (async () => {
+          if (failure === null) input.end();
+          await extractor.done;
+        })();
+        return finished;
+      },
+      abort: () => {
+        if (failure === null && !finished) input.end();
+        extractor.done.catch(() => undefined);
+      },
+    };
+  }
+
+  /** Stops honouring a lease; its unfinished atoms go back to the front of the queue when requeue is set. */
+  #revoke(lease: Lease, requeue: boolean): void {
+    if (lease.isRevoked) return;
+    lease.isRevoked = true;
+    for (const console of lease.consoles.values()) console.close().catch(() => undefined);
+    lease.consoles.clear();
+    for (const upload of lease.uploads.values()) upload.abort();
+    lease.uploads.clear();
+    const run = this.#runs.get(lease.buildId);
+    if (!run) return;
+    run.releaseBuildExecutor(lease.workerId, lease.buildExecutorIndex);
+    if (!requeue || run.phase !== 'ready' || lease.unfinished.size === 0) return;
+    const atomIds = [...lease.unfinished].sort((a, b) => a - b);
+    this.#store.batcher.add(() => {
+      for (const atomId of atomIds) this.#store.atoms.markRequeued(run.id, lease.subjobId, atomId);
+    });
+    run.requeueFront({ subjobId: lease.subjobId, atomIds, avoidWorkerId: null });
+    this.#log.info({ buildId: run.id, subjobId: lease.subjobId, atoms: atomIds.length }, 'requeued unfinished atoms');
+  }
+
+  /** Teardown once the worker has nothing of the build running and the build has nothing left to give. */
+  #maybeTeardown(worker: WorkerEntry, buildId: number): void {
+    if (worker.builds.get(buildId) !== 'ready') return;
+    for (const lease of worker.leases.values()) if (lease.buildId === buildId) return;
+    const run = this.#runs.get(buildId);
+    if (run && run.phase === 'ready' && run.hasPendingWork) return;
+    this.#teardown(worker, buildId);
+  }
+
+  #teardown(worker: WorkerEntry, buildId: number): void {
+    worker.builds.set(buildId, 'tearing_down');
+    worker.send({ type: 'teardown_build', build_id: buildId });
+  }
+
+  #outcome(run: BuildRun): TerminalStatus {
+    this.#store.batcher.flush();
+    return this.#store.atoms.listFailedAtoms(run.id).length > 0 ? 'FAILURE' : 'SUCCESS';
+  }
+
+  #finishInBackground(run: BuildRun, status: TerminalStatus, errorText: string | null = null): void {
+    const done = this.#finish(run, status, errorText).catch((error: unknown) => {
+      this.#log.error({ buildId: run.id, err: error }, 'finishing the build failed');
+    });
+    this.#finishing.add(done);
+    void done.finally(() => this.#finishing.delete(done));
+  }
+
+  /**
+   * The one way a build ends. Dispatch stops at once and running work is stopped (cancel/error); then the
+   * archive of every finished atom is written, and only then is the status made terminal, so a client that
+   * sees a terminal build can always download its artifacts.
+   */
+  async #finish(run: BuildRun, status: TerminalStatus, errorText: string | null): Promise<void> {
+    if (run.phase === 'finishing') return;
+    run.phase = 'finishing';
+    run.abort.abort();
+    this.#dispatcher.removeRun(run);
+    run.clearPendingWork();
+    for (const worker of this.#registry.all()) {
+      const leases = [...worker.leases.values()].filter((lease) => lease.buildId === run.id && !lease.isRevoked);
+      for (const lease of leases) this.#revoke(lease, false);
+      const state = worker.builds.get(run.id);
+      if (leases.length > 0 || state === 'setting_up') {
+        // Stop now: atoms still running belong to a build that has ended (cancel, or an error elsewhere).
+        worker.send({ type: 'cancel_build', build_id: run.id });
+        worker.builds.set(run.id, 'tearing_down');
+      } else if (state === 'ready') {
+        this.#teardown(worker, run.id);
+      } else if (state === 'failed') {
+        worker.builds.delete(run.id);
+      }
+    }
+    this.#store.batcher.flush();
+    let finalStatus = status;
+    let finalError = errorText;
+    const failures = this.#store.atoms.listFailedAtoms(run.id).map((atom) => atomFolderName(atom.subjobId, atom.id));
+    try {
+      await mkdir(this.#layout.artifactsDir(run.id), { recursive: true });
+      await writeBuildArchives({
+        artifactsDir: this.#layout.artifactsDir(run.id),
+        tarGzPath: this.#layout.tarGz(run.id),
+        zipPath: this.#layout.zip(run.id),
+        failures,
+      });
+      this.#store.builds.setArtifactsReady(run.id);
+    } catch (error) {
+      this.#log.error({ buildId: run.id, err: error }, 'could not write the artifact archive');
+      // Never SUCCESS (or FAILURE) with artifacts missing: the user could not see what ran.
+      if (finalStatus === 'SUCCESS' || finalStatus === 'FAILURE') {
+        finalStatus = 'ERROR';
+        finalError = `The build's atoms finished but its artifact archive could not be written: ${errorMessage(error)}`;
+      }
+    }
+    this.#store.builds.setStatus(run.id, finalStatus, finalError);
+    this.#store.events.append('BUILD_FINISHED', { build_id: run.id, status: finalStatus });
+    this.#store.batcher.flush();
+    this.#runs.delete(run.id);
+    const record = this.#store.builds.get(run.id);
+    this.#metrics.buildsTotal.inc({ status: finalStatus });
+    const queued = record?.stateTimestamps['queued'];
+    if (queued !== undefined) this.#metrics.buildDuration.observe(Date.now() / 1000 - queued);
+    this.#updateQueueDepth();
+    this.#log.info({ buildId: run.id, status: finalStatus }, 'build finished');
+    this.#dispatcher.schedule();
+  }
+
+  #updateQueueDepth(): void {
+    this.#metrics.queueDepth.set(this.#runs.size);
+  }
+
+  /** For the API: the live run of a build, when it has one. */
+  liveRun(buildId: number): BuildRun | undefined {
+    return this.#runs.get(buildId);
+  }
+}

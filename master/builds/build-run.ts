@@ -1,0 +1,166 @@
+import type { StoredJob } from '../store/build-store.ts';
+import type { BuildRequest } from './build-request.ts';
+
+/** Work waiting for an executor: a subjob, or the atoms of it that still need a result. */
+export interface WorkItem {
+  readonly subjobId: number;
+  readonly atomIds: readonly number[];
+  /** A retried atom prefers another worker than the one it failed on. */
+  readonly avoidWorkerId: number | null;
+}
+
+export interface RunAtom {
+  readonly variable: string;
+  readonly value: string;
+}
+
+/**
+ * The live side of one unfinished build on the master: what waits to run, who runs what, and the counters
+ * that decide when it is done. SQLite holds the record; this holds what the dispatcher needs without a query.
+ *
+ * phase: preparing (not dispatchable yet) -> ready (dispatchable) -> finishing (no more dispatch; being
+ * archived, canceled or errored).
+ */
+export class BuildRun {
+  readonly id: number;
+  readonly priority: number;
+  readonly request: BuildRequest;
+  readonly abort = new AbortController();
+  phase: 'preparing' | 'ready' | 'finishing' = 'preparing';
+  hasWorker = false;
+  job: StoredJob | null = null;
+  projectDir: string | null = null;
+  executorsInUse = 0;
+  readonly executorsPerWorker = new Map<number, number>();
+  setupFailures = 0;
+  /** Atoms of each subjob, by subjob id then atom id. */
+  atoms: RunAtom[][] = [];
+  remainingAtoms = 0;
+  completedSubjobs = 0;
+  readonly #remainingPerSubjob = new Map<number, number>();
+  readonly #attempts = new Map<string, number>();
+  /** Requeued work runs first (SPEC §5: "at the front"); kept apart so taking from the front stays O(1). */
+  readonly #front: WorkItem[] = [];
+  #queue: WorkItem[] = [];
+  #queueHead = 0;
+  readonly #freeBuildExecutors: number[] = [];
+  #nextBuildExecutor = 0;
+
+  constructor(id: number, priority: number, request: BuildRequest) {
+    this.id = id;
+    this.priority = priority;
+    this.request = request;
+  }
+
+  /** Loads the plan; subjobs whose atoms all have results count as complete and are not queued. */
+  load(subjobs: readonly { id: number; atoms: readonly (RunAtom & { id: number; isComplete: boolean })[] }[]): void {
+    this.atoms = [];
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.remainingAtoms = 0;
+    this.completedSubjobs = 0;
+    for (const subjob of subjobs) {
+      this.atoms[subjob.id] = subjob.atoms.map((atom) => ({ variable: atom.variable, value: atom.value }));
+      const open = subjob.atoms.filter((atom) => !atom.isComplete).map((atom) => atom.id);
+      if (open.length === 0) {
+        this.completedSubjobs++;
+        continue;
+      }
+      this.remainingAtoms += open.length;
+      this.#remainingPerSubjob.set(subjob.id, open.length);
+      this.#queue.push({ subjobId: subjob.id, atomIds: open, avoidWorkerId: null });
+    }
+  }
+
+  get numSubjobs(): number {
+    return this.atoms.length;
+  }
+
+  get hasPendingWork(): boolean {
+    return this.#front.length > 0 || this.#queueHead < this.#queue.length;
+  }
+
+  /** May this build take one more executor (on this worker, when given)? */
+  wantsExecutor(workerId?: number): boolean {
+    if (this.phase !== 'ready' || !this.hasPendingWork || this.job === null) return false;
+    if (this.job.maxExecutors !== null && this.executorsInUse >= this.job.maxExecutors) return false;
+    if (workerId !== undefined && this.job.maxExecutorsPerWorker !== null) {
+      return (this.executorsPerWorker.get(workerId) ?? 0) < this.job.maxExecutorsPerWorker;
+    }
+    return true;
+  }
+
+  /**
+   * The next work item for this worker. Items that would rather avoid it are passed over while another
+   * worker could take them (hasAlternative), else taken anyway: a retry must not wait for ever.
+   */
+  takeWork(workerId: number, hasAlternative: boolean): WorkItem | null {
+    const usable = (item: WorkItem) => !hasAlternative || item.avoidWorkerId !== workerId;
+    const frontIndex = this.#front.findIndex(usable);
+    if (frontIndex >= 0) return this.#front.splice(frontIndex, 1)[0]!;
+    if (this.#queueHead < this.#queue.length) {
+      const item = this.#queue[this.#queueHead]!;
+      this.#queue[this.#queueHead++] = undefined as unknown as WorkItem;
+      if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+        this.#queue = this.#queue.slice(this.#queueHead);
+        this.#queueHead = 0;
+      }
+      return item;
+    }
+    return null;
+  }
+
+  requeueFront(item: WorkItem): void {
+    this.#front.unshift(item);
+  }
+
+  clearPendingWork(): void {
+    this.#front.length = 0;
+    this.#queue = [];
+    this.#queueHead = 0;
+  }
+
+  /** BUILD_EXECUTOR_INDEX: the lowest index no executor of this build holds now. */
+  takeBuildExecutor(workerId: number): number {
+    this.executorsInUse++;
+    this.executorsPerWorker.set(workerId, (this.executorsPerWorker.get(workerId) ?? 0) + 1);
+    if (this.#freeBuildExecutors.length > 0) {
+      this.#freeBuildExecutors.sort((a, b) => a - b);
+      return this.#freeBuildExecutors.shift()!;
+    }
+    return this.#nextBuildExecutor++;
+  }
+
+  releaseBuildExecutor(workerId: number, index: number): void {
+    this.executorsInUse--;
+    const perWorker = (this.executorsPerWorker.get(workerId) ?? 1) - 1;
+    if (perWorker > 0) this.executorsPerWorker.set(workerId, perWorker);
+    else this.executorsPerWorker.delete(workerId);
+    this.#freeBuildExecutors.push(index);
+  }
+
+  /** Counts a start of an atom; returns which attempt this is (1 for the first). */
+  countAttempt(subjobId: number, atomId: number): number {
+    const key = `${subjobId}/${atomId}`;
+    const attempt = (this.#attempts.get(key) ?? 0) + 1;
+    this.#attempts.set(key, attempt);
+    return attempt;
+  }
+
+  attemptsOf(subjobId: number, atomId: number): number {
+    return this.#attempts.get(`${subjobId}/${atomId}`) ?? 0;
+  }
+
+  /** Records an accepted final result; returns whether its subjob is now complete. */
+  completeAtom(subjobId: number, _atomId: number): boolean {
+    this.remainingAtoms--;
+    const left = (this.#remainingPerSubjob.get(subjobId) ?? 1) - 1;
+    if (left > 0) {
+      this.#remainingPerSubjob.set(subjobId, left);
+      return false;
+    }
+    this.#remainingPerSubjob.delete(subjobId);
+    this.completedSubjobs++;
+    return true;
+  }
+}

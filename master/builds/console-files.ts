@@ -1,0 +1,87 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { badRequest } from '../../shared/errors.ts';
+
+export interface ConsolePage {
+  readonly offset_line: number;
+  readonly num_lines: number;
+  readonly total_num_lines: number;
+  readonly content: string;
+}
+
+/**
+ * SPEC §2.2 paging. Only complete (newline-ended) lines count: a line still being written is not shown
+ * until its newline arrives. Without offsetLine: the last maxLines lines.
+ */
+export function pageConsole(text: string, maxLines: number, offsetLine: number | null): ConsolePage {
+  if (!Number.isInteger(maxLines) || maxLines <= 0) throw badRequest('max_lines must be a positive integer.');
+  if (offsetLine !== null && (!Number.isInteger(offsetLine) || offsetLine < 0)) {
+    throw badRequest('offset_line must be a non-negative integer.');
+  }
+  const complete = text.slice(0, text.lastIndexOf('\n') + 1);
+  const lines = complete === '' ? [] : complete.slice(0, -1).split('\n');
+  const total = lines.length;
+  let start: number;
+  if (offsetLine === null) start = Math.max(0, total - maxLines);
+  else if (offsetLine > total) throw badRequest(`offset_line ${offsetLine} is past the end of the output (${total} lines).`);
+  else start = offsetLine;
+  const page = lines.slice(start, start + maxLines);
+  return {
+    offset_line: start,
+    num_lines: page.length,
+    total_num_lines: total,
+    content: page.length === 0 ? '' : `${page.join('\n')}\n`,
+  };
+}
+
+export async function readConsolePage(path: string, maxLines: number, offsetLine: number | null): Promise<ConsolePage> {
+  let text = '';
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  return pageConsole(text, maxLines, offsetLine);
+}
+
+/**
+ * Appends one atom's live output to its console file as it arrives, up to a byte limit; past the limit the
+ * rest is dropped and one note says so, so a runaway atom cannot fill the master's disk.
+ */
+export class ConsoleWriter {
+  readonly #stream: WriteStream;
+  readonly #maxBytes: number;
+  #bytes = 0;
+  #isTruncated = false;
+  #closed: Promise<void> | null = null;
+  #error: Error | null = null;
+
+  constructor(path: string, maxBytes: number) {
+    this.#maxBytes = maxBytes;
+    this.#stream = createWriteStream(path, { flags: 'w' });
+    this.#stream.on('error', (error) => {
+      this.#error = error;
+    });
+  }
+
+  write(data: string): void {
+    if (this.#isTruncated || this.#closed || this.#error) return;
+    const bytes = Buffer.byteLength(data);
+    if (this.#bytes + bytes > this.#maxBytes) {
+      this.#isTruncated = true;
+      this.#stream.write(`\n[ClusterRunner: console output cut at ${this.#maxBytes} bytes (max_console_bytes)]\n`);
+      return;
+    }
+    this.#bytes += bytes;
+    this.#stream.write(data);
+  }
+
+  /** Resolves once everything is on disk; rejects if the file could not be written (a full disk). */
+  close(): Promise<void> {
+    this.#closed ??= new Promise<void>((resolve, reject) => {
+      this.#stream.end(() => (this.#error ? reject(this.#error) : resolve()));
+      this.#stream.once('error', reject);
+    });
+    return this.#closed;
+  }
+}

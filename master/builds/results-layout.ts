@@ -1,0 +1,25 @@
+import { join } from 'node:path';
+
+/** Where a build's files live under `<base_directory>/results/<build id>/` (DESIGN: Data). */
+export function createResultsLayout(resultsRoot: string) {
+  const buildDir = (buildId: number) => join(resultsRoot, String(buildId));
+  return {
+    buildDir,
+    artifactsDir: (buildId: number) => join(buildDir(buildId), 'artifacts'),
+    atomDir: (buildId: number, subjobId: number, atomId: number) =>
+      join(buildDir(buildId), 'artifacts', atomFolderName(subjobId, atomId)),
+    tarGz: (buildId: number) => join(buildDir(buildId), 'results.tar.gz'),
+    zip: (buildId: number) => join(buildDir(buildId), 'results.zip'),
+  };
+}
+
+export type ResultsLayout = ReturnType<typeof createResultsLayout>;
+
+export function atomFolderName(subjobId: number, atomId: number): string {
+  return `artifact_${subjobId}_${atomId}`;
+}
+
+export const CONSOLE_FILE = 'clusterrunner_console_output';
+export const COMMAND_FILE = 'clusterrunner_command';
+export const EXIT_CODE_FILE = 'clusterrunner_exit_code';
+export const TIME_FILE = 'clusterrunner_time';

@@ -1,0 +1,77 @@
+import express, { type Express, type RequestHandler } from 'express';
+import type { Logger } from '../../shared/log.ts';
+import { ClusterRunnerError } from '../../shared/errors.ts';
+import type { Store } from '../store/index.ts';
+import type { BuildManager } from '../builds/build-manager.ts';
+import type { ResultsLayout } from '../builds/results-layout.ts';
+import type { WorkerRegistry } from '../workers/worker-registry.ts';
+import type { Metrics } from '../metrics.ts';
+import { requireDigest } from './authentication.ts';
+import { errorHandler, notFoundHandler } from './http-errors.ts';
+import { V1_TREE, V2_TREE, route, type ApiTree } from './api-tree.ts';
+import { addBuildRoutes } from './builds-routes.ts';
+import { addWorkerRoutes } from './workers-routes.ts';
+import { API_VERSION, addServiceRoutes, masterStatus } from './service-routes.ts';
+
+export interface AppDeps {
+  readonly store: Store;
+  readonly manager: BuildManager;
+  readonly registry: WorkerRegistry;
+  readonly layout: ResultsLayout;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly sessionId: string;
+  readonly version: string;
+  readonly secret: string;
+  readonly maxBodyBytes: number;
+  readonly authenticateReads: boolean;
+  readonly acceptLegacyDigest: boolean;
+}
+
+function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler): express.Router {
+  const router = express.Router({ strict: false });
+  route(router, '/', { get: [(_req, res) => res.json(masterStatus(deps.registry, tree))] });
+  addServiceRoutes(router, deps, tree);
+  addBuildRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest }, tree);
+  addWorkerRoutes(router, { registry: deps.registry, requireDigest: digest }, tree);
+  return router;
+}
+
+/** The master's HTTP API (SPEC §1–§2): v1, the unversioned tree (same as v1) and v2. */
+export function createApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+
+  app.use((req, res, next) => {
+    const started = process.hrtime.bigint();
+    res.set({ 'Api-Version': String(API_VERSION), 'Session-Id': deps.sessionId });
+    res.on('finish', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const routePath = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      deps.metrics.httpDuration.observe({ method: req.method, route: `${req.baseUrl}${routePath}`, status: String(res.statusCode) }, seconds);
+    });
+    const expected = req.headers['expected-session-id'];
+    if (expected !== undefined && expected !== deps.sessionId) {
+      next(new ClusterRunnerError('SESSION_EXPIRED', `The master was restarted: session ${String(expected)} has expired (current: ${deps.sessionId}).`, { status: 412 }));
+      return;
+    }
+    next();
+  });
+
+  // Read the raw bytes (bounded) so the digest covers exactly what was sent; routes parse JSON themselves.
+  app.use(express.raw({ type: () => true, limit: deps.maxBodyBytes }));
+
+  const digest = requireDigest({ secret: deps.secret, acceptLegacyDigest: deps.acceptLegacyDigest });
+  if (deps.authenticateReads) {
+    app.use((req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? digest(req, res, next) : next()));
+  }
+
+  app.use('/v2', createTree(deps, V2_TREE, digest));
+  app.use('/v1', createTree(deps, V1_TREE, digest));
+  app.use('/', createTree(deps, V1_TREE, digest));
+  app.use(notFoundHandler);
+  app.use(errorHandler(deps.log));
+  return app;
+}

@@ -1,0 +1,179 @@
+import type { RequestHandler, Router } from 'express';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { badRequest, notFound } from '../../shared/errors.ts';
+import type { Store } from '../store/index.ts';
+import type { BuildManager } from '../builds/build-manager.ts';
+import type { BuildRecord } from '../store/build-store.ts';
+import { readConsolePage } from '../builds/console-files.ts';
+import { CONSOLE_FILE, type ResultsLayout } from '../builds/results-layout.ts';
+import { join } from 'node:path';
+import { atomShape, buildShape, subjobShape } from './shapes.ts';
+import { pagination, pathId, queryInt } from './request-values.ts';
+import { objectBody, route, type ApiTree } from './api-tree.ts';
+
+export interface BuildRoutesDeps {
+  readonly store: Store;
+  readonly manager: BuildManager;
+  readonly layout: ResultsLayout;
+  readonly requireDigest: RequestHandler;
+}
+
+function page<T>(items: readonly T[], tree: ApiTree, query: Record<string, unknown>): readonly T[] {
+  if (!tree.isPaginated) return items;
+  const { offset, limit } = pagination(query);
+  return items.slice(offset, offset + limit);
+}
+
+export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiTree): void {
+  const { store, manager, layout } = deps;
+  const b = `/${tree.build}`;
+  const childRoutes = {
+    [tree.subjob]: `${tree.prefix}${b}/[build_id]/${tree.subjob}`,
+    'artifacts.tar.gz': `${tree.prefix}${b}/[build_id]/artifacts.tar.gz`,
+    'artifacts.zip': `${tree.prefix}${b}/[build_id]/artifacts.zip`,
+    result: `${tree.prefix}${b}/[build_id]/result`,
+  };
+
+  const loadBuild = (raw: string | string[] | undefined): BuildRecord => {
+    store.batcher.flush();
+    const id = pathId(raw, 'build');
+    const build = store.builds.get(id);
+    if (!build) throw notFound(`Invalid build id: ${id}.`);
+    return build;
+  };
+  const shape = (build: BuildRecord) => buildShape(build, store.atoms.listFailedAtoms(build.id), tree.prefix);
+  const loadSubjob = (build: BuildRecord, raw: string | string[] | undefined) => {
+    const id = pathId(raw, 'subjob');
+    const subjob = store.atoms.getSubjob(build.id, id);
+    if (!subjob) throw notFound(`Invalid subjob id: ${id} (build ${build.id} has ${build.numSubjobs} subjobs).`);
+    return subjob;
+  };
+  const loadAtom = (build: BuildRecord, subjobId: number, raw: string | string[] | undefined) => {
+    const id = pathId(raw, 'atom');
+    const atom = store.atoms.getAtom(build.id, subjobId, id);
+    if (!atom) throw notFound(`Invalid atom id: ${id} (in subjob ${subjobId} of build ${build.id}).`);
+    return atom;
+  };
+
+  route(router, b, {
+    get: [(req, res) => {
+      store.batcher.flush();
+      const { offset, limit } = tree.isPaginated ? pagination(req.query) : { offset: 0, limit: Number.MAX_SAFE_INTEGER };
+      const builds = store.builds.list(offset, limit);
+      res.json({ builds: builds.map(shape), child_routes: { build: `${tree.prefix}${b}/[build_id]` } });
+    }],
+    post: [deps.requireDigest, (req, res) => {
+      const id = manager.createBuild(objectBody(req, [
+        'type', 'url', 'branch', 'hash', 'remote', 'project_directory', 'job_name', 'config', 'remote_files', 'atoms_override', 'priority',
+      ]));
+      res.status(202).json({ build_id: id, STATUS: 'SUCCESS' });
+    }],
+  });
+
+  route(router, `${b}/:buildId`, {
+    get: [(req, res) => {
+      const build = loadBuild(req.params['buildId']);
+      res.json({ build: shape(build), child_routes: childRoutes });
+    }],
+    put: [deps.requireDigest, async (req, res) => {
+      const body = objectBody(req, ['status']);
+      if (typeof body['status'] !== 'string' || body['status'].toLowerCase() !== 'canceled') {
+        throw badRequest('The only update a build accepts is {"status": "canceled"}.');
+      }
+      const build = loadBuild(req.params['buildId']);
+      await manager.cancel(build.id);
+      res.json({ build_id: build.id, STATUS: 'SUCCESS' });
+    }],
+  });
+
+  route(router, `${b}/:buildId/result`, {
+    get: [(req, res) => {
+      const build = loadBuild(req.params['buildId']);
+      res.redirect(302, `${tree.prefix}${b}/${build.id}/artifacts.tar.gz`);
+    }],
+  });
+
+  for (const kind of ['tar.gz', 'zip'] as const) {
+    route(router, `${b}/:buildId/artifacts.${kind}`, {
+      get: [async (req, res) => {
+        const build = loadBuild(req.params['buildId']);
+        if (!build.artifactsReady) {
+          res.status(202).json({ STATUS: 'NOT_READY', message: `The artifacts of build ${build.id} are not ready yet (status ${build.status}).` });
+          return;
+        }
+        const path = kind === 'zip' ? layout.zip(build.id) : layout.tarGz(build.id);
+        const info = await stat(path).catch(() => null);
+        if (!info) throw notFound(`The artifact archive of build ${build.id} is missing on the master.`);
+        res.status(200).set({
+          'Content-Type': 'application/octet-stream',
+          'Content-Length': String(info.size),
+          'Content-Disposition': `attachment; filename="build_${build.id}_artifacts.${kind}"`,
+        });
+        await new Promise<void>((resolve, reject) => {
+          const stream = createReadStream(path);
+          stream.on('error', reject);
+          res.on('close', () => {
+            stream.destroy();
+            resolve();
+          });
+          stream.pipe(res);
+        });
+      }],
+    });
+  }
+
+  route(router, `${b}/:buildId/${tree.subjob}`, {
+    get: [(req, res) => {
+      const build = loadBuild(req.params['buildId']);
+      const command = build.job?.command ?? '';
+      const subjobs = page(store.atoms.listSubjobs(build.id), tree, req.query)
+        .map((subjob) => subjobShape(subjob, store.atoms.listSubjobAtoms(build.id, subjob.id), command));
+      res.json({ subjobs, child_routes: { subjob: `${tree.prefix}${b}/[build_id]/${tree.subjob}/[subjob_id]` } });
+    }],
+  });
+
+  route(router, `${b}/:buildId/${tree.subjob}/:subjobId`, {
+    get: [(req, res) => {
+      const build = loadBuild(req.params['buildId']);
+      const subjob = loadSubjob(build, req.params['subjobId']);
+      res.json({
+        subjob: subjobShape(subjob, store.atoms.listSubjobAtoms(build.id, subjob.id), build.job?.command ?? ''),
+        child_routes: { [tree.atom]: `${tree.prefix}${b}/[build_id]/${tree.subjob}/[subjob_id]/${tree.atom}` },
+      });
+    }],
+  });
+
+  route(router, `${b}/:buildId/${tree.subjob}/:subjobId/${tree.atom}`, {
+    get: [(req, res) => {
+      const build = loadBuild(req.params['buildId']);
+      const subjob = loadSubjob(build, req.params['subjobId']);
+      const atoms = page(store.atoms.listSubjobAtoms(build.id, subjob.id), tree, req.query).map(atomShape);
+      res.json({ atoms, child_routes: { [tree.atom]: `${tree.prefix}${b}/[build_id]/${tree.subjob}/[subjob_id]/${tree.atom}/[atom_id]` } });
+    }],
+  });
+
+  route(router, `${b}/:buildId/${tree.subjob}/:subjobId/${tree.atom}/:atomId`, {
+    get: [(req, res) => {
+      const build = loadBuild(req.params['buildId']);
+      const subjob = loadSubjob(build, req.params['subjobId']);
+      const atom = loadAtom(build, subjob.id, req.params['atomId']);
+      res.json({
+        atom: atomShape(atom),
+        child_routes: { console: `${tree.prefix}${b}/[build_id]/${tree.subjob}/[subjob_id]/${tree.atom}/[atom_id]/console` },
+      });
+    }],
+  });
+
+  route(router, `${b}/:buildId/${tree.subjob}/:subjobId/${tree.atom}/:atomId/console`, {
+    get: [async (req, res) => {
+      const build = loadBuild(req.params['buildId']);
+      const subjob = loadSubjob(build, req.params['subjobId']);
+      const atom = loadAtom(build, subjob.id, req.params['atomId']);
+      const maxLines = queryInt(req.query, 'max_lines') ?? 50;
+      const offsetLine = queryInt(req.query, 'offset_line') ?? null;
+      const path = join(layout.atomDir(build.id, subjob.id, atom.id), CONSOLE_FILE);
+      res.json(await readConsolePage(path, maxLines, offsetLine));
+    }],
+  });
+}

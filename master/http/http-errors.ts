@@ -1,0 +1,40 @@
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import { ClusterRunnerError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/log.ts';
+
+/** The one place errors become JSON: `{"STATUS": "FAILURE", "error": "..."}` with the right code (SPEC §1). */
+export function errorHandler(log: Logger): ErrorRequestHandler {
+  return (error: unknown, req, res, _next) => {
+    let status = 500;
+    let message = 'Internal error; the master logged the details.';
+    if (error instanceof ClusterRunnerError) {
+      status = error.status;
+      message = error.message;
+    } else if (isHttpError(error)) {
+      // Errors raised by express's body parser: too large, aborted, bad encoding.
+      status = error.status;
+      message = error.type === 'entity.too.large'
+        ? `The request body is larger than the limit of ${error.limit ?? 'max_body_bytes'} bytes.`
+        : error.expose ? error.message : 'The request body could not be read.';
+    }
+    if (status >= 500) log.error({ err: error, method: req.method, url: req.originalUrl }, 'request failed');
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.status(status).json({ STATUS: 'FAILURE', error: message });
+  };
+}
+
+function isHttpError(error: unknown): error is { status: number; type?: string; limit?: number; expose?: boolean; message: string } {
+  return typeof error === 'object' && error !== null && typeof (error as { status?: unknown }).status === 'number' &&
+    (error as { status: number }).status >= 400 && (error as { status: number }).status < 600;
+}
+
+export const notFoundHandler: RequestHandler = (req, _res, next) => {
+  next(new ClusterRunnerError('NOT_FOUND', `No such route: ${req.method} ${req.path}`, { status: 404 }));
+};
+
+export const methodNotAllowed: RequestHandler = (req, _res, next) => {
+  next(new ClusterRunnerError('METHOD_NOT_ALLOWED', `Method ${req.method} is not allowed on ${req.path}.`, { status: 405 }));
+};

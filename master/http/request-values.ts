@@ -1,0 +1,41 @@
+import { badRequest } from '../../shared/errors.ts';
+
+/** Path and query values arrive as text; each is checked here and named in the error. */
+
+export function pathId(raw: string | string[] | undefined, what: string): number {
+  const value = Array.isArray(raw) ? raw.join('/') : raw;
+  if (value === undefined || !/^\d{1,15}$/.test(value)) throw badRequest(`The ${what} id must be a non-negative integer, not ${JSON.stringify(value ?? '')}.`);
+  return Number(value);
+}
+
+function single(query: Record<string, unknown>, name: string): string | undefined {
+  const value = query[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') throw badRequest(`Query parameter ${name} must be given once, as a single value.`);
+  return value;
+}
+
+export function queryInt(query: Record<string, unknown>, name: string): number | undefined {
+  const value = single(query, name);
+  if (value === undefined) return undefined;
+  if (!/^-?\d{1,15}$/.test(value.trim())) throw badRequest(`Query parameter ${name} must be an integer, not ${JSON.stringify(value)}.`);
+  return Number(value);
+}
+
+export function queryNumber(query: Record<string, unknown>, name: string): number | undefined {
+  const value = single(query, name);
+  if (value === undefined) return undefined;
+  const number = Number(value);
+  if (value.trim() === '' || !Number.isFinite(number)) throw badRequest(`Query parameter ${name} must be a number, not ${JSON.stringify(value)}.`);
+  return number;
+}
+
+export const DEFAULT_PAGE_LIMIT = 20;
+export const MAX_PAGE_LIMIT = 200;
+
+/** SPEC §1.2: negative values clamp to 0; limit at most 200. */
+export function pagination(query: Record<string, unknown>): { offset: number; limit: number } {
+  const offset = Math.max(0, queryInt(query, 'offset') ?? 0);
+  const limit = Math.min(MAX_PAGE_LIMIT, Math.max(0, queryInt(query, 'limit') ?? DEFAULT_PAGE_LIMIT));
+  return { offset, limit };
+}

@@ -1,0 +1,68 @@
+import type { BuildRecord } from '../store/build-store.ts';
+import type { AtomRecord, SubjobRecord } from '../store/atom-store.ts';
+import { buildDetails, isTerminal } from '../builds/build-status.ts';
+import { atomCommandString } from '../../shared/job-config.ts';
+import type { WorkerEntry } from '../workers/worker-registry.ts';
+
+/** The API's JSON shapes (SPEC §2.1); field names are the original's, for its clients. */
+
+export function atomShape(atom: AtomRecord) {
+  return {
+    id: atom.id,
+    subjob_id: atom.subjobId,
+    command_string: atomCommandString(atom.variable, atom.value),
+    expected_time: atom.expectedTime,
+    actual_time: atom.actualTime,
+    exit_code: atom.exitCode,
+    state: atom.state,
+    attempts: atom.attempts,
+    worker: atom.worker,
+    stop_reason: atom.stopReason,
+  };
+}
+
+export function subjobShape(subjob: SubjobRecord, atoms: readonly AtomRecord[], command: string) {
+  return {
+    id: subjob.id,
+    command,
+    atoms: atoms.map(atomShape),
+    worker: subjob.worker,
+    slave: subjob.worker,
+    state: subjob.state,
+  };
+}
+
+export function buildShape(build: BuildRecord, failedAtoms: readonly AtomRecord[] | null, apiPrefix: string) {
+  const terminal = isTerminal(build.status);
+  return {
+    id: build.id,
+    status: build.status,
+    result: terminal ? build.status : null,
+    details: buildDetails(build.completedSubjobs, build.numSubjobs),
+    num_atoms: build.numAtoms,
+    num_subjobs: build.numSubjobs,
+    failed_atoms: terminal ? (failedAtoms ?? []).map(atomShape) : null,
+    artifacts: build.artifactsReady ? `${apiPrefix}/build/${build.id}/artifacts.tar.gz` : null,
+    error_message: build.errorMessage,
+    job_name: build.jobName,
+    priority: build.priority,
+    request_params: build.requestParams,
+    state_timestamps: build.stateTimestamps,
+  };
+}
+
+export function workerShape(worker: WorkerEntry) {
+  const buildIds = worker.currentBuildIds();
+  return {
+    id: worker.id,
+    name: worker.name,
+    url: worker.name,
+    session_id: worker.sessionId,
+    num_executors: worker.numExecutors,
+    num_executors_in_use: worker.executorsInUse,
+    current_build_ids: buildIds,
+    current_build_id: buildIds[0] ?? null,
+    is_alive: worker.isAlive,
+    is_in_shutdown_mode: worker.isDraining,
+  };
+}

@@ -1,0 +1,71 @@
+import type { RequestHandler, Router } from 'express';
+import { badRequest, notFound } from '../../shared/errors.ts';
+import type { WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts';
+import { drainWorker } from '../workers/worker-session.ts';
+import { workerShape } from './shapes.ts';
+import { pagination, pathId } from './request-values.ts';
+import { objectBody, route, type ApiTree } from './api-tree.ts';
+
+export interface WorkerRoutesDeps {
+  readonly registry: WorkerRegistry;
+  readonly requireDigest: RequestHandler;
+}
+
+export function addWorkerRoutes(router: Router, deps: WorkerRoutesDeps, tree: ApiTree): void {
+  const { registry } = deps;
+  // `slave` is the original's word; every path and key accepts it.
+  for (const [noun, listKey] of [[tree.worker, 'workers'], [tree.slave, 'slaves']] as const) {
+    const singular = listKey.slice(0, -1);
+    const find = (raw: string | string[] | undefined): WorkerEntry => {
+      const id = pathId(raw, singular);
+      const worker = registry.get(id);
+      if (!worker || worker.isDraining) throw notFound(`Invalid ${singular} id: ${id}.`);
+      return worker;
+    };
+
+    route(router, `/${noun}`, {
+      get: [(req, res) => {
+        let workers = registry.listed().map(workerShape);
+        if (tree.isPaginated) {
+          const { offset, limit } = pagination(req.query);
+          workers = workers.slice(offset, offset + limit);
+        }
+        res.json({ [listKey]: workers, child_routes: { [singular]: `${tree.prefix}/${noun}/[${singular}_id]` } });
+      }],
+    });
+
+    route(router, `/${noun}/shutdown`, {
+      post: [deps.requireDigest, (req, res) => {
+        const body = objectBody(req, ['shutdown_all', 'workers', 'slaves']);
+        let targets: WorkerEntry[];
+        if (body['shutdown_all'] === true) {
+          targets = registry.listed();
+        } else {
+          const ids = body['workers'] ?? body['slaves'];
+          if (!Array.isArray(ids) || ids.length === 0 || !ids.every((id) => Number.isInteger(id) && id >= 0)) {
+            throw badRequest('Give {"shutdown_all": true} or {"workers": [ids]} with a non-empty list of integer ids.');
+          }
+          // Every id is checked before any worker is touched: all or nothing.
+          targets = (ids as number[]).map((id) => find(String(id)));
+        }
+        for (const worker of targets) drainWorker(worker);
+        res.json({ STATUS: 'SUCCESS', [listKey]: targets.map((worker) => worker.id) });
+      }],
+    });
+
+    route(router, `/${noun}/:workerId`, {
+      get: [(req, res) => {
+        res.json({ [singular]: workerShape(find(req.params['workerId'])) });
+      }],
+    });
+
+    route(router, `/${noun}/:workerId/shutdown`, {
+      post: [deps.requireDigest, (req, res) => {
+        objectBody(req, []);
+        const worker = find(req.params['workerId']);
+        drainWorker(worker);
+        res.json({ STATUS: 'SUCCESS', [`${singular}_id`]: worker.id });
+      }],
+    });
+  }
+}

@@ -1,0 +1,167 @@
+import type { Db } from './database.ts';
+import type { AtomState } from '../builds/build-status.ts';
+import type { StopReason } from '../../shared/process.ts';
+
+export interface AtomRecord {
+  readonly buildId: number;
+  readonly subjobId: number;
+  readonly id: number;
+  readonly variable: string;
+  readonly value: string;
+  readonly state: AtomState;
+  readonly exitCode: number | null;
+  readonly expectedTime: number | null;
+  readonly actualTime: number | null;
+  readonly attempts: number;
+  readonly worker: string | null;
+  readonly stopReason: StopReason | null;
+}
+
+export interface SubjobRecord {
+  readonly buildId: number;
+  readonly id: number;
+  readonly state: AtomState;
+  readonly worker: string | null;
+}
+
+/** What preparation hands over: subjobs in order, each with its atoms in order. */
+export interface PlannedSubjob {
+  readonly id: number;
+  readonly atoms: readonly { readonly id: number; readonly variable: string; readonly value: string; readonly expectedTime: number | null }[];
+}
+
+interface AtomRow {
+  build_id: number;
+  subjob_id: number;
+  id: number;
+  variable: string;
+  value: string;
+  state: AtomState;
+  exit_code: number | null;
+  expected_time: number | null;
+  actual_time: number | null;
+  attempts: number;
+  worker: string | null;
+  stop_reason: StopReason | null;
+}
+
+interface SubjobRow {
+  build_id: number;
+  id: number;
+  state: AtomState;
+  worker: string | null;
+}
+
+function toAtom(row: AtomRow): AtomRecord {
+  return {
+    buildId: row.build_id,
+    subjobId: row.subjob_id,
+    id: row.id,
+    variable: row.variable,
+    value: row.value,
+    state: row.state,
+    exitCode: row.exit_code,
+    expectedTime: row.expected_time,
+    actualTime: row.actual_time,
+    attempts: row.attempts,
+    worker: row.worker,
+    stopReason: row.stop_reason,
+  };
+}
+
+function toSubjob(row: SubjobRow): SubjobRecord {
+  return { buildId: row.build_id, id: row.id, state: row.state, worker: row.worker };
+}
+
+export function createAtomStore(db: Db) {
+  const insertSubjob = db.prepare(`INSERT INTO subjobs (build_id, id, state) VALUES (?, ?, 'NOT_STARTED')`);
+  const insertAtom = db.prepare(
+    `INSERT INTO atoms (build_id, subjob_id, id, variable, value, state, expected_time)
+     VALUES (?, ?, ?, ?, ?, 'NOT_STARTED', ?)`,
+  );
+  const selectSubjobs = db.prepare<[number], SubjobRow>('SELECT * FROM subjobs WHERE build_id = ? ORDER BY id');
+  const selectSubjob = db.prepare<[number, number], SubjobRow>('SELECT * FROM subjobs WHERE build_id = ? AND id = ?');
+  const selectBuildAtoms = db.prepare<[number], AtomRow>('SELECT * FROM atoms WHERE build_id = ? ORDER BY subjob_id, id');
+  const selectSubjobAtoms = db.prepare<[number, number], AtomRow>(
+    'SELECT * FROM atoms WHERE build_id = ? AND subjob_id = ? ORDER BY id',
+  );
+  const selectAtom = db.prepare<[number, number, number], AtomRow>(
+    'SELECT * FROM atoms WHERE build_id = ? AND subjob_id = ? AND id = ?',
+  );
+  const selectFailed = db.prepare<[number], AtomRow>(
+    'SELECT * FROM atoms WHERE build_id = ? AND exit_code IS NOT NULL AND exit_code != 0 ORDER BY subjob_id, id',
+  );
+  const updateAtomStarted = db.prepare(
+    `UPDATE atoms SET state = 'IN_PROGRESS', worker = ?, attempts = attempts + 1, exit_code = NULL, actual_time = NULL,
+       stop_reason = NULL WHERE build_id = ? AND subjob_id = ? AND id = ?`,
+  );
+  const updateAtomFinished = db.prepare(
+    `UPDATE atoms SET state = 'COMPLETED', exit_code = ?, actual_time = ?, stop_reason = ?
+     WHERE build_id = ? AND subjob_id = ? AND id = ?`,
+  );
+  const updateAtomReset = db.prepare(
+    `UPDATE atoms SET state = 'NOT_STARTED', exit_code = NULL, actual_time = NULL
+     WHERE build_id = ? AND subjob_id = ? AND id = ? AND state != 'COMPLETED'`,
+  );
+  const updateAtomRetry = db.prepare(
+    `UPDATE atoms SET state = 'NOT_STARTED' WHERE build_id = ? AND subjob_id = ? AND id = ?`,
+  );
+  const updateSubjob = db.prepare('UPDATE subjobs SET state = ?, worker = COALESCE(?, worker) WHERE build_id = ? AND id = ?');
+  const resetInProgress = db.prepare(
+    `UPDATE atoms SET state = 'NOT_STARTED' WHERE build_id = ? AND state = 'IN_PROGRESS'`,
+  );
+
+  return {
+    insertPlan(buildId: number, subjobs: readonly PlannedSubjob[]): void {
+      for (const subjob of subjobs) {
+        insertSubjob.run(buildId, subjob.id);
+        for (const atom of subjob.atoms) {
+          insertAtom.run(buildId, subjob.id, atom.id, atom.variable, atom.value, atom.expectedTime);
+        }
+      }
+    },
+    listSubjobs(buildId: number): SubjobRecord[] {
+      return selectSubjobs.all(buildId).map(toSubjob);
+    },
+    getSubjob(buildId: number, subjobId: number): SubjobRecord | null {
+      const row = selectSubjob.get(buildId, subjobId);
+      return row ? toSubjob(row) : null;
+    },
+    listBuildAtoms(buildId: number): AtomRecord[] {
+      return selectBuildAtoms.all(buildId).map(toAtom);
+    },
+    listSubjobAtoms(buildId: number, subjobId: number): AtomRecord[] {
+      return selectSubjobAtoms.all(buildId, subjobId).map(toAtom);
+    },
+    getAtom(buildId: number, subjobId: number, atomId: number): AtomRecord | null {
+      const row = selectAtom.get(buildId, subjobId, atomId);
+      return row ? toAtom(row) : null;
+    },
+    listFailedAtoms(buildId: number): AtomRecord[] {
+      return selectFailed.all(buildId).map(toAtom);
+    },
+    markStarted(buildId: number, subjobId: number, atomId: number, worker: string): void {
+      updateAtomStarted.run(worker, buildId, subjobId, atomId);
+    },
+    markFinished(buildId: number, subjobId: number, atomId: number, exitCode: number, actualTime: number, stopReason: StopReason | null): void {
+      updateAtomFinished.run(exitCode, actualTime, stopReason, buildId, subjobId, atomId);
+    },
+    /** Back to NOT_STARTED after a lost lease; a completed atom keeps its one result. */
+    markRequeued(buildId: number, subjobId: number, atomId: number): void {
+      updateAtomReset.run(buildId, subjobId, atomId);
+    },
+    /** A failed atom that will run again keeps its last exit code visible until the retry starts. */
+    markRetrying(buildId: number, subjobId: number, atomId: number): void {
+      updateAtomRetry.run(buildId, subjobId, atomId);
+    },
+    setSubjobState(buildId: number, subjobId: number, state: AtomState, worker: string | null = null): void {
+      updateSubjob.run(state, worker, buildId, subjobId);
+    },
+    /** After a master restart nothing is running any more. */
+    resetInProgress(buildId: number): void {
+      resetInProgress.run(buildId);
+    },
+  };
+}
+
+export type AtomStore = ReturnType<typeof createAtomStore>;

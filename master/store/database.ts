@@ -1,0 +1,93 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export type Db = Database.Database;
+
+/** Migrations, numbered by position; `PRAGMA user_version` records how many have run. Never edit one that shipped. */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE builds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    status TEXT NOT NULL,
+    request_params TEXT NOT NULL,
+    request TEXT NOT NULL,
+    project_type TEXT NOT NULL,
+    job_name TEXT,
+    project_dir TEXT,
+    job TEXT,
+    priority INTEGER NOT NULL DEFAULT 0,
+    num_atoms INTEGER,
+    num_subjobs INTEGER NOT NULL DEFAULT 0,
+    completed_subjobs INTEGER NOT NULL DEFAULT 0,
+    error_message TEXT,
+    artifacts_ready INTEGER NOT NULL DEFAULT 0,
+    state_timestamps TEXT NOT NULL
+  );
+  CREATE INDEX builds_by_status ON builds(status);
+  CREATE TABLE subjobs (
+    build_id INTEGER NOT NULL REFERENCES builds(id),
+    id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    worker TEXT,
+    PRIMARY KEY (build_id, id)
+  ) WITHOUT ROWID;
+  CREATE TABLE atoms (
+    build_id INTEGER NOT NULL,
+    subjob_id INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    variable TEXT NOT NULL,
+    value TEXT NOT NULL,
+    state TEXT NOT NULL,
+    exit_code INTEGER,
+    expected_time REAL,
+    actual_time REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    stop_reason TEXT,
+    PRIMARY KEY (build_id, subjob_id, id),
+    FOREIGN KEY (build_id, subjob_id) REFERENCES subjobs(build_id, id)
+  ) WITHOUT ROWID;
+  CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tag TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    build_id INTEGER,
+    fields TEXT NOT NULL
+  );
+  CREATE INDEX events_by_time ON events(timestamp);
+  CREATE TABLE workers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL
+  );
+  `,
+];
+
+export function openDatabase(path: string): Db {
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  // WAL + NORMAL: a commit is durable against a process crash (the master being killed); only a power
+  // loss may lose the last transactions, and commits cost no fsync each.
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  migrate(db);
+  return db;
+}
+
+function migrate(db: Db): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new Error(`The database was written by a newer ClusterRunner (schema ${current}, this one knows ${MIGRATIONS.length}).`);
+  }
+  for (let version = current; version < MIGRATIONS.length; version++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[version]!);
+      db.pragma(`user_version = ${version + 1}`);
+    })();
+  }
+}

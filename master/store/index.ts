@@ -1,0 +1,36 @@
+import { openDatabase, type Db } from './database.ts';
+import { createBuildStore, type BuildStore } from './build-store.ts';
+import { createAtomStore, type AtomStore } from './atom-store.ts';
+import { createEventStore, type EventStore } from './event-store.ts';
+import { createWorkerStore, type WorkerStore } from './worker-store.ts';
+import { WriteBatcher } from './write-batcher.ts';
+
+export interface Store {
+  readonly db: Db;
+  readonly batcher: WriteBatcher;
+  readonly builds: BuildStore;
+  readonly atoms: AtomStore;
+  readonly events: EventStore;
+  readonly workers: WorkerStore;
+  close(): void;
+}
+
+export function openStore(path: string): Store {
+  const db = openDatabase(path);
+  const batcher = new WriteBatcher(db);
+  let isClosed = false;
+  return {
+    db,
+    batcher,
+    builds: createBuildStore(db),
+    atoms: createAtomStore(db),
+    events: createEventStore(db, batcher),
+    workers: createWorkerStore(db),
+    close() {
+      if (isClosed) return;
+      isClosed = true;
+      batcher.flush();
+      db.close();
+    },
+  };
+}

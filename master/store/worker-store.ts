@@ -1,0 +1,18 @@
+import type { Db } from './database.ts';
+
+/** Worker ids come from SQLite so they never repeat, not even across master restarts. */
+export function createWorkerStore(db: Db) {
+  const insert = db.prepare('INSERT INTO workers (name, session_id, first_seen, last_seen) VALUES (?, ?, ?, ?)');
+  const touch = db.prepare('UPDATE workers SET last_seen = ? WHERE id = ?');
+  return {
+    insert(name: string, sessionId: string): number {
+      const now = Date.now() / 1000;
+      return Number(insert.run(name, sessionId, now, now).lastInsertRowid);
+    },
+    touch(id: number): void {
+      touch.run(Date.now() / 1000, id);
+    },
+  };
+}
+
+export type WorkerStore = ReturnType<typeof createWorkerStore>;

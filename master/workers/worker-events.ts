@@ -1,0 +1,22 @@
+import type { ArtifactChunkHeader, WorkerMessage } from '../../shared/protocol.ts';
+import type { Lease, WorkerEntry } from './worker-registry.ts';
+
+type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
+
+/** What a worker session reports to the build side; the build manager implements it. */
+export interface WorkerEvents {
+  workerReady(worker: WorkerEntry): void;
+  /** The worker is gone for good (silent too long, or not back within the lease window). */
+  workerLost(worker: WorkerEntry, reason: string): void;
+  /** The worker left cleanly after a drain; it held no leases. */
+  workerLeft(worker: WorkerEntry): void;
+  setupFinished(worker: WorkerEntry, message: Message<'setup_finished'>): void;
+  teardownFinished(worker: WorkerEntry, message: Message<'teardown_finished'>): void;
+  atomStarted(worker: WorkerEntry, lease: Lease, message: Message<'atom_started'>): Promise<void>;
+  atomOutput(worker: WorkerEntry, lease: Lease, message: Message<'atom_output'>): void;
+  artifactChunk(worker: WorkerEntry, lease: Lease, header: ArtifactChunkHeader, bytes: Buffer): Promise<void>;
+  atomFinished(worker: WorkerEntry, lease: Lease, message: Message<'atom_finished'>): Promise<void>;
+  subjobFinished(worker: WorkerEntry, lease: Lease): void;
+  /** A lease the worker did not list when it came back: it no longer runs it. */
+  leaseDropped(worker: WorkerEntry, lease: Lease): void;
+}

@@ -1,0 +1,144 @@
+import type { WebSocket } from 'ws';
+import type { MasterMessage } from '../../shared/protocol.ts';
+import type { ConsoleWriter } from '../builds/console-files.ts';
+
+/** A worker's relation to one build: setup running or done, teardown running, or setup failed there. */
+export type WorkerBuildState = 'setting_up' | 'ready' | 'tearing_down' | 'failed';
+
+export interface ArtifactUpload {
+  write(bytes: Buffer): Promise<void>;
+  finish(): Promise<void>;
+  abort(): void;
+}
+
+/**
+ * One subjob (or what is left of it) handed to one executor. A result is accepted only through a live
+ * lease and only once per atom; a revoked lease's messages are ignored.
+ */
+export interface Lease {
+  readonly id: string;
+  readonly workerId: number;
+  readonly buildId: number;
+  readonly subjobId: number;
+  readonly executorIndex: number;
+  readonly buildExecutorIndex: number;
+  /** Atom ids with no accepted result yet. */
+  readonly unfinished: Set<number>;
+  isRevoked: boolean;
+  /** Messages of one lease are handled strictly in order, each after the previous one's I/O. */
+  chain: Promise<void>;
+  readonly consoles: Map<number, ConsoleWriter>;
+  readonly uploads: Map<number, ArtifactUpload>;
+}
+
+export class WorkerEntry {
+  readonly id: number;
+  readonly name: string;
+  readonly sessionId: string;
+  readonly numExecutors: number;
+  readonly heartbeatIntervalMs: number;
+  readonly heartbeatFailureThreshold: number;
+  socket: WebSocket | null;
+  isAlive = true;
+  isDraining = false;
+  lastSeenMs = Date.now();
+  /** Set while the socket is gone but the worker may still come back and resume its leases. */
+  disconnectTimer: NodeJS.Timeout | null = null;
+  readonly leases = new Map<string, Lease>();
+  readonly builds = new Map<number, WorkerBuildState>();
+  readonly #freeExecutors: number[];
+
+  constructor(init: {
+    id: number; name: string; sessionId: string; numExecutors: number; heartbeatIntervalMs: number;
+    heartbeatFailureThreshold: number; socket: WebSocket;
+  }) {
+    this.id = init.id;
+    this.name = init.name;
+    this.sessionId = init.sessionId;
+    this.numExecutors = init.numExecutors;
+    this.heartbeatIntervalMs = init.heartbeatIntervalMs;
+    this.heartbeatFailureThreshold = init.heartbeatFailureThreshold;
+    this.socket = init.socket;
+    this.#freeExecutors = Array.from({ length: init.numExecutors }, (_, index) => init.numExecutors - 1 - index);
+  }
+
+  /** How long the worker may be silent, or gone, before its leases are given back. */
+  get leaseWindowMs(): number {
+    return this.heartbeatIntervalMs * this.heartbeatFailureThreshold;
+  }
+
+  get freeExecutorCount(): number {
+    return this.#freeExecutors.length;
+  }
+
+  get executorsInUse(): number {
+    return this.numExecutors - this.#freeExecutors.length;
+  }
+
+  get isConnected(): boolean {
+    return this.socket !== null && this.socket.readyState === this.socket.OPEN;
+  }
+
+  /** A worker that may be given new work now. */
+  get isAvailable(): boolean {
+    return this.isAlive && !this.isDraining && this.isConnected && this.#freeExecutors.length > 0;
+  }
+
+  /** The lowest free executor index, so MACHINE_EXECUTOR_INDEX values stay small and stable. */
+  takeExecutor(): number {
+    const index = this.#freeExecutors.pop();
+    if (index === undefined) throw new Error(`worker ${this.id} has no free executor`);
+    return index;
+  }
+
+  releaseExecutor(index: number): void {
+    if (this.#freeExecutors.includes(index)) return;
+    this.#freeExecutors.push(index);
+    this.#freeExecutors.sort((a, b) => b - a);
+  }
+
+  currentBuildIds(): number[] {
+    const ids = new Set<number>(this.builds.keys());
+    for (const lease of this.leases.values()) ids.add(lease.buildId);
+    return [...ids].sort((a, b) => a - b);
+  }
+
+  send(message: MasterMessage): void {
+    if (this.isConnected) this.socket!.send(JSON.stringify(message));
+  }
+}
+
+export class WorkerRegistry {
+  readonly #workers = new Map<number, WorkerEntry>();
+
+  add(worker: WorkerEntry): void {
+    this.#workers.set(worker.id, worker);
+  }
+
+  get(id: number): WorkerEntry | undefined {
+    return this.#workers.get(id);
+  }
+
+  remove(id: number): void {
+    this.#workers.delete(id);
+  }
+
+  all(): IterableIterator<WorkerEntry> {
+    return this.#workers.values();
+  }
+
+  /** What GET /v1/worker shows: a draining worker leaves the list at once (SPEC §6). */
+  listed(): WorkerEntry[] {
+    return [...this.#workers.values()].filter((worker) => !worker.isDraining);
+  }
+
+  available(): WorkerEntry[] {
+    return [...this.#workers.values()].filter((worker) => worker.isAvailable);
+  }
+
+  /** Dead workers are kept for the API and metrics, but only the most recent few. */
+  forgetOldDead(keep = 100): void {
+    const dead = [...this.#workers.values()].filter((worker) => !worker.isAlive);
+    for (const worker of dead.slice(0, Math.max(0, dead.length - keep))) this.#workers.delete(worker.id);
+  }
+}

@@ -1,0 +1,222 @@
+import type { WebSocket, RawData } from 'ws';
+import type { Logger } from '../../shared/log.ts';
+import {
+  CLOSE_PROTOCOL_ERROR, CLOSE_REPLACED, PROTOCOL_VERSION, decodeArtifactChunk, parseFrame, workerMessage,
+  type MasterMessage, type RegisterMessage,
+} from '../../shared/protocol.ts';
+import { errorMessage } from '../../shared/errors.ts';
+import type { WorkerStore } from '../store/worker-store.ts';
+import type { WorkerEvents } from './worker-events.ts';
+import { WorkerEntry, type Lease, type WorkerRegistry } from './worker-registry.ts';
+
+export interface SessionDeps {
+  readonly registry: WorkerRegistry;
+  readonly events: WorkerEvents;
+  readonly workerStore: WorkerStore;
+  readonly log: Logger;
+  readonly masterSessionId: string;
+}
+
+function sendTo(socket: WebSocket, message: MasterMessage): void {
+  if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(message));
+}
+
+/** The worker is gone for good: its leases are given back (once). */
+export function markWorkerLost(worker: WorkerEntry, deps: SessionDeps, reason: string): void {
+  if (!worker.isAlive) return;
+  worker.isAlive = false;
+  if (worker.disconnectTimer) clearTimeout(worker.disconnectTimer);
+  worker.disconnectTimer = null;
+  worker.socket?.terminate();
+  worker.socket = null;
+  deps.events.workerLost(worker, reason);
+  if (worker.isDraining) deps.registry.remove(worker.id);
+  deps.registry.forgetOldDead();
+}
+
+/** Drain (SPEC §6.5): no new work; the worker finishes, tears down and leaves. */
+export function drainWorker(worker: WorkerEntry): void {
+  if (worker.isDraining) return;
+  worker.isDraining = true;
+  worker.send({ type: 'shutdown' });
+}
+
+/**
+ * One authenticated WebSocket of one worker. Every frame is validated; a lease's frames are handled in
+ * order, each after the previous one's I/O, while frames of other leases go on in parallel.
+ */
+export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void {
+  let worker: WorkerEntry | null = null;
+  const log = deps.log;
+
+  const fail = (reason: string) => {
+    log.warn({ workerId: worker?.id, reason }, 'closing worker connection: protocol violation');
+    sendTo(socket, { type: 'error', code: 'PROTOCOL_ERROR', message: reason });
+    socket.close(CLOSE_PROTOCOL_ERROR, reason.slice(0, 120));
+  };
+
+  /** Results of unknown leases are refused: the worker must stop what it runs under them. */
+  const leaseFor = (current: WorkerEntry, leaseId: string): Lease | null => {
+    const lease = current.leases.get(leaseId);
+    if (!lease) {
+      sendTo(socket, { type: 'abort_lease', lease_id: leaseId, reason: 'lease_lost' });
+      return null;
+    }
+    return lease;
+  };
+
+  const inOrder = (lease: Lease, step: () => Promise<void> | void) => {
+    lease.chain = lease.chain.then(step).catch((error: unknown) => {
+      log.error({ workerId: worker?.id, leaseId: lease.id, err: error }, 'handling a worker message failed');
+    });
+  };
+
+  const register = (message: RegisterMessage) => {
+    if (message.protocol_version !== PROTOCOL_VERSION) {
+      fail(`protocol version ${message.protocol_version} is not supported (the master speaks ${PROTOCOL_VERSION})`);
+      return;
+    }
+    const previous = message.resume ? deps.registry.get(message.resume.worker_id) : undefined;
+    if (previous && previous.isAlive && previous.sessionId === message.session_id) {
+      if (previous.disconnectTimer) clearTimeout(previous.disconnectTimer);
+      previous.disconnectTimer = null;
+      if (previous.socket && previous.socket !== socket) previous.socket.close(CLOSE_REPLACED, 'replaced by a newer connection');
+      previous.socket = socket;
+      previous.lastSeenMs = Date.now();
+      const listed = new Set(message.resume!.leases);
+      const resumed: string[] = [];
+      for (const lease of [...previous.leases.values()]) {
+        if (listed.has(lease.id) && !lease.isRevoked) resumed.push(lease.id);
+        else if (!listed.has(lease.id)) deps.events.leaseDropped(previous, lease);
+      }
+      worker = previous;
+      sendTo(socket, { type: 'registered', worker_id: previous.id, master_session_id: deps.masterSessionId, resumed_leases: resumed });
+      log.info({ workerId: previous.id, worker: previous.name, resumed: resumed.length }, 'worker reconnected');
+      deps.events.workerReady(previous);
+      return;
+    }
+    const id = deps.workerStore.insert(message.name, message.session_id);
+    worker = new WorkerEntry({
+      id,
+      name: message.name,
+      sessionId: message.session_id,
+      numExecutors: message.num_executors,
+      heartbeatIntervalMs: message.heartbeat_interval_ms,
+      heartbeatFailureThreshold: message.heartbeat_failure_threshold,
+      socket,
+    });
+    deps.registry.add(worker);
+    sendTo(socket, { type: 'registered', worker_id: id, master_session_id: deps.masterSessionId, resumed_leases: [] });
+    log.info({ workerId: id, worker: message.name, executors: message.num_executors }, 'worker connected');
+    deps.events.workerReady(worker);
+  };
+
+  const onBinary = (current: WorkerEntry, frame: Buffer) => {
+    let decoded;
+    try {
+      decoded = decodeArtifactChunk(frame);
+    } catch (error) {
+      fail(`invalid artifact frame: ${errorMessage(error)}`);
+      return;
+    }
+    const lease = leaseFor(current, decoded.header.lease_id);
+    if (!lease || lease.isRevoked) return;
+    inOrder(lease, () => deps.events.artifactChunk(current, lease, decoded.header, decoded.bytes));
+  };
+
+  const onText = (current: WorkerEntry | null, raw: string) => {
+    const parsed = parseFrame(workerMessage, raw);
+    if (!parsed.ok) {
+      fail(parsed.error);
+      return;
+    }
+    const message = parsed.message;
+    if (current === null) {
+      if (message.type === 'register') register(message);
+      else fail(`the first message must be "register", not "${message.type}"`);
+      return;
+    }
+    switch (message.type) {
+      case 'register':
+        fail('already registered');
+        return;
+      case 'heartbeat':
+        sendTo(socket, { type: 'heartbeat_ack' });
+        return;
+      case 'draining':
+        current.isDraining = true;
+        return;
+      case 'setup_finished':
+        deps.events.setupFinished(current, message);
+        return;
+      case 'teardown_finished':
+        deps.events.teardownFinished(current, message);
+        return;
+      case 'atom_started':
+      case 'atom_output':
+      case 'atom_finished':
+      case 'subjob_finished': {
+        const lease = leaseFor(current, message.lease_id);
+        if (!lease) return;
+        if (lease.buildId !== message.build_id || lease.subjobId !== message.subjob_id) {
+          fail(`lease ${lease.id} belongs to build ${lease.buildId} subjob ${lease.subjobId}`);
+          return;
+        }
+        if (message.type === 'subjob_finished') inOrder(lease, () => deps.events.subjobFinished(current, lease));
+        else if (lease.isRevoked) return;
+        else if (message.type === 'atom_started') inOrder(lease, () => deps.events.atomStarted(current, lease, message));
+        else if (message.type === 'atom_output') inOrder(lease, () => deps.events.atomOutput(current, lease, message));
+        else inOrder(lease, () => deps.events.atomFinished(current, lease, message));
+        return;
+      }
+      default: {
+        const unexpected: never = message;
+        fail(`unexpected message ${JSON.stringify(unexpected).slice(0, 80)}`);
+      }
+    }
+  };
+
+  socket.on('message', (data: RawData, isBinary: boolean) => {
+    const current = worker;
+    if (current) current.lastSeenMs = Date.now();
+    const buffer = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+    if (isBinary) {
+      if (current === null) fail('binary frame before "register"');
+      else onBinary(current, buffer);
+      return;
+    }
+    onText(current, buffer.toString('utf8'));
+  });
+
+  socket.on('error', (error) => log.warn({ workerId: worker?.id, err: error }, 'worker socket error'));
+
+  socket.on('close', () => {
+    const current = worker;
+    if (current === null || current.socket !== socket) return;
+    current.socket = null;
+    if (!current.isAlive) return;
+    if (current.isDraining && current.leases.size === 0) {
+      current.isAlive = false;
+      deps.registry.remove(current.id);
+      deps.events.workerLeft(current);
+      return;
+    }
+    // It may come back within the lease window and resume its leases; until then its work waits.
+    log.info({ workerId: current.id, windowMs: current.leaseWindowMs }, 'worker disconnected; waiting for it to come back');
+    current.disconnectTimer = setTimeout(() => markWorkerLost(current, deps, 'disconnected'), current.leaseWindowMs);
+  });
+}
+
+/** Declares silent workers dead (a frozen process keeps its socket open but stops its heartbeats). */
+export function startLivenessSweep(deps: SessionDeps, intervalMs: number): { close(): void } {
+  const timer = setInterval(() => {
+    const now = Date.now();
+    for (const worker of [...deps.registry.all()]) {
+      if (worker.isAlive && worker.socket && now - worker.lastSeenMs > worker.leaseWindowMs) {
+        markWorkerLost(worker, deps, `no heartbeat for ${Math.round((now - worker.lastSeenMs) / 1000)} s`);
+      }
+    }
+  }, intervalMs);
+  timer.unref();
+  return { close: () => clearInterval(timer) };
+}

@@ -1,0 +1,109 @@
+import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+
+/** The header of SPEC §1.1; HTTP header names are case-insensitive, Node gives them lower-cased. */
+export const DIGEST_HEADER = 'clusterrunner-message-authentication-digest';
+export const TIMESTAMP_HEADER = 'clusterrunner-timestamp';
+export const NONCE_HEADER = 'clusterrunner-nonce';
+
+/** A signed request older or newer than this is refused, so a captured one cannot be replayed later. */
+export const SIGNATURE_WINDOW_MS = 5 * 60_000;
+
+const HEX_DIGEST = /^[0-9a-f]{128}$/;
+
+/** Lower-case hex HMAC-SHA512 of the exact bytes. */
+export function computeDigest(secret: string, data: string | Buffer): string {
+  return createHmac('sha512', secret).update(data).digest('hex');
+}
+
+/** Constant-time comparison of a received digest with the expected one; malformed input is just "no". */
+export function digestMatches(expected: string, received: string | undefined): boolean {
+  if (received === undefined) return false;
+  const candidate = received.trim().toLowerCase();
+  if (!HEX_DIGEST.test(candidate)) return false;
+  return timingSafeEqual(Buffer.from(expected, 'hex'), Buffer.from(candidate, 'hex'));
+}
+
+function signedPayload(method: string, path: string, timestampMs: number, nonce: string, body: string | Buffer): Buffer {
+  const head = Buffer.from(`${method.toUpperCase()}\n${path}\n${timestampMs}\n${nonce}\n`, 'utf8');
+  return Buffer.concat([head, typeof body === 'string' ? Buffer.from(body, 'utf8') : body]);
+}
+
+/**
+ * Headers for a request our own clients send: the digest covers method, path, a timestamp and a nonce as
+ * well as the body, so a captured request cannot be replayed at another path or time.
+ */
+export function signRequest(secret: string, method: string, path: string, body: string | Buffer = ''): Record<string, string> {
+  const timestampMs = Date.now();
+  const nonce = randomUUID();
+  return {
+    [DIGEST_HEADER]: computeDigest(secret, signedPayload(method, path, timestampMs, nonce, body)),
+    [TIMESTAMP_HEADER]: String(timestampMs),
+    [NONCE_HEADER]: nonce,
+  };
+}
+
+export type VerifyResult = 'ok' | 'missing' | 'mismatch' | 'expired' | 'replayed';
+
+/** Remembers recent nonces (bounded by the time window and a count) so each signed request is accepted once. */
+export class NonceCache {
+  readonly #seen = new Map<string, number>();
+  readonly #maxEntries: number;
+
+  constructor(maxEntries = 100_000) {
+    this.#maxEntries = maxEntries;
+  }
+
+  /** True when the nonce is new; records it. */
+  remember(nonce: string, nowMs: number): boolean {
+    this.#evict(nowMs);
+    if (this.#seen.has(nonce)) return false;
+    if (this.#seen.size >= this.#maxEntries) return false;
+    this.#seen.set(nonce, nowMs);
+    return true;
+  }
+
+  #evict(nowMs: number): void {
+    // Map iteration is insertion order, which is time order here.
+    for (const [nonce, seenAt] of this.#seen) {
+      if (nowMs - seenAt <= 2 * SIGNATURE_WINDOW_MS) break;
+      this.#seen.delete(nonce);
+    }
+  }
+}
+
+export interface VerifyOptions {
+  readonly secret: string;
+  readonly method: string;
+  readonly path: string;
+  readonly body: Buffer;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly acceptLegacyDigest: boolean;
+  readonly nonces: NonceCache;
+  readonly nowMs?: number;
+}
+
+function header(headers: VerifyOptions['headers'], name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/**
+ * Accepts our signed form (timestamp + nonce headers present) or, when allowed, the original's digest of
+ * the body alone, which old clients send.
+ */
+export function verifyRequest(options: VerifyOptions): VerifyResult {
+  const digest = header(options.headers, DIGEST_HEADER);
+  if (digest === undefined || digest === '') return 'missing';
+  const timestamp = header(options.headers, TIMESTAMP_HEADER);
+  const nonce = header(options.headers, NONCE_HEADER);
+  if (timestamp !== undefined && nonce !== undefined) {
+    const timestampMs = Number(timestamp);
+    const expected = computeDigest(options.secret, signedPayload(options.method, options.path, timestampMs, nonce, options.body));
+    if (!/^\d{1,16}$/.test(timestamp) || nonce.length > 128 || !digestMatches(expected, digest)) return 'mismatch';
+    const nowMs = options.nowMs ?? Date.now();
+    if (Math.abs(nowMs - timestampMs) > SIGNATURE_WINDOW_MS) return 'expired';
+    return options.nonces.remember(nonce, nowMs) ? 'ok' : 'replayed';
+  }
+  if (!options.acceptLegacyDigest) return 'mismatch';
+  return digestMatches(computeDigest(options.secret, options.body), digest) ? 'ok' : 'mismatch';
+}

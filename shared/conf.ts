@@ -1,0 +1,525 @@
+/**
+ * clusterrunner.conf (SPEC §8): an INI file with [general], [master] and [worker] (alias [slave]) sections.
+ * Precedence: command line, then environment (`CLUSTERRUNNER_<KEY>`), then the file, then defaults. Every
+ * problem is collected and reported at once, before a process opens a port, so that one edit fixes them all.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import ini from 'ini';
+import { z } from 'zod';
+import { ClusterRunnerError, errorMessage } from './errors.ts';
+
+export const CONF_ROLES = ['master', 'worker', 'client'] as const;
+export type ConfRole = (typeof CONF_ROLES)[number];
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Conf {
+  /** Absolute path of the file used. */
+  readonly confFile: string;
+  /** Shared by the master, its workers and clients to sign requests; at least 8 characters. */
+  readonly secret: string;
+  /** Absolute, `~` expanded; default ~/.clusterrunner. */
+  readonly baseDirectory: string;
+  /** Default info. */
+  readonly logLevel: LogLevel;
+  /** Default os.hostname(). */
+  readonly hostname: string;
+  /** Master's listening port; default 43000. */
+  readonly port: number;
+  /** Executors of a worker; default 1. */
+  readonly numExecutors: number;
+  /** http(s) URL without a trailing slash; default http://127.0.0.1:43000. */
+  readonly masterUrl: string;
+  /** Key heartbeat_interval (seconds); default 5 s. */
+  readonly heartbeatIntervalMs: number;
+  /** Missed heartbeats before a worker is dead; default 3. */
+  readonly heartbeatFailureThreshold: number;
+  /** Key master_unreachable_seconds; a worker exits after this long without its master; default 600 s. */
+  readonly masterUnreachableMs: number;
+  /** Key kill_grace_seconds; SIGTERM to SIGKILL; default 5 s. */
+  readonly killGraceMs: number;
+  /** Largest HTTP body accepted; default 1048576. */
+  readonly maxBodyBytes: number;
+  /** Whether GET requests need the digest too; default false. */
+  readonly authenticateReads: boolean;
+  /** Whether builds may use file:// and local paths as repositories; default true. */
+  readonly allowLocalRepositories: boolean;
+  /** Whether the original's body-only digest is accepted; default true. */
+  readonly acceptLegacyDigest: boolean;
+  /** Key no_worker_timeout_seconds; a build with no worker for this long errors; default 3600 s; 0 = wait for ever. */
+  readonly noWorkerTimeoutMs: number;
+  /** PEM certificate for HTTPS; null = plain HTTP. */
+  readonly httpsCertFile: string | null;
+  /** PEM key for HTTPS; null = plain HTTP. */
+  readonly httpsKeyFile: string | null;
+  /** SQLite file; default <baseDirectory>/clusterrunner.db. */
+  readonly database: string;
+  /** Atomizer lines per build; default 200000. */
+  readonly maxAtoms: number;
+  /** Key atomizer_timeout_seconds; default 600 s. */
+  readonly atomizerTimeoutMs: number;
+  /** Default 67108864. */
+  readonly maxAtomizerOutputBytes: number;
+  /** Console output kept by the master per atom; default 67108864. */
+  readonly maxConsoleBytes: number;
+  /** Artifact bytes unpacked per atom; default 1073741824. */
+  readonly maxArtifactBytes: number;
+  /** Artifact files per atom; default 100000. */
+  readonly maxArtifactFiles: number;
+  /** Builds fetched and atomized at once; default 4. */
+  readonly maxConcurrentPreparations: number;
+}
+
+/** Keyed by INI key names, e.g. `{ port: 43001 }`; undefined values are ignored, null unsets a nullable key. */
+export type ConfOverrides = Partial<Record<string, string | number | boolean | null | undefined>>;
+
+export const CONF_ERROR = 'BAD_CONF';
+
+const SECTIONS = ['general', 'master', 'worker', 'slave'] as const;
+type Section = (typeof SECTIONS)[number];
+
+/** Later sections override earlier ones; [worker] wins over its alias [slave] when a file has both. */
+const SECTIONS_BY_ROLE: Record<ConfRole, readonly Section[]> = {
+  master: ['general', 'master'],
+  worker: ['general', 'slave', 'worker'],
+  client: ['general'],
+};
+
+const ENV_PREFIX = 'CLUSTERRUNNER_';
+const REDACTED = '[redacted]';
+
+// ---------------------------------------------------------------------------------------------------------
+// The keys: each one's schema (fed a trimmed string, or null for empty/None) and what it expects, in words.
+
+interface Setting<T> {
+  readonly schema: z.ZodType<T>;
+  readonly expected: string;
+}
+
+function setting<T>(schema: z.ZodType<T>, expected: string): Setting<T> {
+  return { schema, expected };
+}
+
+// Plain decimals only: Number() would also take "0x10", "1e3" or " ", which nobody means in a config file.
+const INTEGER_TEXT = /^[+-]?\d+$/;
+const DECIMAL_TEXT = /^[+-]?(\d+(\.\d*)?|\.\d+)$/;
+
+function integer(min: number, max = Number.MAX_SAFE_INTEGER): z.ZodType<number> {
+  return z.string().regex(INTEGER_TEXT).pipe(z.coerce.number<string>().int().min(min).max(max));
+}
+
+function seconds(options: { allowZero: boolean }): z.ZodType<number> {
+  const number = z.coerce.number<string>();
+  return z.string().regex(DECIMAL_TEXT).pipe(options.allowZero ? number.min(0) : number.positive());
+}
+
+const boolean = z.string().pipe(
+  z.stringbool({ truthy: ['true', 'yes', 'on', '1'], falsy: ['false', 'no', 'off', '0'], case: 'insensitive' }),
+);
+
+/** `~` is the user's home; a relative path would depend on where the daemon happened to start. */
+const absolutePath = z
+  .string()
+  .transform(expandHome)
+  .refine((value) => path.isAbsolute(value))
+  .transform((value) => path.normalize(value));
+
+/** The original's logbook level names still work. */
+const LOG_LEVEL_ALIASES: Readonly<Record<string, LogLevel>> = { warning: 'warn', critical: 'fatal', notice: 'info' };
+const logLevel = z
+  .string()
+  .transform((value) => value.toLowerCase())
+  .transform((value) => LOG_LEVEL_ALIASES[value] ?? value)
+  .pipe(z.enum(LOG_LEVELS));
+
+/** The original accepted `host:port`; http:// is implied then. Callers append paths, so no trailing slash. */
+const httpUrl = z
+  .string()
+  .transform((value) => (value.includes('://') ? value : `http://${value}`))
+  .refine(isHttpUrl)
+  .transform((value) => value.replace(/\/+$/, ''));
+
+const SETTINGS = {
+  secret: setting(z.string().min(8), 'a secret of at least 8 characters'),
+  base_directory: setting(absolutePath, 'an absolute path (~ allowed)'),
+  log_level: setting(logLevel, `one of ${LOG_LEVELS.join(', ')}`),
+  hostname: setting(z.string().regex(/^\S+$/), 'a host name without spaces'),
+  port: setting(integer(1, 65535), 'an integer from 1 to 65535'),
+  num_executors: setting(integer(1), 'an integer >= 1'),
+  master_url: setting(httpUrl, 'an http(s) URL such as http://host:43000'),
+  heartbeat_interval: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
+  heartbeat_failure_threshold: setting(integer(1), 'an integer >= 1'),
+  master_unreachable_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
+  kill_grace_seconds: setting(seconds({ allowZero: true }), 'a number of seconds >= 0'),
+  max_body_bytes: setting(integer(1), 'a number of bytes >= 1'),
+  authenticate_reads: setting(boolean, 'true or false'),
+  allow_local_repositories: setting(boolean, 'true or false'),
+  accept_legacy_digest: setting(boolean, 'true or false'),
+  no_worker_timeout_seconds: setting(seconds({ allowZero: true }), 'a number of seconds >= 0 (0 = wait for ever)'),
+  https_cert_file: setting(absolutePath.nullable(), 'an absolute path (~ allowed) or None'),
+  https_key_file: setting(absolutePath.nullable(), 'an absolute path (~ allowed) or None'),
+  // ':memory:' lets tests run a master without touching the disk.
+  database: setting(z.literal(':memory:').or(absolutePath), 'an absolute path (~ allowed)'),
+  max_atoms: setting(integer(1), 'an integer >= 1'),
+  atomizer_timeout_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
+  max_atomizer_output_bytes: setting(integer(1), 'a number of bytes >= 1'),
+  max_console_bytes: setting(integer(1), 'a number of bytes >= 1'),
+  max_artifact_bytes: setting(integer(1), 'a number of bytes >= 1'),
+  max_artifact_files: setting(integer(1), 'an integer >= 1'),
+  max_concurrent_preparations: setting(integer(1), 'an integer >= 1'),
+} as const;
+
+export type ConfKey = keyof typeof SETTINGS;
+/** Every key clusterrunner.conf accepts, in the order of the example file. */
+export const CONF_KEYS: readonly ConfKey[] = Object.freeze(Object.keys(SETTINGS) as ConfKey[]);
+
+function isConfKey(key: string): key is ConfKey {
+  return Object.hasOwn(SETTINGS, key);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+/** ~/.clusterrunner/clusterrunner.conf, where every command looks without -c/--config-file. */
+export function defaultConfPath(): string {
+  return path.join(os.homedir(), '.clusterrunner', 'clusterrunner.conf');
+}
+
+/**
+ * Reads the configuration of one role into a frozen Conf, or throws one ClusterRunnerError (BAD_CONF, 400)
+ * that lists every problem found, each with where it came from, the key and what was expected.
+ */
+export function loadConf(options: {
+  /** Default defaultConfPath(); `~` expanded, relative to the current folder. */
+  file?: string | null;
+  role: ConfRole;
+  /** Values from the command line, keyed by INI key. */
+  overrides?: ConfOverrides;
+  /** Default process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Write a file with a fresh secret when there is none. */
+  createIfMissing?: boolean;
+}): Conf {
+  const confFile = path.resolve(expandHome(options.file ?? defaultConfPath()));
+  if (!fileExists(confFile)) {
+    if (options.createIfMissing !== true) throw missingFile(confFile);
+    createConfFile(confFile);
+  }
+  const text = readConfText(confFile);
+
+  const problems: string[] = [];
+  const { entries, problems: syntaxProblems } = scanIni(text);
+  problems.push(...syntaxProblems.map((problem) => `${confFile} ${problem}`));
+
+  const fileValues: RawValue[] = [];
+  for (const entry of entries) {
+    const where = `${confFile} line ${entry.line}`;
+    if (isConfKey(entry.key)) fileValues.push({ key: entry.key, value: entry.value, where, section: entry.section });
+    else problems.push(`${where}: unknown key "${entry.key}" in [${entry.section}]`);
+  }
+  const envValues = readEnvValues(options.env ?? process.env);
+  const overrideValues = readOverrides(options.overrides ?? {}, problems);
+
+  // Every value is checked, even one in a section this role ignores or one overridden: a mistake is a mistake.
+  const parsed = new Map<RawValue, Value>();
+  for (const raw of [...fileValues, ...envValues, ...overrideValues]) {
+    const result = parseValue(raw);
+    if (result.isValid) parsed.set(raw, result.value);
+    else problems.push(result.problem);
+  }
+
+  // Lowest precedence first, so that the last value seen for a key is the one that counts.
+  const values = new Map<ConfKey, Value>();
+  const offeredKeys = new Set<ConfKey>();
+  for (const raw of [...selectFileValues(fileValues, options.role), ...envValues, ...overrideValues]) {
+    offeredKeys.add(raw.key);
+    const value = parsed.get(raw);
+    if (value === undefined) values.delete(raw.key);
+    else values.set(raw.key, value);
+  }
+
+  if (!offeredKeys.has('secret')) {
+    problems.push(
+      `${confFile}: "secret" is missing; add "secret = <at least 8 characters>" under [general] ` +
+        `(or set ${ENV_PREFIX}SECRET)`,
+    );
+  }
+  // Any line setting a secret counts, even one under a wrong section: the file still holds it.
+  if (/^\s*secret\s*=/m.test(text)) {
+    const modeProblem = checkSecretFileMode(confFile);
+    if (modeProblem !== null) problems.push(modeProblem);
+  }
+
+  const get = <K extends ConfKey>(key: K): z.output<(typeof SETTINGS)[K]['schema']> | undefined =>
+    values.get(key) as z.output<(typeof SETTINGS)[K]['schema']> | undefined;
+  const httpsCertFile = get('https_cert_file') ?? null;
+  const httpsKeyFile = get('https_key_file') ?? null;
+  if ((httpsCertFile === null) !== (httpsKeyFile === null)) {
+    problems.push(`${confFile}: "https_cert_file" and "https_key_file" must be set together (HTTPS needs both)`);
+  }
+
+  if (problems.length > 0) {
+    const unknownKeyHint = problems.some((problem) => problem.includes('unknown key'))
+      ? `\nKnown keys: ${CONF_KEYS.join(', ')} (see clusterrunner.conf.example).`
+      : '';
+    throw new ClusterRunnerError(
+      CONF_ERROR,
+      `The configuration cannot be used (${problems.length} ${problems.length === 1 ? 'problem' : 'problems'}):\n` +
+        problems.map((problem) => `- ${problem}`).join('\n') +
+        unknownKeyHint,
+      { status: 400 },
+    );
+  }
+
+  const baseDirectory = get('base_directory') ?? path.join(os.homedir(), '.clusterrunner');
+  const toMs = (secondsValue: number): number => Math.round(secondsValue * 1000);
+  return Object.freeze({
+    confFile,
+    secret: get('secret') ?? '',
+    baseDirectory,
+    logLevel: get('log_level') ?? 'info',
+    hostname: get('hostname') ?? os.hostname(),
+    port: get('port') ?? 43000,
+    numExecutors: get('num_executors') ?? 1,
+    masterUrl: get('master_url') ?? 'http://127.0.0.1:43000',
+    heartbeatIntervalMs: toMs(get('heartbeat_interval') ?? 5),
+    heartbeatFailureThreshold: get('heartbeat_failure_threshold') ?? 3,
+    masterUnreachableMs: toMs(get('master_unreachable_seconds') ?? 600),
+    killGraceMs: toMs(get('kill_grace_seconds') ?? 5),
+    maxBodyBytes: get('max_body_bytes') ?? 1048576,
+    authenticateReads: get('authenticate_reads') ?? false,
+    allowLocalRepositories: get('allow_local_repositories') ?? true,
+    acceptLegacyDigest: get('accept_legacy_digest') ?? true,
+    noWorkerTimeoutMs: toMs(get('no_worker_timeout_seconds') ?? 3600),
+    httpsCertFile,
+    httpsKeyFile,
+    database: get('database') ?? path.join(baseDirectory, 'clusterrunner.db'),
+    maxAtoms: get('max_atoms') ?? 200000,
+    atomizerTimeoutMs: toMs(get('atomizer_timeout_seconds') ?? 600),
+    maxAtomizerOutputBytes: get('max_atomizer_output_bytes') ?? 67108864,
+    maxConsoleBytes: get('max_console_bytes') ?? 67108864,
+    maxArtifactBytes: get('max_artifact_bytes') ?? 1073741824,
+    maxArtifactFiles: get('max_artifact_files') ?? 100000,
+    maxConcurrentPreparations: get('max_concurrent_preparations') ?? 4,
+  });
+}
+
+/** The configuration as log fields, with the secret replaced by '[redacted]'. */
+export function redactConf(conf: Conf): Record<string, unknown> {
+  return { ...conf, secret: REDACTED };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Values
+
+type Value = string | number | boolean | null;
+
+interface RawValue {
+  readonly key: ConfKey;
+  /** null for an empty value or None. */
+  readonly value: string | null;
+  /** Where it came from, for messages: a file and line, an environment variable or the command line. */
+  readonly where: string;
+  /** The file section it was read from; absent for the environment and the command line. */
+  readonly section?: Section;
+}
+
+/** The file's values this role reads, lowest precedence first (SECTIONS_BY_ROLE). */
+function selectFileValues(fileValues: readonly RawValue[], role: ConfRole): RawValue[] {
+  const order = SECTIONS_BY_ROLE[role];
+  const rank = (raw: RawValue): number => order.indexOf(raw.section ?? 'general');
+  const selected = fileValues.filter((raw) => rank(raw) >= 0).sort((a, b) => rank(a) - rank(b));
+  if (role === 'client' && !selected.some((raw) => raw.key === 'master_url')) {
+    // A client reads [general] only, but it still needs to know where the master is.
+    const workerOrder = SECTIONS_BY_ROLE.worker;
+    const workerRank = (raw: RawValue): number => workerOrder.indexOf(raw.section ?? 'general');
+    selected.push(
+      ...fileValues
+        .filter((raw) => raw.key === 'master_url' && (raw.section === 'worker' || raw.section === 'slave'))
+        .sort((a, b) => workerRank(a) - workerRank(b)),
+    );
+  }
+  return selected;
+}
+
+function readEnvValues(env: NodeJS.ProcessEnv): RawValue[] {
+  const values: RawValue[] = [];
+  for (const key of CONF_KEYS) {
+    const name = `${ENV_PREFIX}${key.toUpperCase()}`;
+    const value = env[name];
+    // An empty variable is how shells and compose files say "not set".
+    if (value !== undefined && value !== '') values.push({ key, value, where: `environment variable ${name}` });
+  }
+  return values;
+}
+
+function readOverrides(overrides: ConfOverrides, problems: string[]): RawValue[] {
+  const values: RawValue[] = [];
+  for (const [key, value] of Object.entries(overrides)) {
+    if (value === undefined) continue;
+    if (isConfKey(key)) values.push({ key, value: value === null ? null : String(value), where: 'command line' });
+    else problems.push(`command line: unknown key "${key}"`);
+  }
+  return values;
+}
+
+type ParseResult =
+  | { readonly isValid: true; readonly value: Value }
+  | { readonly isValid: false; readonly problem: string };
+
+/** The parsed value, or a problem naming where, the key and what was expected. */
+function parseValue(raw: RawValue): ParseResult {
+  const key = raw.key;
+  const normalized = normalizeValue(raw.value);
+  const spec = SETTINGS[key];
+  const result = spec.schema.safeParse(normalized);
+  if (result.success) return { isValid: true, value: result.data as Value };
+  // Never echo the secret, not even a wrong one: the message goes to logs and terminals.
+  const got = key === 'secret' ? '' : normalized === null ? ' (it is empty)' : ` (got ${JSON.stringify(normalized)})`;
+  return { isValid: false, problem: `${raw.where}: "${key}" must be ${spec.expected}${got}` };
+}
+
+/** The original wrote Python's None for "no value"; an empty value means the same. */
+function normalizeValue(value: string | null): string | null {
+  if (value === null) return null;
+  const trimmed = value.trim();
+  return trimmed === '' || trimmed.toLowerCase() === 'none' ? null : trimmed;
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+function expandHome(value: string): string {
+  if (value === '~') return os.homedir();
+  if (value.startsWith('~/')) return path.join(os.homedir(), value.slice(2));
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reading the INI text
+
+interface IniEntry {
+  readonly section: Section;
+  readonly key: string;
+  readonly value: string | null;
+  readonly line: number;
+}
+
+/** ini's own line grammar (lib/ini.js): a `[section]` header alone on its line, or `key = value`. */
+const INI_LINE = /^\[([^\]]*)\]\s*$|^([^=]+)(=(.*))?$/;
+
+/**
+ * Reads entries with their line numbers. ini.decode cannot give lines (it even splits on runs of newlines,
+ * so blank lines vanish from any count), so this follows its grammar line by line and uses ini.unsafe for
+ * quoting, escapes and inline `;`/`#` comments, so that values read exactly as ini would read them.
+ */
+function scanIni(text: string): { entries: IniEntry[]; problems: string[] } {
+  const entries: IniEntry[] = [];
+  const problems: string[] = [];
+  const seen = new Map<string, number>();
+  let section: Section | null = null;
+  let isKnownSection = true;
+
+  text.split(/\r\n|\r|\n/).forEach((lineText, index) => {
+    const line = index + 1;
+    if (/^\s*([;#]|$)/.test(lineText)) return;
+    const match = INI_LINE.exec(lineText.trim());
+    const [, sectionName, rawKey, hasValue, rawValue] = match ?? [];
+    if (sectionName !== undefined) {
+      const name = ini.unsafe(sectionName);
+      isKnownSection = (SECTIONS as readonly string[]).includes(name);
+      section = isKnownSection ? (name as Section) : null;
+      if (!isKnownSection) {
+        problems.push(`line ${line}: unknown section [${name}]; expected [general], [master], [worker] or [slave]`);
+      }
+      return;
+    }
+    if (rawKey === undefined || hasValue === undefined || rawKey.trim().startsWith('[')) {
+      problems.push(`line ${line}: expected "[section]" or "key = value", got ${JSON.stringify(lineText.trim())}`);
+      return;
+    }
+    // Keys under an unknown section were reported with the section already.
+    if (!isKnownSection) return;
+    const key = ini.unsafe(rawKey);
+    if (section === null) {
+      problems.push(`line ${line}: key "${key}" is outside any section; put it under [general], [master] or [worker]`);
+      return;
+    }
+    const seenKey = `${section}\u0000${key}`;
+    const firstLine = seen.get(seenKey);
+    if (firstLine !== undefined) {
+      problems.push(`line ${line}: key "${key}" is set twice in [${section}] (first on line ${firstLine})`);
+      return;
+    }
+    seen.set(seenKey, line);
+    // ini.unsafe may hand back a number or boolean for a quoted JSON value; every key reads a string.
+    const value: unknown = ini.unsafe(rawValue ?? '');
+    entries.push({ section, key, value: value === null ? null : String(value), line });
+  });
+  return { entries, problems };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The file on disk
+
+function fileExists(file: string): boolean {
+  try {
+    statSync(file);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw badConf(`Cannot read the configuration file ${file}: ${errorMessage(error)}`, error);
+  }
+}
+
+function readConfText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw badConf(`Cannot read the configuration file ${file}: ${errorMessage(error)}`, error);
+  }
+}
+
+/** A fresh secret, written with mode 0600 from the start so that it is never readable by others. */
+function createConfFile(file: string): void {
+  try {
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    const secret = randomBytes(32).toString('hex');
+    // 'wx': if another process created the file meanwhile, keep its secret rather than overwrite it.
+    writeFileSync(file, `[general]\nsecret = ${secret}\n`, { mode: 0o600, flag: 'wx' });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return;
+    throw badConf(`Cannot create the configuration file ${file}: ${errorMessage(error)}`, error);
+  }
+}
+
+function checkSecretFileMode(file: string): string | null {
+  // Windows has no POSIX modes; Node reports 0666 or 0444 there whatever the ACLs say.
+  if (process.platform === 'win32') return null;
+  const mode = statSync(file).mode & 0o777;
+  if ((mode & 0o077) === 0) return null;
+  const octal = mode.toString(8).padStart(4, '0');
+  return `${file} holds the secret but other users can read it (mode ${octal}). Fix it with: chmod 600 ${file}`;
+}
+
+function missingFile(file: string): ClusterRunnerError {
+  return badConf(
+    `No configuration file at ${file}. Create one holding the shared secret, for example:\n` +
+      `  mkdir -p ${path.dirname(file)} && (umask 077 && ` +
+      `printf '[general]\\nsecret = %s\\n' "$(openssl rand -hex 32)" > ${file})\n` +
+      'or pass another file with -c/--config-file. clusterrunner.conf.example lists every key.',
+  );
+}
+
+function badConf(message: string, cause?: unknown): ClusterRunnerError {
+  return new ClusterRunnerError(CONF_ERROR, message, { status: 400, cause });
+}

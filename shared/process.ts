@@ -1,0 +1,363 @@
+/**
+ * Runs a shell command in a process group of its own and stops it for real: SIGTERM to the whole group, a
+ * grace period, then SIGKILL to whatever of the group is still alive. Processes that leave the group
+ * (`setsid`, a double fork into a new session) are found afterwards by a marker in their environment.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { errorMessage } from './errors.ts';
+
+export const STOP_REASONS = ['cancel', 'timeout', 'worker_stop', 'lease_lost'] as const;
+export type StopReason = (typeof STOP_REASONS)[number];
+
+export function isStopReason(value: unknown): value is StopReason {
+  return typeof value === 'string' && (STOP_REASONS as readonly string[]).includes(value);
+}
+
+/** The environment variable that tags every process started for a command, escaped or not. */
+export const MARKER_VARIABLE = 'CLUSTERRUNNER_MARKER';
+
+/** The exit code reported when the shell could not be started at all (as a shell reports a missing command). */
+export const SPAWN_FAILURE_EXIT_CODE = 127;
+
+export interface ProcessResult {
+  /** The exit code; when killed by a signal, minus the signal number (SIGTERM -15, SIGKILL -9). */
+  readonly exitCode: number;
+  readonly signal: NodeJS.Signals | null;
+  /** Why we stopped it, or null when it ended by itself. */
+  readonly stopReason: StopReason | null;
+  /** From the spawn to the shell's exit, in milliseconds. */
+  readonly durationMs: number;
+}
+
+export interface ShellOptions {
+  /** The working directory; when it is missing the result is a failure with exit code 127. */
+  readonly cwd: string;
+  /** The full environment of the command (the caller merges `process.env` when it wants it). */
+  readonly env: NodeJS.ProcessEnv;
+  /** Milliseconds between SIGTERM and SIGKILL when the command is stopped. */
+  readonly graceMs: number;
+  /** Stop the command with reason `'timeout'` after this many milliseconds; none when null or absent. */
+  readonly timeoutMs?: number | null;
+  /** stdout (and stderr too when mergeStderr) chunks as they arrive. */
+  readonly onOutput?: (chunk: Buffer) => void;
+  /** stderr chunks as they arrive; used only when mergeStderr is false. */
+  readonly onStderr?: (chunk: Buffer) => void;
+  /** Default true: stderr goes into the stdout stream, in the exact order it was written. */
+  readonly mergeStderr?: boolean;
+  /** Abort stops the command with `signal.reason` when it is a StopReason, else with `'cancel'`. */
+  readonly signal?: AbortSignal;
+  /** Put into the child's environment as CLUSTERRUNNER_MARKER so escaped processes can be found later. */
+  readonly marker?: string;
+}
+
+export interface GroupProcess {
+  /** The shell's pid, which is also its process group id; 0 when the shell could not be started. */
+  readonly pid: number;
+  /**
+   * Resolves when the shell exits (never rejects). Members of the group it leaves behind in the background
+   * do not hold it, and are not killed by it: stop() or killMarkedProcesses() do that.
+   */
+  readonly result: Promise<ProcessResult>;
+  /**
+   * SIGTERM to the whole group, SIGKILL to the group after graceMs if anything of it is still alive; resolves
+   * with the result once nothing of the group is left alive. Idempotent: a second call returns the same
+   * promise. After a natural exit it still clears the group but reports the natural result.
+   */
+  stop(reason: StopReason): Promise<ProcessResult>;
+}
+
+/*
+ * After the shell exits, its pipes may still hold output it wrote; a grandchild that inherited them can
+ * also keep them open for ever, so this is how long we wait for them to close before cutting them off.
+ */
+const PIPE_DRAIN_MS = 200;
+
+/* A process in uninterruptible sleep dies only when the kernel lets it; stop() must end all the same. */
+const KILL_SETTLE_MS = 5_000;
+
+const POLL_FIRST_MS = 5;
+const POLL_MAX_MS = 50;
+
+/** Runs `/bin/bash -c 'set -o pipefail; <command>'` detached (own process group), stdin ignored. */
+export function spawnShell(command: string, options: ShellOptions): GroupProcess {
+  const mergeStderr = options.mergeStderr ?? true;
+  // The redirection happens inside bash so both streams share one pipe and keep their relative order;
+  // merging two pipes in Node could only interleave them by arrival.
+  const script = mergeStderr ? `set -o pipefail; exec 2>&1; ${command}` : `set -o pipefail; ${command}`;
+  const env: NodeJS.ProcessEnv =
+    options.marker === undefined ? { ...options.env } : { ...options.env, [MARKER_VARIABLE]: options.marker };
+  const startedAt = performance.now();
+
+  let child: ChildProcess;
+  try {
+    child = spawn('/bin/bash', ['-c', script], {
+      cwd: options.cwd,
+      env,
+      detached: true,
+      // In merged mode stderr is still piped: bash parses the whole first line before it runs
+      // `exec 2>&1`, so a syntax error in the command is written to the original stderr.
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch (error) {
+    // Some spawn errors (bad arguments, resource limits) are thrown instead of emitted.
+    return failedProcess(describeSpawnFailure(error, options.cwd), options.onOutput, startedAt);
+  }
+
+  let stopReason: StopReason | null = null;
+  let hasExited = false;
+  let isSettled = false;
+  let stopping: Promise<ProcessResult> | undefined;
+  let timeoutTimer: NodeJS.Timeout | undefined;
+  let drainTimer: NodeJS.Timeout | undefined;
+  let exitResult: ProcessResult | undefined;
+  let resolveResult!: (result: ProcessResult) => void;
+  const result = new Promise<ProcessResult>((resolve) => {
+    resolveResult = resolve;
+  });
+
+  const streams = [child.stdout, child.stderr].filter((stream) => stream !== null);
+  let openStreams = streams.length;
+  const onStdout = options.onOutput;
+  const onStderr = mergeStderr ? options.onOutput : options.onStderr;
+  // Always read both pipes, even with nobody listening, so a chatty command never blocks on a full pipe.
+  child.stdout?.on('data', (chunk: Buffer) => onStdout?.(chunk));
+  child.stderr?.on('data', (chunk: Buffer) => onStderr?.(chunk));
+  for (const stream of streams) {
+    // Reading a pipe can fail (EIO and the like); the exit status still tells the outcome.
+    stream.on('error', () => undefined);
+    stream.on('close', () => {
+      openStreams -= 1;
+      if (openStreams === 0) settle();
+    });
+  }
+
+  const onAbort = (): void => {
+    const reason: unknown = options.signal?.reason;
+    void stop(isStopReason(reason) ? reason : 'cancel');
+  };
+
+  function detachTriggers(): void {
+    clearTimeout(timeoutTimer);
+    options.signal?.removeEventListener('abort', onAbort);
+  }
+
+  function settle(): void {
+    if (isSettled || exitResult === undefined) return;
+    isSettled = true;
+    clearTimeout(drainTimer);
+    // Output arriving after this would belong to nobody; closing our end also frees the event loop.
+    for (const stream of streams) stream.destroy();
+    resolveResult(exitResult);
+  }
+
+  function finish(exitCode: number, signal: NodeJS.Signals | null): void {
+    if (hasExited) return;
+    hasExited = true;
+    detachTriggers();
+    exitResult = { exitCode, signal, stopReason, durationMs: Math.round(performance.now() - startedAt) };
+    if (openStreams === 0) settle();
+    else drainTimer = setTimeout(settle, PIPE_DRAIN_MS);
+  }
+
+  child.on('exit', (code, signal) => {
+    finish(code ?? -signalNumber(signal), signal);
+  });
+  child.on('error', (error) => {
+    // With a pid the process exists and 'exit' will come; without one it never started.
+    if (child.pid !== undefined || hasExited) return;
+    options.onOutput?.(Buffer.from(describeSpawnFailure(error, options.cwd)));
+    openStreams = 0;
+    finish(SPAWN_FAILURE_EXIT_CODE, null);
+  });
+
+  const pgid = child.pid ?? 0;
+
+  function stop(reason: StopReason): Promise<ProcessResult> {
+    if (stopping !== undefined) return stopping;
+    if (!hasExited) stopReason = reason;
+    detachTriggers();
+    stopping = (async () => {
+      if (pgid > 0) await killGroup(pgid, options.graceMs);
+      return result;
+    })();
+    return stopping;
+  }
+
+  if (options.timeoutMs !== undefined && options.timeoutMs !== null) {
+    // stop() never rejects: killGroup swallows every signalling error.
+    timeoutTimer = setTimeout(() => void stop('timeout'), options.timeoutMs);
+  }
+  if (options.signal !== undefined) {
+    if (options.signal.aborted) onAbort();
+    else options.signal.addEventListener('abort', onAbort, { once: true });
+  }
+
+  return { pid: pgid, result, stop };
+}
+
+function failedProcess(
+  message: string,
+  onOutput: ((chunk: Buffer) => void) | undefined,
+  startedAt: number,
+): GroupProcess {
+  onOutput?.(Buffer.from(message));
+  const result = Promise.resolve<ProcessResult>({
+    exitCode: SPAWN_FAILURE_EXIT_CODE,
+    signal: null,
+    stopReason: null,
+    durationMs: Math.round(performance.now() - startedAt),
+  });
+  return { pid: 0, result, stop: () => result };
+}
+
+function describeSpawnFailure(error: unknown, cwd: string): string {
+  // Node reports a missing cwd as `spawn /bin/bash ENOENT`, which points at the wrong culprit.
+  const detail = existsSync(cwd) ? errorMessage(error) : `the working directory ${cwd} does not exist`;
+  return `clusterrunner: could not start the command: ${detail}\n`;
+}
+
+function signalNumber(signal: NodeJS.Signals | null): number {
+  if (signal === null) return 0;
+  return osConstants.signals[signal] ?? 0;
+}
+
+/** SIGTERM, up to graceMs for the group to go, then SIGKILL and a bounded wait for it to be gone. */
+async function killGroup(pgid: number, graceMs: number): Promise<void> {
+  if (!signalGroup(pgid, 'SIGTERM')) return;
+  if (await waitForGroupGone(pgid, graceMs)) return;
+  if (!signalGroup(pgid, 'SIGKILL')) return;
+  await waitForGroupGone(pgid, KILL_SETTLE_MS);
+}
+
+/** False when the group no longer exists. */
+function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch (error) {
+    // EPERM: some member (a setuid program) refuses our signals; the wait decides whether it matters.
+    return errorCode(error) !== 'ESRCH';
+  }
+}
+
+async function waitForGroupGone(pgid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  let intervalMs = POLL_FIRST_MS;
+  for (;;) {
+    if (!isGroupAlive(pgid)) return true;
+    const remainingMs = deadline - performance.now();
+    if (remainingMs <= 0) return false;
+    await sleep(Math.min(intervalMs, remainingMs));
+    intervalMs = Math.min(intervalMs * 2, POLL_MAX_MS);
+  }
+}
+
+function isGroupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+  } catch (error) {
+    return errorCode(error) !== 'ESRCH';
+  }
+  // kill(2) also succeeds on zombies, and orphaned zombies stay for ever under a PID 1 that does not reap
+  // (common in containers), so look at what the members actually are.
+  return hasLiveGroupMember(pgid);
+}
+
+function hasLiveGroupMember(pgid: number): boolean {
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return true; // no /proc: trust kill(2)
+  }
+  for (const entry of entries) {
+    if (!isPidName(entry)) continue;
+    const stat = readProcStat(Number(entry));
+    if (stat !== undefined && stat.pgrp === pgid && !isDead(stat.state)) return true;
+  }
+  return false;
+}
+
+interface ProcStat {
+  readonly state: string;
+  readonly pgrp: number;
+}
+
+function readProcStat(pid: number): ProcStat | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return undefined; // gone meanwhile
+  }
+  // The command name in parentheses may itself hold spaces and parentheses; the last ')' ends it.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const state = fields[0];
+  const pgrp = Number(fields[2]);
+  if (state === undefined || !Number.isInteger(pgrp)) return undefined;
+  return { state, pgrp };
+}
+
+function isDead(state: string): boolean {
+  return state === 'Z' || state === 'X' || state === 'x';
+}
+
+function isPidName(name: string): boolean {
+  return /^\d+$/.test(name);
+}
+
+function errorCode(error: unknown): string | undefined {
+  return typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string'
+    ? error.code
+    : undefined;
+}
+
+/**
+ * Pids of live (non-zombie) processes whose environment holds CLUSTERRUNNER_MARKER=<marker> (reads
+ * /proc/<pid>/environ, the environment each process started with). Empty where there is no /proc, and
+ * blind to processes of other users and to those that exec'd with a cleared environment.
+ */
+export function findMarkedProcesses(marker: string): number[] {
+  if (marker === '') return [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  const wanted = `${MARKER_VARIABLE}=${marker}`;
+  const pids: number[] = [];
+  for (const entry of entries) {
+    if (!isPidName(entry)) continue;
+    const pid = Number(entry);
+    // Never ourselves, whatever our own environment says.
+    if (pid === process.pid) continue;
+    let environ: string;
+    try {
+      environ = readFileSync(`/proc/${pid}/environ`, 'latin1');
+    } catch {
+      continue; // gone meanwhile, or not ours to read
+    }
+    if (!environ.split('\0').includes(wanted)) continue;
+    const stat = readProcStat(pid);
+    if (stat !== undefined && !isDead(stat.state)) pids.push(pid);
+  }
+  return pids;
+}
+
+/** SIGKILLs every marked process (those that escaped their group with setsid or a double fork); returns how many. */
+export function killMarkedProcesses(marker: string): number {
+  let killed = 0;
+  for (const pid of findMarkedProcesses(marker)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+      killed += 1;
+    } catch {
+      // ESRCH: it ended between the scan and the kill. EPERM: not ours; nothing more we can do.
+    }
+  }
+  return killed;
+}

@@ -1,0 +1,189 @@
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { writeBuildArchives } from '../../master/builds/archive.ts';
+
+let workDir: string;
+let artifactsDir: string;
+let tarGzPath: string;
+let zipPath: string;
+
+beforeEach(async () => {
+  workDir = await mkdtemp(path.join(tmpdir(), 'cr-build-archive-'));
+  artifactsDir = path.join(workDir, 'artifacts');
+  await mkdir(artifactsDir);
+  tarGzPath = path.join(workDir, 'artifacts.tar.gz');
+  zipPath = path.join(workDir, 'artifacts.zip');
+});
+
+afterEach(async () => {
+  await rm(workDir, { recursive: true, force: true });
+});
+
+async function writeAtom(name: string, files: Record<string, string | Buffer>): Promise<void> {
+  for (const [relative, content] of Object.entries(files)) {
+    await mkdir(path.dirname(path.join(artifactsDir, name, relative)), { recursive: true });
+    await writeFile(path.join(artifactsDir, name, relative), content);
+  }
+}
+
+function tarListing(archive: string): string[] {
+  return execFileSync('tar', ['-tzf', archive], { encoding: 'utf8' }).split('\n').filter(Boolean).sort();
+}
+
+const PYTHON_ZIP = `
+import json, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as archive:
+    assert archive.testzip() is None
+    if len(sys.argv) > 2:
+        archive.extractall(sys.argv[2])
+    print(json.dumps(archive.namelist()))
+`;
+
+function zipListing(archive: string, extractTo?: string): string[] {
+  const args = ['-c', PYTHON_ZIP, archive, ...(extractTo === undefined ? [] : [extractTo])];
+  return (JSON.parse(execFileSync('python3', args, { encoding: 'utf8' })) as string[]).sort();
+}
+
+/** Relative path → `dir` or size and SHA-256 of the file, for comparing two unpacked trees. */
+async function tree(dir: string): Promise<Record<string, string>> {
+  const result: Record<string, string> = {};
+  const visit = async (relative: string): Promise<void> => {
+    for (const name of await readdir(path.join(dir, relative))) {
+      const child = relative === '' ? name : `${relative}/${name}`;
+      const info = await lstat(path.join(dir, child));
+      if (info.isDirectory()) {
+        result[`${child}/`] = 'dir';
+        await visit(child);
+      } else {
+        const content = await readFile(path.join(dir, child));
+        result[child] = `${content.length}:${createHash('sha256').update(content).digest('hex')}`;
+      }
+    }
+  };
+  await visit('');
+  return result;
+}
+
+describe('writeBuildArchives', () => {
+  it('writes the atom folders and failures.txt identically to tar.gz and zip', async () => {
+    const binary = randomBytes(300_000);
+    await writeAtom('artifact_1_0', {
+      clusterrunner_command: 'make test\n',
+      clusterrunner_console_output: 'ok\n',
+      clusterrunner_exit_code: '0\n',
+      clusterrunner_time: '1.25\n',
+      'reports/junit/result.xml': '<testsuite/>',
+      'reports/blob.bin': binary,
+    });
+    await writeAtom('artifact_3_0', { clusterrunner_exit_code: '1\n', 'nested/deeper/log.txt': 'failed' });
+    await writeAtom('artifact_10_0', { clusterrunner_exit_code: '2\n' });
+    await mkdir(path.join(artifactsDir, 'artifact_2_0/empty-folder'), { recursive: true });
+    await chmod(path.join(artifactsDir, 'artifact_1_0/clusterrunner_command'), 0o755);
+    // Not part of any atom, or not content: all left out.
+    await writeFile(path.join(artifactsDir, 'stray.txt'), 'not an atom');
+    await mkdir(path.join(artifactsDir, 'artifact_x'));
+    await writeFile(path.join(artifactsDir, 'artifact_4_0'), 'a file, not an atom folder');
+    await symlink(path.join(artifactsDir, 'artifact_1_0'), path.join(artifactsDir, 'artifact_5_0'));
+    await symlink('/etc/passwd', path.join(artifactsDir, 'artifact_1_0/passwd-link'));
+
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: ['artifact_3_0', 'artifact_10_0'] });
+
+    const expectedFiles = [
+      'artifact_1_0/',
+      'artifact_1_0/clusterrunner_command',
+      'artifact_1_0/clusterrunner_console_output',
+      'artifact_1_0/clusterrunner_exit_code',
+      'artifact_1_0/clusterrunner_time',
+      'artifact_1_0/reports/',
+      'artifact_1_0/reports/blob.bin',
+      'artifact_1_0/reports/junit/',
+      'artifact_1_0/reports/junit/result.xml',
+      'artifact_10_0/',
+      'artifact_10_0/clusterrunner_exit_code',
+      'artifact_2_0/',
+      'artifact_2_0/empty-folder/',
+      'artifact_3_0/',
+      'artifact_3_0/clusterrunner_exit_code',
+      'artifact_3_0/nested/',
+      'artifact_3_0/nested/deeper/',
+      'artifact_3_0/nested/deeper/log.txt',
+      'failures.txt',
+    ].sort();
+    const fromTar = path.join(workDir, 'from-tar');
+    const fromZip = path.join(workDir, 'from-zip');
+    await mkdir(fromTar);
+    execFileSync('tar', ['-xzf', tarGzPath, '-C', fromTar]);
+    expect(tarListing(tarGzPath)).toEqual(expectedFiles);
+    expect(zipListing(zipPath, fromZip)).toEqual(expectedFiles);
+
+    const unpacked = await tree(fromTar);
+    expect(await tree(fromZip)).toEqual(unpacked);
+    expect(Object.keys(unpacked).sort()).toEqual(expectedFiles);
+    expect(await readFile(path.join(fromTar, 'failures.txt'), 'utf8')).toBe('artifact_10_0\nartifact_3_0');
+    expect(await readFile(path.join(fromZip, 'failures.txt'), 'utf8')).toBe('artifact_10_0\nartifact_3_0');
+    expect((await readFile(path.join(fromZip, 'artifact_1_0/reports/blob.bin'))).equals(binary)).toBe(true);
+    expect((await stat(path.join(fromTar, 'artifact_1_0/clusterrunner_command'))).mode & 0o111).not.toBe(0);
+    expect((await stat(path.join(fromTar, 'artifact_1_0/clusterrunner_time'))).mode & 0o111).toBe(0);
+
+    // Only the two archives remain beside each other: no temp file left behind.
+    expect((await readdir(workDir)).sort()).toEqual(['artifacts', 'artifacts.tar.gz', 'artifacts.zip', 'from-tar', 'from-zip']);
+  });
+
+  it('leaves failures.txt out when no atom failed', async () => {
+    await writeAtom('artifact_0_0', { clusterrunner_exit_code: '0\n' });
+
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: [] });
+
+    const expected = ['artifact_0_0/', 'artifact_0_0/clusterrunner_exit_code'];
+    expect(tarListing(tarGzPath)).toEqual(expected);
+    expect(zipListing(zipPath)).toEqual(expected);
+  });
+
+  it('writes valid empty archives for an empty artifacts folder', async () => {
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: [] });
+
+    expect(tarListing(tarGzPath)).toEqual([]);
+    expect(zipListing(zipPath)).toEqual([]);
+  });
+
+  it('holds only failures.txt when every atom failed before writing anything', async () => {
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: ['artifact_0_0'] });
+
+    expect(tarListing(tarGzPath)).toEqual(['failures.txt']);
+    expect(zipListing(zipPath)).toEqual(['failures.txt']);
+  });
+
+  it('replaces archives written before', async () => {
+    await writeAtom('artifact_0_0', { first: '1' });
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: [] });
+    await writeAtom('artifact_1_0', { second: '2' });
+
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: [] });
+
+    const expected = ['artifact_0_0/', 'artifact_0_0/first', 'artifact_1_0/', 'artifact_1_0/second'];
+    expect(tarListing(tarGzPath)).toEqual(expected);
+    expect(zipListing(zipPath)).toEqual(expected);
+  });
+
+  it('fails without leaving archives or temp files when the artifacts folder is missing', async () => {
+    await rm(artifactsDir, { recursive: true });
+
+    await expect(writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: [] })).rejects.toMatchObject({
+      code: 'ARCHIVE_WRITE_FAILED',
+    });
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  it('stops the zip and removes its temp file when the tar.gz cannot be written', async () => {
+    await writeAtom('artifact_0_0', { big: randomBytes(2_000_000) });
+
+    await expect(
+      writeBuildArchives({ artifactsDir, tarGzPath: path.join(workDir, 'missing', 'artifacts.tar.gz'), zipPath, failures: [] }),
+    ).rejects.toMatchObject({ code: 'ARCHIVE_WRITE_FAILED' });
+    expect(await readdir(workDir)).toEqual(['artifacts']);
+  });
+});

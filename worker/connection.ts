@@ -1,0 +1,226 @@
+import WebSocket from 'ws';
+import type { Logger } from '../shared/log.ts';
+import { signRequest } from '../shared/auth.ts';
+import {
+  CLOSE_SHUTDOWN, CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES, WORKER_CONNECT_PATH, masterMessage, parseFrame,
+  type MasterMessage, type RegisterMessage, type WorkerMessage,
+} from '../shared/protocol.ts';
+
+export interface ConnectionOptions {
+  readonly masterUrl: string;
+  readonly secret: string;
+  readonly log: Logger;
+  readonly heartbeatIntervalMs: number;
+  readonly heartbeatFailureThreshold: number;
+  /** Give up (onUnreachable) after this long without a registered connection. */
+  readonly masterUnreachableMs: number;
+  /** The register message for the next connection (it carries the leases to resume). */
+  readonly registration: () => RegisterMessage;
+  readonly onMessage: (message: MasterMessage) => void;
+  /** Called after each successful registration, with the leases the master resumed. */
+  readonly onRegistered: (workerId: number, resumedLeases: readonly string[]) => void;
+  readonly onUnreachable: (reason: string) => void;
+}
+
+/** Messages kept while the master is away; results matter most, so live output is what gets dropped. */
+const MAX_QUEUED_MESSAGES = 10_000;
+/** Above this much unsent data on the socket, live console output is dropped rather than buffered. */
+const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+const BACKOFF_FIRST_MS = 200;
+const BACKOFF_MAX_MS = 10_000;
+
+/**
+ * The worker's one WebSocket to the master: signed upgrade, registration, heartbeats both ways,
+ * reconnection with exponential backoff and jitter, and a bounded queue for what is said while away.
+ */
+export class MasterConnection {
+  readonly #options: ConnectionOptions;
+  #socket: WebSocket | null = null;
+  #isRegistered = false;
+  #isClosed = false;
+  #attempt = 0;
+  #disconnectedSinceMs = Date.now();
+  #lastHeardMs = Date.now();
+  #heartbeatTimer: NodeJS.Timeout | null = null;
+  #reconnectTimer: NodeJS.Timeout | null = null;
+  #queue: WorkerMessage[] = [];
+  #droppedOutput = 0;
+  #waiters: (() => void)[] = [];
+
+  constructor(options: ConnectionOptions) {
+    this.#options = options;
+  }
+
+  get isRegistered(): boolean {
+    return this.#isRegistered;
+  }
+
+  start(): void {
+    this.#connect();
+  }
+
+  /** Sends now when registered, else queues (bounded). */
+  send(message: WorkerMessage): void {
+    const socket = this.#socket;
+    if (this.#isRegistered && socket && socket.readyState === WebSocket.OPEN) {
+      if (message.type === 'atom_output' && socket.bufferedAmount > MAX_BUFFERED_BYTES) {
+        this.#droppedOutput++;
+        return;
+      }
+      socket.send(JSON.stringify(message));
+      return;
+    }
+    if (message.type === 'atom_output' || message.type === 'heartbeat') return;
+    if (this.#queue.length >= MAX_QUEUED_MESSAGES) {
+      this.#options.log.error({ type: message.type }, 'message queue for the master is full; dropping a message');
+      return;
+    }
+    this.#queue.push(message);
+  }
+
+  /** Sends a binary frame once registered, waiting while the socket's buffer is full (backpressure). */
+  async sendBinary(frame: Buffer, isStillWanted: () => boolean): Promise<boolean> {
+    for (;;) {
+      if (this.#isClosed || !isStillWanted()) return false;
+      const socket = this.#socket;
+      if (this.#isRegistered && socket && socket.readyState === WebSocket.OPEN) {
+        if (socket.bufferedAmount < MAX_BUFFERED_BYTES) {
+          socket.send(frame);
+          return true;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        setTimeout(resolve, 1000).unref();
+      });
+    }
+  }
+
+  /** Drops queued messages of leases the master no longer honours. */
+  dropQueued(predicate: (message: WorkerMessage) => boolean): void {
+    this.#queue = this.#queue.filter((message) => !predicate(message));
+  }
+
+  /** Closes for good; a clean close tells the master this worker left on purpose. */
+  async close(): Promise<void> {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    this.#stopTimers();
+    const socket = this.#socket;
+    this.#socket = null;
+    for (const wake of this.#waiters.splice(0)) wake();
+    if (!socket || socket.readyState === WebSocket.CLOSED) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        socket.terminate();
+        resolve();
+      }, 2000);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      socket.close(CLOSE_SHUTDOWN, 'worker shutting down');
+    });
+  }
+
+  #connect(): void {
+    if (this.#isClosed) return;
+    const base = new URL(this.#options.masterUrl);
+    const scheme = base.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = `${scheme}//${base.host}${WORKER_CONNECT_PATH}`;
+    const socket = new WebSocket(url, {
+      headers: signRequest(this.#options.secret, 'GET', WORKER_CONNECT_PATH),
+      maxPayload: MAX_FRAME_BYTES,
+      handshakeTimeout: 10_000,
+    });
+    this.#socket = socket;
+    socket.on('open', () => {
+      this.#lastHeardMs = Date.now();
+      socket.send(JSON.stringify(this.#options.registration()));
+    });
+    socket.on('message', (data, isBinary) => {
+      this.#lastHeardMs = Date.now();
+      if (isBinary) return;
+      const parsed = parseFrame(masterMessage, data.toString());
+      if (!parsed.ok) {
+        this.#options.log.warn({ error: parsed.error }, 'ignoring an invalid message from the master');
+        return;
+      }
+      const message = parsed.message;
+      if (message.type === 'registered') {
+        this.#onRegistered(socket, message.worker_id, message.resumed_leases);
+        return;
+      }
+      if (message.type === 'heartbeat_ack') return;
+      this.#options.onMessage(message);
+    });
+    socket.on('error', (error) => {
+      this.#options.log.debug({ err: error }, 'connection to the master failed');
+    });
+    socket.on('close', (code, reason) => {
+      if (this.#socket !== socket) return;
+      const wasRegistered = this.#isRegistered;
+      this.#isRegistered = false;
+      this.#socket = null;
+      this.#stopTimers();
+      if (this.#isClosed) return;
+      if (wasRegistered) this.#disconnectedSinceMs = Date.now();
+      if (code === CLOSE_UNAUTHENTICATED) {
+        this.#options.onUnreachable('the master refused this worker\'s secret: make the secret in the worker\'s conf file match the master\'s');
+        return;
+      }
+      this.#options.log.warn({ code, reason: reason.toString() }, 'lost the connection to the master; reconnecting');
+      this.#scheduleReconnect();
+    });
+  }
+
+  #onRegistered(socket: WebSocket, workerId: number, resumed: readonly string[]): void {
+    this.#isRegistered = true;
+    this.#attempt = 0;
+    this.#options.onRegistered(workerId, resumed);
+    const queued = this.#queue;
+    this.#queue = [];
+    for (const message of queued) socket.send(JSON.stringify(message));
+    if (this.#droppedOutput > 0) {
+      this.#options.log.warn({ chunks: this.#droppedOutput }, 'dropped console output while the master was slow or away');
+      this.#droppedOutput = 0;
+    }
+    for (const wake of this.#waiters.splice(0)) wake();
+    this.#heartbeatTimer = setInterval(() => this.#heartbeat(socket), this.#options.heartbeatIntervalMs);
+  }
+
+  #heartbeat(socket: WebSocket): void {
+    const silentMs = Date.now() - this.#lastHeardMs;
+    if (silentMs > this.#options.heartbeatIntervalMs * this.#options.heartbeatFailureThreshold) {
+      this.#options.log.warn({ silentMs }, 'the master stopped answering; reconnecting');
+      socket.terminate();
+      return;
+    }
+    if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: 'heartbeat' } satisfies WorkerMessage));
+  }
+
+  #scheduleReconnect(): void {
+    const awayMs = Date.now() - this.#disconnectedSinceMs;
+    if (awayMs > this.#options.masterUnreachableMs) {
+      this.#options.onUnreachable(`the master at ${this.#options.masterUrl} has been unreachable for ${Math.round(awayMs / 1000)} s`);
+      return;
+    }
+    // Exponential backoff with full jitter: many workers losing one master must not come back in lockstep.
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.#attempt);
+    this.#attempt = Math.min(this.#attempt + 1, 16);
+    const delayMs = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      this.#connect();
+    }, delayMs);
+  }
+
+  #stopTimers(): void {
+    if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
+    this.#heartbeatTimer = null;
+    if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+  }
+}

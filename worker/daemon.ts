@@ -1,0 +1,328 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../shared/log.ts';
+import { errorMessage } from '../shared/errors.ts';
+import { OutputTail } from '../shared/output-tail.ts';
+import { killMarkedProcesses, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
+import { PROTOCOL_VERSION, type MasterMessage, type RegisterMessage, type SetupBuildMessage, type RunSubjobMessage } from '../shared/protocol.ts';
+import { MasterConnection } from './connection.ts';
+import { runSubjob, type BuildContext } from './executor.ts';
+import { resolveProjectDir } from './workspace.ts';
+
+export interface DaemonOptions {
+  readonly masterUrl: string;
+  readonly secret: string;
+  readonly name: string;
+  readonly numExecutors: number;
+  readonly baseDirectory: string;
+  readonly heartbeatIntervalMs: number;
+  readonly heartbeatFailureThreshold: number;
+  readonly masterUnreachableMs: number;
+  readonly killGraceMs: number;
+  readonly log: Logger;
+}
+
+interface RunningSubjob {
+  readonly buildId: number;
+  readonly abort: AbortController;
+  readonly done: Promise<void>;
+}
+
+/** A build as this worker knows it: set up (or being set up), running subjobs, torn down at the end. */
+interface WorkerBuild {
+  readonly message: SetupBuildMessage;
+  readonly marker: string;
+  context: BuildContext | null;
+  setup: 'running' | 'ok' | 'failed';
+  setupProcess: GroupProcess | null;
+  isTearingDown: boolean;
+  wantsTeardown: boolean;
+}
+
+const TAIL_BYTES = 32 * 1024;
+
+/**
+ * The worker process's logic: takes the master's messages, sets builds up, runs subjobs on its executors,
+ * tears builds down, and drains on request. `exited` resolves with the process exit code.
+ */
+export class WorkerDaemon {
+  readonly #options: DaemonOptions;
+  readonly #log: Logger;
+  readonly #sessionId = randomUUID();
+  readonly #connection: MasterConnection;
+  readonly #builds = new Map<number, WorkerBuild>();
+  readonly #running = new Map<string, RunningSubjob>();
+  readonly #workDir: string;
+  #workerId: number | null = null;
+  #isDraining = false;
+  #resolveExit: (code: number) => void = () => undefined;
+  readonly exited: Promise<number>;
+  #stopping: Promise<void> | null = null;
+
+  constructor(options: DaemonOptions) {
+    this.#options = options;
+    this.#log = options.log;
+    this.#workDir = join(options.baseDirectory, 'worker', `${process.pid}-${this.#sessionId.slice(0, 8)}`);
+    this.exited = new Promise((resolve) => {
+      this.#resolveExit = resolve;
+    });
+    this.#connection = new MasterConnection({
+      masterUrl: options.masterUrl,
+      secret: options.secret,
+      log: options.log,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      heartbeatFailureThreshold: options.heartbeatFailureThreshold,
+      masterUnreachableMs: options.masterUnreachableMs,
+      registration: () => this.#registration(),
+      onMessage: (message) => this.#handle(message),
+      onRegistered: (workerId, resumed) => this.#onRegistered(workerId, resumed),
+      onUnreachable: (reason) => {
+        this.#log.error({ reason }, 'giving up on the master');
+        void this.#shutdown(1, 'worker_stop', false);
+      },
+    });
+  }
+
+  async start(): Promise<void> {
+    await mkdir(this.#workDir, { recursive: true });
+    this.#log.info({ master: this.#options.masterUrl, executors: this.#options.numExecutors, name: this.#options.name }, 'worker starting');
+    this.#connection.start();
+  }
+
+  /** Finish what runs, take nothing new, tear down, disconnect, exit 0. */
+  drain(): void {
+    if (this.#isDraining) return;
+    this.#isDraining = true;
+    this.#log.info({ running: this.#running.size }, 'draining: finishing running subjobs, taking no new ones');
+    this.#connection.send({ type: 'draining' });
+    void this.#finishDrain();
+  }
+
+  /** Stop running atoms now (the master gives them to others) and exit within the kill grace. */
+  stopNow(): void {
+    void this.#shutdown(0, 'worker_stop', false);
+  }
+
+  #registration(): RegisterMessage {
+    return {
+      type: 'register',
+      protocol_version: PROTOCOL_VERSION,
+      name: this.#options.name,
+      num_executors: this.#options.numExecutors,
+      session_id: this.#sessionId,
+      heartbeat_interval_ms: this.#options.heartbeatIntervalMs,
+      heartbeat_failure_threshold: this.#options.heartbeatFailureThreshold,
+      resume: this.#workerId === null ? null : { worker_id: this.#workerId, leases: [...this.#running.keys()] },
+    };
+  }
+
+  #onRegistered(workerId: number, resumed: readonly string[]): void {
+    const isReconnect = this.#workerId !== null;
+    this.#workerId = workerId;
+    this.#log.info({ workerId, resumed: resumed.length }, isReconnect ? 'reconnected to the master' : 'registered with the master');
+    if (!isReconnect) return;
+    // Work the master gave to others meanwhile must stop here, and its queued results are worthless.
+    const keep = new Set(resumed);
+    for (const [leaseId, running] of this.#running) {
+      if (!keep.has(leaseId)) running.abort.abort('lease_lost');
+    }
+    this.#connection.dropQueued((message) => 'lease_id' in message && !keep.has(message.lease_id));
+    if (this.#isDraining) this.#connection.send({ type: 'draining' });
+  }
+
+  #handle(message: MasterMessage): void {
+    switch (message.type) {
+      case 'setup_build':
+        void this.#setup(message);
+        return;
+      case 'run_subjob':
+        this.#run(message);
+        return;
+      case 'abort_lease':
+        this.#running.get(message.lease_id)?.abort.abort(message.reason);
+        return;
+      case 'cancel_build':
+        void this.#cancelBuild(message.build_id);
+        return;
+      case 'teardown_build': {
+        const build = this.#builds.get(message.build_id);
+        if (!build) {
+          this.#connection.send({ type: 'teardown_finished', build_id: message.build_id, ok: true, exit_code: null, output_tail: '' });
+          return;
+        }
+        build.wantsTeardown = true;
+        void this.#maybeTeardown(message.build_id);
+        return;
+      }
+      case 'shutdown':
+        this.drain();
+        return;
+      case 'error':
+        this.#log.warn({ code: message.code, message: message.message }, 'the master reported an error');
+        return;
+      case 'registered':
+      case 'heartbeat_ack':
+        return;
+      default: {
+        const unexpected: never = message;
+        this.#log.warn({ message: unexpected }, 'unexpected message from the master');
+      }
+    }
+  }
+
+  async #setup(message: SetupBuildMessage): Promise<void> {
+    const existing = this.#builds.get(message.build_id);
+    if (existing && existing.setup !== 'failed' && !existing.isTearingDown) {
+      this.#connection.send({ type: 'setup_finished', build_id: message.build_id, ok: existing.setup === 'ok', exit_code: 0, output_tail: '' });
+      return;
+    }
+    const build: WorkerBuild = {
+      message, marker: `cr-build-${message.build_id}-${this.#sessionId}`, context: null, setup: 'running', setupProcess: null,
+      isTearingDown: false, wantsTeardown: false,
+    };
+    this.#builds.set(message.build_id, build);
+    const log = this.#log.child({ buildId: message.build_id });
+    const report = (ok: boolean, exitCode: number | null, tail: string) => {
+      build.setup = ok ? 'ok' : 'failed';
+      this.#connection.send({ type: 'setup_finished', build_id: message.build_id, ok, exit_code: exitCode, output_tail: tail.slice(-60_000) });
+      // A failed setup leaves nothing to tear down unless the build was canceled meanwhile.
+      if (!ok && !build.wantsTeardown && this.#builds.get(message.build_id) === build) this.#builds.delete(message.build_id);
+      void this.#maybeTeardown(message.build_id);
+    };
+    let projectDir: string;
+    try {
+      projectDir = await resolveProjectDir(message.project);
+    } catch (error) {
+      log.warn({ err: error }, 'setup failed: no project');
+      report(false, null, errorMessage(error));
+      return;
+    }
+    build.context = {
+      buildId: message.build_id,
+      projectDir,
+      command: message.command,
+      atomTimeoutMs: message.atom_timeout_ms,
+      killGraceMs: message.kill_grace_ms,
+    };
+    if (message.setup_command === null) {
+      report(true, 0, '');
+      return;
+    }
+    log.info('running setup_build');
+    const result = await this.#runBuildCommand(build, message.setup_command, (child) => {
+      build.setupProcess = child;
+    });
+    build.setupProcess = null;
+    log.info({ exitCode: result.exitCode }, 'setup finished');
+    report(result.exitCode === 0, result.exitCode, result.tail);
+  }
+
+  async #runBuildCommand(build: WorkerBuild, command: string, started: (child: GroupProcess) => void): Promise<{ exitCode: number; tail: string }> {
+    const tail = new OutputTail(TAIL_BYTES);
+    const child = spawnShell(command, {
+      cwd: build.context!.projectDir,
+      env: { ...process.env, PROJECT_DIR: build.context!.projectDir },
+      graceMs: build.message.kill_grace_ms,
+      marker: build.marker,
+      onOutput: (chunk) => tail.push(chunk),
+    });
+    started(child);
+    const result = await child.result;
+    if (result.stopReason !== null) killMarkedProcesses(build.marker);
+    return { exitCode: result.exitCode, tail: tail.text(100) };
+  }
+
+  #run(message: RunSubjobMessage): void {
+    const build = this.#builds.get(message.build_id);
+    const ids = { lease_id: message.lease_id, build_id: message.build_id, subjob_id: message.subjob_id };
+    if (!build || build.setup !== 'ok' || build.isTearingDown || !build.context || this.#running.has(message.lease_id)) {
+      this.#log.warn({ ...ids }, 'refusing a subjob of a build that is not set up here');
+      this.#connection.send({ type: 'subjob_finished', ...ids });
+      return;
+    }
+    const abort = new AbortController();
+    const done = runSubjob({
+      message,
+      build: build.context,
+      connection: this.#connection,
+      workDir: this.#workDir,
+      log: this.#log.child({ buildId: message.build_id, subjobId: message.subjob_id }),
+      signal: abort.signal,
+    }).catch((error: unknown) => {
+      this.#log.error({ ...ids, err: error }, 'running the subjob failed');
+      this.#connection.send({ type: 'subjob_finished', ...ids });
+    }).finally(() => {
+      this.#running.delete(message.lease_id);
+      void this.#maybeTeardown(message.build_id);
+      if (this.#isDraining) void this.#finishDrain();
+    });
+    this.#running.set(message.lease_id, { buildId: message.build_id, abort, done });
+  }
+
+  async #cancelBuild(buildId: number): Promise<void> {
+    const build = this.#builds.get(buildId);
+    const stopping = [...this.#running.values()].filter((running) => running.buildId === buildId);
+    for (const running of stopping) running.abort.abort('cancel');
+    if (!build) {
+      this.#connection.send({ type: 'teardown_finished', build_id: buildId, ok: true, exit_code: null, output_tail: '' });
+      return;
+    }
+    build.wantsTeardown = true;
+    if (build.setupProcess) await build.setupProcess.stop('cancel');
+    await Promise.allSettled(stopping.map((running) => running.done));
+    await this.#maybeTeardown(buildId);
+  }
+
+  /** Teardown runs once the master asked for it and nothing of the build runs here any more. */
+  async #maybeTeardown(buildId: number): Promise<void> {
+    const build = this.#builds.get(buildId);
+    if (!build || !build.wantsTeardown || build.isTearingDown || build.setup === 'running') return;
+    for (const running of this.#running.values()) if (running.buildId === buildId) return;
+    build.isTearingDown = true;
+    await this.#teardown(buildId, build);
+  }
+
+  async #teardown(buildId: number, build: WorkerBuild): Promise<void> {
+    const log = this.#log.child({ buildId });
+    let exitCode: number | null = null;
+    let tail = '';
+    // Teardown runs whenever setup ran, even if it failed or was stopped by a cancel: it may have half-done its work.
+    if (build.message.teardown_command !== null && build.context !== null) {
+      log.info('running teardown_build');
+      const result = await this.#runBuildCommand(build, build.message.teardown_command, () => undefined);
+      exitCode = result.exitCode;
+      tail = result.tail;
+      if (exitCode === 0) log.info('teardown finished');
+      else log.warn({ exitCode, output: tail }, 'teardown failed');
+    }
+    this.#builds.delete(buildId);
+    this.#connection.send({ type: 'teardown_finished', build_id: buildId, ok: exitCode === null || exitCode === 0, exit_code: exitCode, output_tail: tail.slice(-60_000) });
+  }
+
+  async #finishDrain(): Promise<void> {
+    if (this.#running.size > 0) return;
+    await this.#shutdown(0, null, true);
+  }
+
+  /** The one way out: stop (or let finish) what runs, tear down when asked, close, exit. */
+  #shutdown(code: number, stopReason: StopReason | null, withTeardown: boolean): Promise<void> {
+    this.#stopping ??= (async () => {
+      for (const running of this.#running.values()) running.abort.abort(stopReason ?? 'worker_stop');
+      await Promise.allSettled([...this.#running.values()].map((running) => running.done));
+      for (const build of this.#builds.values()) if (build.setupProcess) await build.setupProcess.stop('worker_stop');
+      if (withTeardown) {
+        for (const [buildId, build] of [...this.#builds]) {
+          if (build.isTearingDown) continue;
+          build.isTearingDown = true;
+          await this.#teardown(buildId, build).catch((error: unknown) => this.#log.warn({ buildId, err: error }, 'teardown failed'));
+        }
+      }
+      await this.#connection.close();
+      await rm(this.#workDir, { recursive: true, force: true }).catch(() => undefined);
+      this.#log.info({ code }, 'worker stopped');
+      this.#resolveExit(code);
+    })();
+    return this.#stopping;
+  }
+}

@@ -1,0 +1,110 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
+import type { Logger } from '../shared/log.ts';
+import { killMarkedProcesses, spawnShell, type StopReason } from '../shared/process.ts';
+import { MAX_OUTPUT_CHUNK_CHARS, type RunSubjobMessage } from '../shared/protocol.ts';
+import type { MasterConnection } from './connection.ts';
+import { hasArtifacts, sendArtifacts } from './artifacts.ts';
+
+/** What an executor needs of the build it runs for. */
+export interface BuildContext {
+  readonly buildId: number;
+  readonly projectDir: string;
+  readonly command: string;
+  readonly atomTimeoutMs: number | null;
+  readonly killGraceMs: number;
+}
+
+/** Puts this worker's project path where the master stored `$PROJECT_DIR` (SPEC §4). */
+export function localizeValue(value: string, projectDir: string): string {
+  return value.split('$PROJECT_DIR').join(projectDir);
+}
+
+/**
+ * Runs one subjob: its atoms one after another, each in its own process group, streaming start, output,
+ * artifacts and result to the master. Stops at once when `signal` aborts (its reason says why); a stopped
+ * atom reports nothing but its end, since the master no longer wants it.
+ */
+export async function runSubjob(options: {
+  message: RunSubjobMessage;
+  build: BuildContext;
+  connection: MasterConnection;
+  workDir: string;
+  log: Logger;
+  signal: AbortSignal;
+}): Promise<void> {
+  const { message, build, connection, signal } = options;
+  const ids = { lease_id: message.lease_id, build_id: message.build_id, subjob_id: message.subjob_id };
+  const marker = `cr-${message.lease_id}`;
+  const isWanted = () => !signal.aborted;
+  for (const atom of message.atoms) {
+    if (signal.aborted) break;
+    const artifactDir = join(options.workDir, `${message.lease_id}-${atom.atom_id}`);
+    await rm(artifactDir, { recursive: true, force: true });
+    await mkdir(artifactDir, { recursive: true });
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      PROJECT_DIR: build.projectDir,
+      ARTIFACT_DIR: artifactDir,
+      ATOM_ID: String(atom.atom_id),
+      MACHINE_EXECUTOR_INDEX: String(message.executor_index),
+      EXECUTOR_INDEX: String(message.executor_index),
+      BUILD_EXECUTOR_INDEX: String(message.build_executor_index),
+    };
+    // Values reach the command only through its environment, never through shell text (SPEC §4 fix).
+    for (const [name, value] of Object.entries(atom.env)) env[name] = localizeValue(value, build.projectDir);
+    connection.send({ type: 'atom_started', ...ids, atom_id: atom.atom_id });
+    const decoder = new StringDecoder('utf8');
+    const forward = (text: string) => {
+      for (let at = 0; at < text.length; at += MAX_OUTPUT_CHUNK_CHARS) {
+        connection.send({ type: 'atom_output', ...ids, atom_id: atom.atom_id, data: text.slice(at, at + MAX_OUTPUT_CHUNK_CHARS) });
+      }
+    };
+    const child = spawnShell(build.command, {
+      cwd: build.projectDir,
+      env,
+      graceMs: build.killGraceMs,
+      timeoutMs: build.atomTimeoutMs,
+      signal,
+      marker,
+      onOutput: (chunk) => forward(decoder.write(chunk)),
+    });
+    const result = await child.result;
+    const rest = decoder.end();
+    if (rest) forward(rest);
+    if (result.stopReason !== null) killMarkedProcesses(marker);
+    const stoppedByUs = result.stopReason !== null && result.stopReason !== 'timeout';
+    if (stoppedByUs || signal.aborted) {
+      await rm(artifactDir, { recursive: true, force: true });
+      break;
+    }
+    if (result.stopReason === 'timeout') {
+      forward(`\n[ClusterRunner: atom stopped after ${(build.atomTimeoutMs ?? 0) / 1000} s (atom_timeout)]\n`);
+    }
+    const withArtifacts = await hasArtifacts(artifactDir);
+    if (withArtifacts) {
+      const sent = await sendArtifacts(connection, artifactDir, { ...ids, atom_id: atom.atom_id }, isWanted);
+      if (!sent) {
+        await rm(artifactDir, { recursive: true, force: true });
+        break;
+      }
+    }
+    connection.send({
+      type: 'atom_finished',
+      ...ids,
+      atom_id: atom.atom_id,
+      exit_code: result.exitCode,
+      time_s: result.durationMs / 1000,
+      stop_reason: result.stopReason,
+      has_artifacts: withArtifacts,
+    });
+    await rm(artifactDir, { recursive: true, force: true });
+  }
+  connection.send({ type: 'subjob_finished', ...ids });
+}
+
+export function stopReasonOf(signal: AbortSignal): StopReason {
+  const reason: unknown = signal.reason;
+  return reason === 'cancel' || reason === 'timeout' || reason === 'worker_stop' || reason === 'lease_lost' ? reason : 'cancel';
+}
