@@ -35,7 +35,7 @@ export async function runExampleCommand(options: { keep?: boolean }): Promise<nu
       secret, baseDirectory: base, port: 0, hostname: hostname(), database: join(base, 'clusterrunner.db'), maxBodyBytes: 1 << 20,
       authenticateReads: false, acceptLegacyDigest: true, heartbeatIntervalMs: 1000, httpsCertFile: null, httpsKeyFile: null,
       killGraceMs: 2000, atomizerTimeoutMs: 60_000, maxAtomizerOutputBytes: 1 << 20, maxAtoms: 10_000, maxConsoleBytes: 1 << 20,
-      maxArtifactBytes: 1 << 20, maxArtifactFiles: 100, maxConcurrentPreparations: 1,
+      maxArtifactBytes: 1 << 20, maxArtifactFiles: 100, maxConcurrentPreparations: 1, noWorkerTimeoutMs: 60_000,
     },
   });
   const executors = Math.max(1, cpus().length);

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 export type MasterConf = Pick<Conf,
   'secret' | 'baseDirectory' | 'port' | 'hostname' | 'database' | 'maxBodyBytes' | 'authenticateReads' | 'acceptLegacyDigest' |
   'heartbeatIntervalMs' | 'httpsCertFile' | 'httpsKeyFile' | 'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' |
-  'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations'>;
+  'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs'>;
 
 export interface MasterServer {
   readonly port: number;

@@ -133,7 +133,7 @@ export function createSafeExtractor(destDir: string, limits: ExtractLimits): Saf
     isSettled = true;
     rejectDone(error);
     abort.abort(error);
-    // Without error: nobody listens to gunzip's 'error' any more than needed, and nothing reads it after this.
+    // Destroyed without an error, so it emits none: the reason is already in `done`.
     gunzip.destroy();
     releaseWriter();
   }

@@ -26,7 +26,7 @@ type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T
 
 export type BuildSettings = Pick<Conf,
   'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' | 'maxAtoms' | 'maxConsoleBytes' |
-  'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations'>;
+  'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs'>;
 
 /** Setup may fail on this many workers in all before the build gives up (SPEC §5). */
 const MAX_SETUP_FAILURES = 3;
@@ -46,6 +46,7 @@ export class BuildManager implements WorkerEvents {
   readonly #dispatcher: Dispatcher;
   readonly #preparations: PQueue;
   readonly #finishing = new Set<Promise<void>>();
+  #noWorkerTimer: NodeJS.Timeout | null = null;
   #isClosed = false;
 
   constructor(deps: { store: Store; settings: BuildSettings; log: Logger; registry: WorkerRegistry; metrics: Metrics; layout: ResultsLayout }) {
@@ -121,6 +122,7 @@ export class BuildManager implements WorkerEvents {
     if (this.#isClosed) return;
     this.#isClosed = true;
     this.#dispatcher.close();
+    if (this.#noWorkerTimer) clearTimeout(this.#noWorkerTimer);
     for (const run of this.#runs.values()) run.abort.abort();
     this.#preparations.clear();
     await Promise.allSettled([...this.#finishing]);
@@ -195,6 +197,32 @@ export class BuildManager implements WorkerEvents {
   #makeReady(run: BuildRun): void {
     run.phase = 'ready';
     this.#dispatcher.addRun(run);
+    this.#watchForWorkers();
+  }
+
+  /**
+   * Builds wait for workers, but not for ever: with no worker connected for no_worker_timeout_seconds, every
+   * build waiting for one errors out (0 waits for ever). Any worker connecting stops the clock.
+   */
+  #watchForWorkers(): void {
+    const hasWorker = [...this.#registry.all()].some((worker) => worker.isAlive && !worker.isDraining);
+    const isWaiting = this.#dispatcher.runs.length > 0;
+    if (hasWorker || !isWaiting || this.#settings.noWorkerTimeoutMs === 0) {
+      if (this.#noWorkerTimer) clearTimeout(this.#noWorkerTimer);
+      this.#noWorkerTimer = null;
+      return;
+    }
+    if (this.#noWorkerTimer) return;
+    this.#log.warn({ waitingBuilds: this.#dispatcher.runs.length, timeoutMs: this.#settings.noWorkerTimeoutMs }, 'builds are waiting and no worker is connected');
+    this.#noWorkerTimer = setTimeout(() => {
+      this.#noWorkerTimer = null;
+      const seconds = Math.round(this.#settings.noWorkerTimeoutMs / 1000);
+      for (const run of [...this.#dispatcher.runs]) {
+        this.#finishInBackground(run, 'ERROR', `No worker was connected to the master for ${seconds} s (no_worker_timeout_seconds), ` +
+          'so the build could not run. Start a worker with: clusterrunner worker --master-url <this master>');
+      }
+    }, this.#settings.noWorkerTimeoutMs);
+    this.#noWorkerTimer.unref();
   }
 
   // ---- dispatch actions -----------------------------------------------------------------------------------
@@ -257,6 +285,7 @@ export class BuildManager implements WorkerEvents {
 
   workerReady(worker: WorkerEntry): void {
     this.#store.events.append('WORKER_CONNECTED', { worker_id: worker.id, worker: worker.name, num_executors: worker.numExecutors });
+    this.#watchForWorkers();
     this.#dispatcher.schedule();
   }
 
@@ -275,6 +304,7 @@ export class BuildManager implements WorkerEvents {
     for (const lease of worker.leases.values()) this.#revoke(lease, true);
     worker.leases.clear();
     worker.builds.clear();
+    this.#watchForWorkers();
     this.#dispatcher.schedule();
   }
 
