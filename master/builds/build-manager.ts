@@ -216,7 +216,7 @@ export class BuildManager implements WorkerEvents {
     this.#log.warn({ waitingBuilds: this.#dispatcher.runs.length, timeoutMs: this.#settings.noWorkerTimeoutMs }, 'builds are waiting and no worker is connected');
     this.#noWorkerTimer = setTimeout(() => {
       this.#noWorkerTimer = null;
-      const seconds = Math.round(this.#settings.noWorkerTimeoutMs / 1000);
+      const seconds = this.#settings.noWorkerTimeoutMs / 1000;
       for (const run of [...this.#dispatcher.runs]) {
         this.#finishInBackground(run, 'ERROR', `No worker was connected to the master for ${seconds} s (no_worker_timeout_seconds), ` +
           'so the build could not run. Start a worker with: clusterrunner worker --master-url <this master>');

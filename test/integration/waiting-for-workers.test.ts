@@ -11,7 +11,7 @@ describe('a build with no worker', () => {
     const id = await postBuild(master, { type: 'directory', project_directory: tempDir(), config: JOB });
     const build = await waitForBuild(master, id);
     expect(build.status).toBe('ERROR');
-    expect(build.error_message).toMatch(/No worker was connected .* no_worker_timeout_seconds/);
+    expect(build.error_message).toMatch(/No worker was connected to the master for 0.3 s \(no_worker_timeout_seconds\)/);
   });
 
   it('runs once a worker comes, if it comes in time', async () => {
