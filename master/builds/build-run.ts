@@ -76,6 +76,10 @@ export class BuildRun {
     return this.atoms.length;
   }
 
+  get pendingCount(): number {
+    return this.#front.length + this.#queue.length - this.#queueHead;
+  }
+
   get hasPendingWork(): boolean {
     return this.#front.length > 0 || this.#queueHead < this.#queue.length;
   }

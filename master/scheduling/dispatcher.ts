@@ -58,6 +58,22 @@ export class Dispatcher {
     this.#scheduled = null;
   }
 
+  /**
+   * Setup costs time on a worker (a checkout, an `npm ci`): only bring in another worker when the executors
+   * of the workers already set up (or setting up) for this build cannot take its pending work.
+   */
+  #needsAnotherWorker(run: BuildRun): boolean {
+    let capacity = 0;
+    for (const worker of this.#registry.all()) {
+      const state = worker.builds.get(run.id);
+      if (!worker.isAlive || worker.isDraining || (state !== 'ready' && state !== 'setting_up')) continue;
+      const perWorkerLimit = run.job?.maxExecutorsPerWorker ?? Number.POSITIVE_INFINITY;
+      capacity += Math.min(worker.freeExecutorCount, perWorkerLimit - (run.executorsPerWorker.get(worker.id) ?? 0));
+    }
+    const limit = run.job?.maxExecutors ?? Number.POSITIVE_INFINITY;
+    return capacity < Math.min(run.pendingCount, limit - run.executorsInUse);
+  }
+
   dispatchNow(): void {
     const available = this.#registry.available();
     if (available.length === 0) return;
@@ -67,7 +83,7 @@ export class Dispatcher {
         if (!run.wantsExecutor(worker.id)) continue;
         const state = worker.builds.get(run.id);
         if (state === undefined) {
-          this.#actions.startSetup(run, worker);
+          if (this.#needsAnotherWorker(run)) this.#actions.startSetup(run, worker);
           continue;
         }
         if (state !== 'ready') continue;

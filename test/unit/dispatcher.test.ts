@@ -114,3 +114,30 @@ describe('dispatcher', () => {
     expect(assigned).toHaveLength(0);
   });
 });
+
+describe('dispatcher setup decisions', () => {
+  it('brings in another worker only when the ones set up cannot take the pending work', () => {
+    const a = worker(1, 4);
+    const b = worker(2, 4);
+    const { dispatcher, setups } = harness([a, b]);
+    dispatcher.addRun(run(1, 2));
+    dispatcher.dispatchNow();
+    expect(setups).toEqual(['1@1']);
+  });
+
+  it('sets up as many workers as the work needs', () => {
+    const workers = [worker(1, 2), worker(2, 2), worker(3, 2)];
+    const { dispatcher, setups } = harness(workers);
+    dispatcher.addRun(run(1, 3));
+    dispatcher.dispatchNow();
+    expect(setups).toEqual(['1@1', '1@2']);
+  });
+
+  it('does not set up workers that max_executors would leave idle', () => {
+    const workers = [worker(1, 2), worker(2, 2), worker(3, 2)];
+    const { dispatcher, setups } = harness(workers);
+    dispatcher.addRun(run(1, 10, 0, { maxExecutors: 2 }));
+    dispatcher.dispatchNow();
+    expect(setups).toEqual(['1@1']);
+  });
+});

@@ -1,0 +1,80 @@
+/**
+ * Per-atom overhead: 1000 atoms of `true` on one worker with 4 executors, from POST to terminal, against
+ * spawning the same 1000 `bash -c` processes 4 at a time from Node in the same run.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { startMaster } from '../master/server.ts';
+import { WorkerDaemon } from '../worker/daemon.ts';
+import { createSilentLogger } from '../shared/log.ts';
+import { signRequest } from '../shared/auth.ts';
+
+const ATOMS = Number(process.env['BENCH_ATOMS'] ?? 1000);
+const EXECUTORS = 4;
+
+async function rawSpawns(): Promise<number> {
+  const started = performance.now();
+  let next = 0;
+  const lane = async () => {
+    while (next < ATOMS) {
+      next++;
+      await new Promise<void>((resolve, reject) => {
+        const child = spawn('/bin/bash', ['-c', 'set -o pipefail; true'], { stdio: 'ignore', detached: true });
+        child.on('error', reject);
+        child.on('exit', () => resolve());
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: EXECUTORS }, lane));
+  return (performance.now() - started) / 1000;
+}
+
+async function clusterRun(): Promise<number> {
+  const base = await mkdtemp(join(tmpdir(), 'cr-bench-'));
+  const secret = randomBytes(16).toString('hex');
+  const log = createSilentLogger();
+  const master = await startMaster({
+    host: '127.0.0.1', log, version: 'bench',
+    conf: {
+      secret, baseDirectory: base, port: 0, hostname: hostname(), database: join(base, 'db.sqlite'), maxBodyBytes: 1 << 20,
+      authenticateReads: false, acceptLegacyDigest: true, heartbeatIntervalMs: 1000, httpsCertFile: null, httpsKeyFile: null,
+      killGraceMs: 1000, atomizerTimeoutMs: 60_000, maxAtomizerOutputBytes: 1 << 24, maxAtoms: 1_000_000, maxConsoleBytes: 1 << 20,
+      maxArtifactBytes: 1 << 20, maxArtifactFiles: 100, maxConcurrentPreparations: 1, noWorkerTimeoutMs: 0,
+    },
+  });
+  const worker = new WorkerDaemon({
+    masterUrl: master.url, secret, name: 'bench', numExecutors: EXECUTORS, baseDirectory: base, heartbeatIntervalMs: 1000,
+    heartbeatFailureThreshold: 3, masterUnreachableMs: 30_000, killGraceMs: 1000, log,
+  });
+  await worker.start();
+  try {
+    const body = JSON.stringify({ type: 'directory', project_directory: base, config: { commands: ['true'], atomizers: [{ N: `seq 1 ${ATOMS}` }] } });
+    const started = performance.now();
+    const response = await fetch(`${master.url}/v1/build`, { method: 'POST', body, headers: signRequest(secret, 'POST', '/v1/build', body) });
+    const { build_id: id } = (await response.json()) as { build_id: number };
+    for (;;) {
+      const { build } = (await (await fetch(`${master.url}/v1/build/${id}`)).json()) as { build: { status: string } };
+      if (['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'].includes(build.status)) {
+        if (build.status !== 'SUCCESS') throw new Error(`bench build ended ${build.status}`);
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return (performance.now() - started) / 1000;
+  } finally {
+    worker.drain();
+    await worker.exited;
+    await master.close();
+    await rm(base, { recursive: true, force: true });
+  }
+}
+
+const raw = await rawSpawns();
+const cluster = await clusterRun();
+process.stdout.write(`overhead: ${ATOMS} atoms of \`true\`, 1 worker x ${EXECUTORS} executors\n`);
+process.stdout.write(`  raw bash spawns, ${EXECUTORS} at a time: ${raw.toFixed(2)} s\n`);
+process.stdout.write(`  ClusterRunner, POST to terminal:      ${cluster.toFixed(2)} s\n`);
+process.stdout.write(`  ratio: ${(cluster / raw).toFixed(2)}\n`);
