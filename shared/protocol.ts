@@ -147,7 +147,6 @@ export const setupBuildMessage = z.strictObject({
   type: z.literal('setup_build'),
   build_id: id,
   project: projectSource,
-  /** The master's project folder: atom values hold `$PROJECT_DIR` where it stood. */
   setup_command: text(1024 * 1024).nullable(),
   teardown_command: text(1024 * 1024).nullable(),
   command: text(1024 * 1024),

@@ -2,7 +2,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from '../shared/log.ts';
-import { killMarkedProcesses, spawnShell, type StopReason } from '../shared/process.ts';
+import { killMarkedProcesses, spawnShell } from '../shared/process.ts';
 import { MAX_OUTPUT_CHUNK_CHARS, type RunSubjobMessage } from '../shared/protocol.ts';
 import type { MasterConnection } from './connection.ts';
 import { hasArtifacts, sendArtifacts } from './artifacts.ts';
@@ -40,8 +40,8 @@ export async function runSubjob(options: {
   const isWanted = () => !signal.aborted;
   for (const atom of message.atoms) {
     if (signal.aborted) break;
+    // Lease ids are unique, so this folder is new: no need to clear it first.
     const artifactDir = join(options.workDir, `${message.lease_id}-${atom.atom_id}`);
-    await rm(artifactDir, { recursive: true, force: true });
     await mkdir(artifactDir, { recursive: true });
     const env: NodeJS.ProcessEnv = {
       ...process.env,
@@ -90,6 +90,7 @@ export async function runSubjob(options: {
         break;
       }
     }
+    options.log.debug({ atomId: atom.atom_id, exitCode: result.exitCode, durationMs: result.durationMs }, 'atom finished');
     connection.send({
       type: 'atom_finished',
       ...ids,
@@ -102,9 +103,4 @@ export async function runSubjob(options: {
     await rm(artifactDir, { recursive: true, force: true });
   }
   connection.send({ type: 'subjob_finished', ...ids });
-}
-
-export function stopReasonOf(signal: AbortSignal): StopReason {
-  const reason: unknown = signal.reason;
-  return reason === 'cancel' || reason === 'timeout' || reason === 'worker_stop' || reason === 'lease_lost' ? reason : 'cancel';
 }

@@ -6,7 +6,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { api, CLI, tempDir } from './cluster.ts';
+import { api, CLI, eventually, spawnCli, tempDir, writeConf, type CliProcess } from './cluster.ts';
 
 type Master = { url: string; secret: string };
 
@@ -141,4 +141,22 @@ export function maxOverlap(intervals: readonly { start: number; end: number }[])
 
 export function overlaps(a: { start: number; end: number }, b: { start: number; end: number }): boolean {
   return a.start < b.end && b.start < a.end;
+}
+
+/**
+ * A worker as a real process (`clusterrunner worker`) with its own conf file, base folder and HOME; resolves
+ * once the master lists it. heartbeat_interval is short so that a killed worker is noticed quickly.
+ */
+export async function startCliWorker(master: Master, options: { executors?: number; name: string; worker?: Record<string, string | number> }): Promise<CliProcess & { readonly name: string }> {
+  const dir = tempDir('cr-cli-worker-');
+  const conf = writeConf(dir, 'worker', {
+    general: { secret: master.secret, base_directory: join(dir, 'base') },
+    worker: { master_url: master.url, heartbeat_interval: 0.2, heartbeat_failure_threshold: 3, kill_grace_seconds: 0.5, ...options.worker },
+  });
+  const worker = spawnCli(['worker', '-e', String(options.executors ?? 1), '-n', options.name, '-c', conf], { env: { HOME: dir } });
+  await eventually(`worker ${options.name} to connect`, async () => {
+    if (worker.child.exitCode !== null) throw new Error(`worker exited early: ${worker.output()}`);
+    return (await workersOf(master)).some((listed) => listed.name === options.name && listed.is_alive);
+  });
+  return Object.assign(worker, { name: options.name });
 }
