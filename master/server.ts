@@ -101,6 +101,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
     close() {
       closing ??= (async () => {
         liveness.close();
+        registry.close();
         server.close();
         for (const client of wss.clients) client.terminate();
         wss.close();

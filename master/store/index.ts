@@ -29,7 +29,7 @@ export function openStore(path: string): Store {
     close() {
       if (isClosed) return;
       isClosed = true;
-      batcher.flush();
+      batcher.close();
       db.close();
     },
   };

@@ -9,6 +9,7 @@ export class WriteBatcher {
   readonly #db: Db;
   #pending: (() => void)[] = [];
   #scheduled: NodeJS.Immediate | null = null;
+  #isClosed = false;
   readonly #maxPending: number;
 
   constructor(db: Db, maxPending = 5000) {
@@ -17,12 +18,21 @@ export class WriteBatcher {
   }
 
   add(write: () => void): void {
+    // After close nothing can be written; a late event from a closing socket must not crash the process.
+    if (this.#isClosed) return;
     this.#pending.push(write);
     if (this.#pending.length >= this.#maxPending) this.flush();
     else this.#scheduled ??= setImmediate(() => this.flush());
   }
 
+  /** Commits what is pending, then refuses further writes. */
+  close(): void {
+    this.flush();
+    this.#isClosed = true;
+  }
+
   flush(): void {
+    if (this.#isClosed) return;
     if (this.#scheduled) {
       clearImmediate(this.#scheduled);
       this.#scheduled = null;

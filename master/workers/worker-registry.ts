@@ -110,6 +110,20 @@ export class WorkerEntry {
 
 export class WorkerRegistry {
   readonly #workers = new Map<number, WorkerEntry>();
+  #isClosed = false;
+
+  /** Once the master is closing, sockets closing are no news: nothing is requeued or recorded any more. */
+  get isClosed(): boolean {
+    return this.#isClosed;
+  }
+
+  close(): void {
+    this.#isClosed = true;
+    for (const worker of this.#workers.values()) {
+      if (worker.disconnectTimer) clearTimeout(worker.disconnectTimer);
+      worker.disconnectTimer = null;
+    }
+  }
 
   add(worker: WorkerEntry): void {
     this.#workers.set(worker.id, worker);

@@ -23,7 +23,7 @@ function sendTo(socket: WebSocket, message: MasterMessage): void {
 
 /** The worker is gone for good: its leases are given back (once). */
 export function markWorkerLost(worker: WorkerEntry, deps: SessionDeps, reason: string): void {
-  if (!worker.isAlive) return;
+  if (!worker.isAlive || deps.registry.isClosed) return;
   worker.isAlive = false;
   if (worker.disconnectTimer) clearTimeout(worker.disconnectTimer);
   worker.disconnectTimer = null;
@@ -192,7 +192,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void 
 
   socket.on('close', () => {
     const current = worker;
-    if (current === null || current.socket !== socket) return;
+    if (current === null || current.socket !== socket || deps.registry.isClosed) return;
     current.socket = null;
     if (!current.isAlive) return;
     if (current.isDraining && current.leases.size === 0) {

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFi
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, postBuild, startTestMaster, startTestWorker, tempDir, waitForBuild } from '../support/cluster.ts';
-import { atomsOf, downloadArtifacts, overlaps, readText } from '../support/build-results.ts';
+import { atomsOf, downloadArtifacts, overlaps, processesWith, readText } from '../support/build-results.ts';
 
 afterEach(cleanupAll);
 
@@ -109,6 +109,26 @@ describe('what a command sees', () => {
     expect(build.status).toBe('FAILURE');
     expect(build.failed_atoms).toHaveLength(1);
     expect(build.failed_atoms[0].exit_code).toBe(1);
+  });
+});
+
+describe('an atom that leaves a process behind', () => {
+  it('is done when its shell exits, even though the leftover still holds its output', async () => {
+    const master = await startTestMaster();
+    await startTestWorker(master);
+    const marker = `${process.pid}${Date.now() % 100_000}`;
+    try {
+      const startedAt = Date.now();
+      const id = await postBuild(master, {
+        type: 'directory', project_directory: tempDir('cr-project-'),
+        config: { commands: [`sleep 63.${marker} &`, 'echo left it running'], atomizers: [{ N: 'echo one' }] },
+      });
+      const build = await waitForBuild(master, id, undefined, 20_000);
+      expect(build.status).toBe('SUCCESS');
+      expect(Date.now() - startedAt).toBeLessThan(15_000);
+    } finally {
+      for (const pid of processesWith(`sleep 63.${marker}`)) process.kill(pid, 'SIGKILL');
+    }
   });
 });
 
