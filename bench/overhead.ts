@@ -11,6 +11,7 @@ import { startMaster } from '../master/server.ts';
 import { WorkerDaemon } from '../worker/daemon.ts';
 import { createSilentLogger } from '../shared/log.ts';
 import { signRequest } from '../shared/auth.ts';
+import { localConf } from '../cli/common.ts';
 
 const ATOMS = Number(process.env['BENCH_ATOMS'] ?? 1000);
 const EXECUTORS = 4;
@@ -36,19 +37,12 @@ async function clusterRun(): Promise<number> {
   const base = await mkdtemp(join(tmpdir(), 'cr-bench-'));
   const secret = randomBytes(16).toString('hex');
   const log = createSilentLogger();
+  const conf = localConf(base, secret);
   const master = await startMaster({
     host: '127.0.0.1', log, version: 'bench',
-    conf: {
-      secret, baseDirectory: base, port: 0, hostname: hostname(), database: join(base, 'db.sqlite'), maxBodyBytes: 1 << 20,
-      authenticateReads: false, acceptLegacyDigest: true, heartbeatIntervalMs: 1000, httpsCertFile: null, httpsKeyFile: null,
-      killGraceMs: 1000, atomizerTimeoutMs: 60_000, maxAtomizerOutputBytes: 1 << 24, maxAtoms: 1_000_000, maxConsoleBytes: 1 << 20,
-      maxArtifactBytes: 1 << 20, maxArtifactFiles: 100, maxConcurrentPreparations: 1, noWorkerTimeoutMs: 0,
-    },
+    conf: { ...conf, port: 0, heartbeatIntervalMs: 1000, killGraceMs: 1000, noWorkerTimeoutMs: 60_000 },
   });
-  const worker = new WorkerDaemon({
-    masterUrl: master.url, secret, name: 'bench', numExecutors: EXECUTORS, baseDirectory: base, heartbeatIntervalMs: 1000,
-    heartbeatFailureThreshold: 3, masterUnreachableMs: 30_000, killGraceMs: 1000, log,
-  });
+  const worker = new WorkerDaemon({ ...conf, masterUrl: master.url, numExecutors: EXECUTORS, heartbeatIntervalMs: 1000, name: 'bench', log });
   await worker.start();
   try {
     const body = JSON.stringify({ type: 'directory', project_directory: base, config: { commands: ['true'], atomizers: [{ N: `seq 1 ${ATOMS}` }] } });

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConf, type Conf, type ConfOverrides, type ConfRole } from '../shared/conf.ts';
 import { createLogger, type Logger } from '../shared/log.ts';
@@ -48,4 +49,11 @@ export function onStopSignals(graceful: (signal: NodeJS.Signals) => void, forcef
     process.off('SIGTERM', handler);
     process.off('SIGINT', handler);
   };
+}
+
+/** The defaults of clusterrunner.conf for a throwaway master in `base` (the example, benchmarks). */
+export function localConf(base: string, secret: string): Conf {
+  const file = join(base, 'clusterrunner.conf');
+  writeFileSync(file, `[general]\nsecret = ${secret}\nbase_directory = ${base}\n`, { mode: 0o600 });
+  return loadConf({ file, role: 'master', env: {} });
 }

@@ -7,7 +7,7 @@ import { startMaster } from '../master/server.ts';
 import { WorkerDaemon } from '../worker/daemon.ts';
 import { createLogger } from '../shared/log.ts';
 import { signRequest } from '../shared/auth.ts';
-import { packageVersion } from './common.ts';
+import { localConf, packageVersion } from './common.ts';
 
 const EXAMPLE_PROJECT = fileURLToPath(new URL('../conf/example-project', import.meta.url));
 
@@ -27,22 +27,15 @@ export async function runExampleCommand(options: { keep?: boolean }): Promise<nu
   const base = await mkdtemp(join(tmpdir(), 'clusterrunner-example-'));
   const secret = randomBytes(32).toString('hex');
   const log = createLogger({ name: 'example', level: 'warn' });
+  const conf = localConf(base, secret);
   const master = await startMaster({
     host: '127.0.0.1',
     log,
     version: packageVersion(),
-    conf: {
-      secret, baseDirectory: base, port: 0, hostname: hostname(), database: join(base, 'clusterrunner.db'), maxBodyBytes: 1 << 20,
-      authenticateReads: false, acceptLegacyDigest: true, heartbeatIntervalMs: 1000, httpsCertFile: null, httpsKeyFile: null,
-      killGraceMs: 2000, atomizerTimeoutMs: 60_000, maxAtomizerOutputBytes: 1 << 20, maxAtoms: 10_000, maxConsoleBytes: 1 << 20,
-      maxArtifactBytes: 1 << 20, maxArtifactFiles: 100, maxConcurrentPreparations: 1, noWorkerTimeoutMs: 60_000,
-    },
+    conf: { ...conf, port: 0, heartbeatIntervalMs: 1000, killGraceMs: 1000, noWorkerTimeoutMs: 60_000 },
   });
   const executors = Math.max(1, cpus().length);
-  const worker = new WorkerDaemon({
-    masterUrl: master.url, secret, name: `${hostname()}:${process.pid}`, numExecutors: executors, baseDirectory: base,
-    heartbeatIntervalMs: 1000, heartbeatFailureThreshold: 3, masterUnreachableMs: 30_000, killGraceMs: 2000, log,
-  });
+  const worker = new WorkerDaemon({ ...conf, masterUrl: master.url, numExecutors: executors, heartbeatIntervalMs: 1000, name: `${hostname()}:${process.pid}`, log });
   await worker.start();
   process.stdout.write(`master ${master.url}, worker with ${executors} executors, results in ${base}\n`);
   try {

@@ -14,18 +14,7 @@ export interface WorkerFlags extends CommonFlags {
 export async function runWorkerCommand(flags: WorkerFlags): Promise<number> {
   const conf = loadCommandConf('worker', flags, { master_url: flags.masterUrl, num_executors: flags.numExecutors });
   const log = commandLogger('worker', conf);
-  const daemon = new WorkerDaemon({
-    masterUrl: conf.masterUrl,
-    secret: conf.secret,
-    name: flags.name ?? `${conf.hostname}:${process.pid}`,
-    numExecutors: conf.numExecutors,
-    baseDirectory: conf.baseDirectory,
-    heartbeatIntervalMs: conf.heartbeatIntervalMs,
-    heartbeatFailureThreshold: conf.heartbeatFailureThreshold,
-    masterUnreachableMs: conf.masterUnreachableMs,
-    killGraceMs: conf.killGraceMs,
-    log,
-  });
+  const daemon = new WorkerDaemon({ ...conf, name: flags.name ?? `${conf.hostname}:${process.pid}`, log });
   const removeHandlers = onStopSignals(
     (signal) => {
       log.info({ signal }, 'draining the worker');

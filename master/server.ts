@@ -10,6 +10,7 @@ import { NonceCache, verifyRequest } from '../shared/auth.ts';
 import { CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES, WORKER_CONNECT_PATH } from '../shared/protocol.ts';
 import { openStore, type Store } from './store/index.ts';
 import { BuildManager } from './builds/build-manager.ts';
+import { GitCache } from '../shared/git.ts';
 import { createResultsLayout } from './builds/results-layout.ts';
 import { WorkerRegistry } from './workers/worker-registry.ts';
 import { attachWorkerSession, startLivenessSweep, type SessionDeps } from './workers/worker-session.ts';
@@ -20,7 +21,8 @@ import { join } from 'node:path';
 export type MasterConf = Pick<Conf,
   'secret' | 'baseDirectory' | 'port' | 'hostname' | 'database' | 'maxBodyBytes' | 'authenticateReads' | 'acceptLegacyDigest' |
   'heartbeatIntervalMs' | 'httpsCertFile' | 'httpsKeyFile' | 'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' |
-  'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs'>;
+  'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' |
+  'allowLocalRepositories' | 'gitTimeoutMs'>;
 
 export interface MasterServer {
   readonly port: number;
@@ -41,7 +43,8 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
   const metrics = createMetrics();
   const registry = new WorkerRegistry();
   const layout = createResultsLayout(join(conf.baseDirectory, 'results'));
-  const manager = new BuildManager({ store, settings: conf, log, registry, metrics, layout });
+  const git = new GitCache({ root: join(conf.baseDirectory, 'git-cache'), timeoutMs: conf.gitTimeoutMs, allowLocalRepositories: conf.allowLocalRepositories });
+  const manager = new BuildManager({ store, settings: conf, log, registry, metrics, layout, git, checkoutsRoot: join(conf.baseDirectory, 'projects') });
   const app = createApp({
     store, manager, registry, layout, metrics, log, sessionId, version: options.version, secret: conf.secret,
     maxBodyBytes: conf.maxBodyBytes, authenticateReads: conf.authenticateReads, acceptLegacyDigest: conf.acceptLegacyDigest,

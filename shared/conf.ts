@@ -72,6 +72,14 @@ export interface Conf {
   readonly maxArtifactFiles: number;
   /** Builds fetched and atomized at once; default 4. */
   readonly maxConcurrentPreparations: number;
+  /** Each git command's time limit (key git_timeout_seconds, default 600). */
+  readonly gitTimeoutMs: number;
+  /** Largest remote_files download, in bytes (default 1 GiB). */
+  readonly maxRemoteFileBytes: number;
+  /** Each remote_files download's time limit (key remote_file_timeout_seconds, default 300). */
+  readonly remoteFileTimeoutMs: number;
+  /** Most bytes a worker unpacks from the master's snapshot of a project (default 4 GiB). */
+  readonly maxSnapshotBytes: number;
 }
 
 /** Keyed by INI key names, e.g. `{ port: 43001 }`; undefined values are ignored, null unsets a nullable key. */
@@ -171,6 +179,10 @@ const SETTINGS = {
   max_artifact_bytes: setting(integer(1), 'a number of bytes >= 1'),
   max_artifact_files: setting(integer(1), 'an integer >= 1'),
   max_concurrent_preparations: setting(integer(1), 'an integer >= 1'),
+  git_timeout_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
+  max_remote_file_bytes: setting(integer(1), 'a number of bytes >= 1'),
+  remote_file_timeout_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
+  max_snapshot_bytes: setting(integer(1), 'a number of bytes >= 1'),
 } as const;
 
 export type ConfKey = keyof typeof SETTINGS;
@@ -304,6 +316,10 @@ export function loadConf(options: {
     maxArtifactBytes: get('max_artifact_bytes') ?? 1073741824,
     maxArtifactFiles: get('max_artifact_files') ?? 100000,
     maxConcurrentPreparations: get('max_concurrent_preparations') ?? 4,
+    gitTimeoutMs: toMs(get('git_timeout_seconds') ?? 600),
+    maxRemoteFileBytes: get('max_remote_file_bytes') ?? 1073741824,
+    remoteFileTimeoutMs: toMs(get('remote_file_timeout_seconds') ?? 300),
+    maxSnapshotBytes: get('max_snapshot_bytes') ?? 4294967296,
   });
 }
 

@@ -138,8 +138,22 @@ export const registeredMessage = z.strictObject({
 
 export const heartbeatAckMessage = z.strictObject({ type: z.literal('heartbeat_ack') });
 
+/**
+ * Where a build's project comes from. A worker that cannot use it directly (a directory that is not there,
+ * a repository it cannot reach) downloads the master's snapshot of it instead.
+ */
 export const projectSource = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('directory'), path: text(4096).min(1) }),
+  z.strictObject({
+    type: z.literal('git'),
+    url: text(4096).min(1),
+    branch: text(255).min(1),
+    remote: text(100).min(1),
+    /** The exact commit the master prepared: every worker runs this one, whatever the branch does meanwhile. */
+    commit: z.string().regex(/^([0-9a-f]{40}|[0-9a-f]{64})$/),
+    /** The folder inside the repository holding clusterrunner.yaml, or null for the root. */
+    subdirectory: text(4096).nullable(),
+  }),
 ]);
 export type ProjectSource = z.infer<typeof projectSource>;
 
@@ -147,6 +161,10 @@ export const setupBuildMessage = z.strictObject({
   type: z.literal('setup_build'),
   build_id: id,
   project: projectSource,
+  /** Path on the master of the signed GET that serves the project as tar.gz. */
+  snapshot_path: text(1024),
+  /** SPEC §3 remote_files: downloaded into PROJECT_DIR before setup. */
+  remote_files: z.record(z.string().max(255), text(4096)),
   setup_command: text(1024 * 1024).nullable(),
   teardown_command: text(1024 * 1024).nullable(),
   command: text(1024 * 1024),

@@ -2,24 +2,26 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../shared/log.ts';
+import type { Conf } from '../shared/conf.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { OutputTail } from '../shared/output-tail.ts';
 import { killMarkedProcesses, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
 import { PROTOCOL_VERSION, type MasterMessage, type RegisterMessage, type SetupBuildMessage, type RunSubjobMessage } from '../shared/protocol.ts';
 import { MasterConnection } from './connection.ts';
 import { runSubjob, type BuildContext } from './executor.ts';
-import { resolveProjectDir } from './workspace.ts';
+import { prepareWorkspace, type WorkspaceDeps } from './workspace.ts';
+import { downloadSnapshot } from './snapshot.ts';
+import { GitCache } from '../shared/git.ts';
+import { downloadRemoteFiles } from '../shared/remote-files.ts';
 
-export interface DaemonOptions {
-  readonly masterUrl: string;
-  readonly secret: string;
+/** The configuration a worker runs with (SPEC §8), plus its name and logger. */
+export type WorkerConf = Pick<Conf,
+  'masterUrl' | 'secret' | 'numExecutors' | 'baseDirectory' | 'heartbeatIntervalMs' | 'heartbeatFailureThreshold' |
+  'masterUnreachableMs' | 'killGraceMs' | 'allowLocalRepositories' | 'gitTimeoutMs' | 'maxSnapshotBytes' | 'maxRemoteFileBytes' |
+  'remoteFileTimeoutMs'>;
+
+export interface DaemonOptions extends WorkerConf {
   readonly name: string;
-  readonly numExecutors: number;
-  readonly baseDirectory: string;
-  readonly heartbeatIntervalMs: number;
-  readonly heartbeatFailureThreshold: number;
-  readonly masterUnreachableMs: number;
-  readonly killGraceMs: number;
   readonly log: Logger;
 }
 
@@ -33,7 +35,10 @@ interface RunningSubjob {
 interface WorkerBuild {
   readonly message: SetupBuildMessage;
   readonly marker: string;
+  /** Stops a setup still fetching the project or downloading files (cancel, shutdown). */
+  readonly abort: AbortController;
   context: BuildContext | null;
+  ownedDir: string | null;
   setup: 'running' | 'ok' | 'failed';
   setupProcess: GroupProcess | null;
   isTearingDown: boolean;
@@ -54,6 +59,7 @@ export class WorkerDaemon {
   readonly #builds = new Map<number, WorkerBuild>();
   readonly #running = new Map<string, RunningSubjob>();
   readonly #workDir: string;
+  readonly #git: GitCache;
   #workerId: number | null = null;
   #isDraining = false;
   #resolveExit: (code: number) => void = () => undefined;
@@ -64,6 +70,8 @@ export class WorkerDaemon {
     this.#options = options;
     this.#log = options.log;
     this.#workDir = join(options.baseDirectory, 'worker', `${process.pid}-${this.#sessionId.slice(0, 8)}`);
+    // The repository cache outlives this process: the next build of a repository fetches only what changed.
+    this.#git = new GitCache({ root: join(options.baseDirectory, 'git-cache'), timeoutMs: options.gitTimeoutMs, allowLocalRepositories: options.allowLocalRepositories });
     this.exited = new Promise((resolve) => {
       this.#resolveExit = resolve;
     });
@@ -178,8 +186,8 @@ export class WorkerDaemon {
       return;
     }
     const build: WorkerBuild = {
-      message, marker: `cr-build-${message.build_id}-${this.#sessionId}`, context: null, setup: 'running', setupProcess: null,
-      isTearingDown: false, wantsTeardown: false,
+      message, marker: `cr-build-${message.build_id}-${this.#sessionId}`, abort: new AbortController(), context: null, ownedDir: null,
+      setup: 'running', setupProcess: null, isTearingDown: false, wantsTeardown: false,
     };
     this.#builds.set(message.build_id, build);
     const log = this.#log.child({ buildId: message.build_id });
@@ -192,10 +200,19 @@ export class WorkerDaemon {
     };
     let projectDir: string;
     try {
-      projectDir = await resolveProjectDir(message.project);
+      const workspace = await prepareWorkspace(message.build_id, message.project, this.#workspaceDeps(message, log), build.abort.signal);
+      build.ownedDir = workspace.ownedDir;
+      projectDir = workspace.projectDir;
+      if (Object.keys(message.remote_files).length > 0) {
+        await downloadRemoteFiles(message.remote_files, projectDir, {
+          maxBytes: this.#options.maxRemoteFileBytes,
+          timeoutMs: this.#options.remoteFileTimeoutMs,
+          maxFiles: 1000,
+        }, build.abort.signal);
+      }
     } catch (error) {
-      log.warn({ err: error }, 'setup failed: no project');
-      report(false, null, errorMessage(error));
+      log.warn({ err: errorMessage(error) }, 'setup failed: could not get the project');
+      report(false, null, `Could not get the project on worker ${this.#options.name}: ${errorMessage(error)}`);
       return;
     }
     build.context = {
@@ -216,6 +233,23 @@ export class WorkerDaemon {
     build.setupProcess = null;
     log.info({ exitCode: result.exitCode }, 'setup finished');
     report(result.exitCode === 0, result.exitCode, result.tail);
+  }
+
+  #workspaceDeps(message: SetupBuildMessage, log: Logger): WorkspaceDeps {
+    return {
+      git: this.#git,
+      projectsRoot: join(this.#workDir, 'projects'),
+      allowLocalRepositories: this.#options.allowLocalRepositories,
+      log,
+      downloadSnapshot: (dir, signal) => downloadSnapshot({
+        masterUrl: this.#options.masterUrl,
+        secret: this.#options.secret,
+        path: message.snapshot_path,
+        dir,
+        maxBytes: this.#options.maxSnapshotBytes,
+        signal,
+      }),
+    };
   }
 
   async #runBuildCommand(build: WorkerBuild, command: string, started: (child: GroupProcess) => void): Promise<{ exitCode: number; tail: string }> {
@@ -269,6 +303,7 @@ export class WorkerDaemon {
       return;
     }
     build.wantsTeardown = true;
+    build.abort.abort('cancel');
     if (build.setupProcess) await build.setupProcess.stop('cancel');
     await Promise.allSettled(stopping.map((running) => running.done));
     await this.#maybeTeardown(buildId);
@@ -297,6 +332,7 @@ export class WorkerDaemon {
       else log.warn({ exitCode, output: tail }, 'teardown failed');
     }
     this.#builds.delete(buildId);
+    if (build.ownedDir !== null) await rm(build.ownedDir, { recursive: true, force: true }).catch(() => undefined);
     this.#connection.send({ type: 'teardown_finished', build_id: buildId, ok: exitCode === null || exitCode === 0, exit_code: exitCode, output_tail: tail.slice(-60_000) });
   }
 
@@ -310,7 +346,10 @@ export class WorkerDaemon {
     this.#stopping ??= (async () => {
       for (const running of this.#running.values()) running.abort.abort(stopReason ?? 'worker_stop');
       await Promise.allSettled([...this.#running.values()].map((running) => running.done));
-      for (const build of this.#builds.values()) if (build.setupProcess) await build.setupProcess.stop('worker_stop');
+      for (const build of this.#builds.values()) {
+        build.abort.abort('worker_stop');
+        if (build.setupProcess) await build.setupProcess.stop('worker_stop');
+      }
       if (withTeardown) {
         for (const [buildId, build] of [...this.#builds]) {
           if (build.isTearingDown) continue;

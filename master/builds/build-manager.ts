@@ -18,7 +18,9 @@ import { parseBuildRequest, redactRequestParams, type BuildRequest } from './bui
 import { isTerminal, type TerminalStatus } from './build-status.ts';
 import { ConsoleWriter } from './console-files.ts';
 import { groupAtoms } from './grouping.ts';
-import { prepareDirectoryBuild } from './prepare.ts';
+import { prepareDirectoryBuild, prepareGitBuild, type PreparedBuild } from './prepare.ts';
+import { validateGitSource, type GitCache } from '../../shared/git.ts';
+import { ProjectSnapshots } from './project-snapshot.ts';
 import { writeBuildArchives } from './archive.ts';
 import { atomFolderName, COMMAND_FILE, CONSOLE_FILE, EXIT_CODE_FILE, TIME_FILE, type ResultsLayout } from './results-layout.ts';
 
@@ -26,7 +28,7 @@ type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T
 
 export type BuildSettings = Pick<Conf,
   'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' | 'maxAtoms' | 'maxConsoleBytes' |
-  'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs'>;
+  'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' | 'allowLocalRepositories'>;
 
 /** Setup may fail on this many workers in all before the build gives up (SPEC §5). */
 const MAX_SETUP_FAILURES = 3;
@@ -42,6 +44,9 @@ export class BuildManager implements WorkerEvents {
   readonly #registry: WorkerRegistry;
   readonly #metrics: Metrics;
   readonly #layout: ResultsLayout;
+  readonly #git: GitCache;
+  readonly #checkoutsRoot: string;
+  readonly #snapshots = new ProjectSnapshots();
   readonly #runs = new Map<number, BuildRun>();
   readonly #dispatcher: Dispatcher;
   readonly #preparations: PQueue;
@@ -49,7 +54,12 @@ export class BuildManager implements WorkerEvents {
   #noWorkerTimer: NodeJS.Timeout | null = null;
   #isClosed = false;
 
-  constructor(deps: { store: Store; settings: BuildSettings; log: Logger; registry: WorkerRegistry; metrics: Metrics; layout: ResultsLayout }) {
+  constructor(deps: {
+    store: Store; settings: BuildSettings; log: Logger; registry: WorkerRegistry; metrics: Metrics; layout: ResultsLayout;
+    git: GitCache; checkoutsRoot: string;
+  }) {
+    this.#git = deps.git;
+    this.#checkoutsRoot = deps.checkoutsRoot;
     this.#store = deps.store;
     this.#settings = deps.settings;
     this.#log = deps.log;
@@ -90,7 +100,11 @@ export class BuildManager implements WorkerEvents {
   createBuild(body: unknown): number {
     const request = parseBuildRequest(body);
     if (request.type === 'git') {
-      throw new ClusterRunnerError('NOT_SUPPORTED', 'Git projects are not supported by this master yet; use a directory project.', { status: 400 });
+      // Hostile URLs and refs are refused here, before any process could be started for them.
+      validateGitSource(
+        { url: request.url!, branch: request.branch, hash: request.hash, remote: request.remote },
+        { allowLocalRepositories: this.#settings.allowLocalRepositories },
+      );
     }
     const id = this.#store.builds.insert({
       requestParams: redactRequestParams(body as Record<string, unknown>),
@@ -142,14 +156,17 @@ export class BuildManager implements WorkerEvents {
     if (run.phase !== 'preparing' || this.#isClosed) return;
     this.#store.builds.setStatus(run.id, 'PREPARING');
     this.#store.events.append('BUILD_PREPARE_START', { build_id: run.id });
-    let prepared;
+    let prepared: PreparedBuild;
+    const limits = {
+      timeoutMs: this.#settings.atomizerTimeoutMs,
+      maxOutputBytes: this.#settings.maxAtomizerOutputBytes,
+      maxAtoms: this.#settings.maxAtoms,
+      graceMs: this.#settings.killGraceMs,
+    };
     try {
-      prepared = await prepareDirectoryBuild(run.request, {
-        timeoutMs: this.#settings.atomizerTimeoutMs,
-        maxOutputBytes: this.#settings.maxAtomizerOutputBytes,
-        maxAtoms: this.#settings.maxAtoms,
-        graceMs: this.#settings.killGraceMs,
-      }, run.abort.signal);
+      prepared = run.request.type === 'git'
+        ? await prepareGitBuild(run.request, { cache: this.#git, checkoutDir: this.#checkoutDir(run.id) }, limits, run.abort.signal)
+        : await prepareDirectoryBuild(run.request, limits, run.abort.signal);
     } catch (error) {
       if (run.phase !== 'preparing' || this.#isClosed) return;
       const message = error instanceof ClusterRunnerError ? error.message : `Preparing the build failed: ${errorMessage(error)}`;
@@ -238,7 +255,9 @@ export class BuildManager implements WorkerEvents {
     worker.send({
       type: 'setup_build',
       build_id: run.id,
-      project: { type: 'directory', path: run.projectDir! },
+      project: job.project,
+      snapshot_path: `/v1/build/${run.id}/project.tar.gz`,
+      remote_files: job.remoteFiles,
       setup_command: job.setupCommand,
       teardown_command: job.teardownCommand,
       command: job.command,
@@ -591,6 +610,9 @@ export class BuildManager implements WorkerEvents {
     }
     this.#store.builds.setStatus(run.id, finalStatus, finalError);
     this.#store.events.append('BUILD_FINISHED', { build_id: run.id, status: finalStatus });
+    // The project copies were for preparing and for workers setting up; neither happens any more.
+    await this.#snapshots.forget(run.id, this.#layout.snapshot(run.id)).catch(() => undefined);
+    if (run.request.type === 'git') await rm(this.#checkoutDir(run.id), { recursive: true, force: true }).catch(() => undefined);
     this.#store.batcher.flush();
     this.#runs.delete(run.id);
     const record = this.#store.builds.get(run.id);
@@ -604,6 +626,20 @@ export class BuildManager implements WorkerEvents {
 
   #updateQueueDepth(): void {
     this.#metrics.queueDepth.set(this.#runs.size);
+  }
+
+  #checkoutDir(buildId: number): string {
+    return join(this.#checkoutsRoot, String(buildId));
+  }
+
+  /**
+   * The project of an unfinished, prepared build as tar.gz, for workers that cannot get it themselves.
+   * Null when the build has no project to serve (unknown, finished, or not prepared yet).
+   */
+  async projectSnapshot(buildId: number): Promise<string | null> {
+    const run = this.#runs.get(buildId);
+    if (!run || run.projectDir === null || run.phase === 'finishing') return null;
+    return this.#snapshots.get(buildId, run.projectDir, this.#layout.snapshot(buildId));
   }
 
   /** For the API: the live run of a build, when it has one. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isAbsolute } from 'node:path';
+import { isAbsolute, normalize } from 'node:path';
 import { badRequest } from '../../shared/errors.ts';
 
 /** A validated `POST /v1/build` body (SPEC §3). */
@@ -70,19 +70,30 @@ export function parseBuildRequest(body: unknown): BuildRequest {
   if (type === 'directory' && !isAbsolute(fields.project_directory!)) {
     throw badRequest('"project_directory" must be an absolute path on the master.');
   }
+  if (type === 'git' && fields.project_directory !== undefined && !isInsideRepository(fields.project_directory)) {
+    throw badRequest('"project_directory" must be a relative folder inside the repository, without "..".');
+  }
   return {
     type,
     url: fields.url ?? null,
     branch: fields.branch ?? 'master',
     hash: fields.hash?.toLowerCase() ?? null,
     remote: fields.remote ?? 'origin',
-    projectDirectory: fields.project_directory ?? null,
+    projectDirectory: type === 'git' && fields.project_directory !== undefined
+      ? normalize(fields.project_directory).replace(/\/+$/, '')
+      : fields.project_directory ?? null,
     jobName: fields.job_name ?? null,
     config: fields.config ?? null,
     remoteFiles: fields.remote_files ?? {},
     atomsOverride: fields.atoms_override ?? null,
     priority: fields.priority ?? 0,
   };
+}
+
+function isInsideRepository(folder: string): boolean {
+  if (isAbsolute(folder) || folder.includes('\0')) return false;
+  const normal = normalize(folder);
+  return normal !== '..' && !normal.startsWith('../') && !normal.split('/').includes('.git');
 }
 
 /**

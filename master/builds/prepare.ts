@@ -1,5 +1,8 @@
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { GitCache } from '../../shared/git.ts';
+import { errorMessage } from '../../shared/errors.ts';
+import type { ProjectSource } from '../../shared/protocol.ts';
 import { parseJobDefinition, parseJobFile, joinCommands, RESERVED_VARIABLES, type JobConfig } from '../../shared/job-config.ts';
 import type { BuildRequest } from './build-request.ts';
 import { parseAtomsOverride, prepareError, runAtomizers, type AtomValue, type AtomizeLimits } from './atomize.ts';
@@ -16,8 +19,10 @@ const MAX_JOB_FILE_BYTES = 1024 * 1024;
 /** The name an inline `config` job gets when the request names none. */
 export const INLINE_JOB_NAME = 'ClusterRunnerJob';
 
-export function toStoredJob(job: JobConfig): StoredJob {
+export function toStoredJob(job: JobConfig, project: ProjectSource, remoteFiles: Readonly<Record<string, string>>): StoredJob {
   return {
+    project,
+    remoteFiles,
     name: job.name,
     command: joinCommands(job.commands),
     setupCommand: job.setupBuild.length > 0 ? joinCommands(job.setupBuild) : null,
@@ -42,11 +47,7 @@ async function readJob(request: BuildRequest, projectDir: string): Promise<JobCo
   return parseJobFile(await readFile(path, 'utf8'), request.jobName);
 }
 
-/** A directory project: the folder on the master, its job, and its atoms. */
-export async function prepareDirectoryBuild(request: BuildRequest, limits: AtomizeLimits, signal: AbortSignal): Promise<PreparedBuild> {
-  const projectDir = request.projectDirectory!;
-  const info = await stat(projectDir).catch(() => null);
-  if (!info?.isDirectory()) throw prepareError(`The project directory ${projectDir} does not exist on the master.`);
+async function readJobAndAtoms(request: BuildRequest, projectDir: string, limits: AtomizeLimits, signal: AbortSignal) {
   const job = await readJob(request, projectDir);
   let atoms: AtomValue[];
   if (request.atomsOverride !== null) {
@@ -57,5 +58,45 @@ export async function prepareDirectoryBuild(request: BuildRequest, limits: Atomi
   } else {
     atoms = await runAtomizers(job, projectDir, limits, signal);
   }
-  return { projectDir, job: toStoredJob(job), atoms };
+  return { job, atoms };
+}
+
+/** A directory project: the folder on the master, its job, and its atoms. */
+export async function prepareDirectoryBuild(request: BuildRequest, limits: AtomizeLimits, signal: AbortSignal): Promise<PreparedBuild> {
+  const projectDir = request.projectDirectory!;
+  const info = await stat(projectDir).catch(() => null);
+  if (!info?.isDirectory()) throw prepareError(`The project directory ${projectDir} does not exist on the master.`);
+  const { job, atoms } = await readJobAndAtoms(request, projectDir, limits, signal);
+  return { projectDir, job: toStoredJob(job, { type: 'directory', path: projectDir }, request.remoteFiles), atoms };
+}
+
+/**
+ * A git project: fetched into the master's cache of the repository, checked out at the exact commit into a
+ * folder of its own (so builds of other commits of the same repository prepare and run side by side).
+ */
+export async function prepareGitBuild(
+  request: BuildRequest,
+  git: { cache: GitCache; checkoutDir: string },
+  limits: AtomizeLimits,
+  signal: AbortSignal,
+): Promise<PreparedBuild> {
+  const source = { url: request.url!, branch: request.branch, hash: request.hash, remote: request.remote };
+  let commit: string;
+  try {
+    commit = await git.cache.fetch(source, signal);
+    await rm(git.checkoutDir, { recursive: true, force: true });
+    await git.cache.checkout(source, commit, git.checkoutDir, signal);
+  } catch (error) {
+    if (signal.aborted) throw error;
+    throw prepareError(`Fetching the repository failed: ${errorMessage(error)}`, error);
+  }
+  const subdirectory = request.projectDirectory;
+  const projectDir = subdirectory === null ? git.checkoutDir : join(git.checkoutDir, subdirectory);
+  const info = await stat(projectDir).catch(() => null);
+  if (!info?.isDirectory()) {
+    throw prepareError(`The repository has no folder "${subdirectory}" at commit ${commit} (project_directory).`);
+  }
+  const { job, atoms } = await readJobAndAtoms(request, projectDir, limits, signal);
+  const project: ProjectSource = { type: 'git', url: source.url, branch: source.branch, remote: source.remote, commit, subdirectory };
+  return { projectDir, job: toStoredJob(job, project, request.remoteFiles), atoms };
 }

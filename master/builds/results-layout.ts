@@ -10,6 +10,7 @@ export function createResultsLayout(resultsRoot: string) {
       join(buildDir(buildId), 'artifacts', atomFolderName(subjobId, atomId)),
     tarGz: (buildId: number) => join(buildDir(buildId), 'results.tar.gz'),
     zip: (buildId: number) => join(buildDir(buildId), 'results.zip'),
+    snapshot: (buildId: number) => join(buildDir(buildId), 'project-snapshot.tar.gz'),
   };
 }
 

@@ -6,7 +6,7 @@ import type { BuildManager } from '../builds/build-manager.ts';
 import type { ResultsLayout } from '../builds/results-layout.ts';
 import type { WorkerRegistry } from '../workers/worker-registry.ts';
 import type { Metrics } from '../metrics.ts';
-import { requireDigest } from './authentication.ts';
+import { createAuthentication } from './authentication.ts';
 import { errorHandler, notFoundHandler } from './http-errors.ts';
 import { V1_TREE, V2_TREE, route, type ApiTree } from './api-tree.ts';
 import { addBuildRoutes } from './builds-routes.ts';
@@ -28,11 +28,11 @@ export interface AppDeps {
   readonly acceptLegacyDigest: boolean;
 }
 
-function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler): express.Router {
+function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signature: RequestHandler): express.Router {
   const router = express.Router({ strict: false });
   route(router, '/', { get: [(_req, res) => res.json(masterStatus(deps.registry, tree))] });
   addServiceRoutes(router, deps, tree);
-  addBuildRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest }, tree);
+  addBuildRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest, requireSignature: signature }, tree);
   addWorkerRoutes(router, { registry: deps.registry, requireDigest: digest }, tree);
   return router;
 }
@@ -63,14 +63,16 @@ export function createApp(deps: AppDeps): Express {
   // Read the raw bytes (bounded) so the digest covers exactly what was sent; routes parse JSON themselves.
   app.use(express.raw({ type: () => true, limit: deps.maxBodyBytes }));
 
-  const digest = requireDigest({ secret: deps.secret, acceptLegacyDigest: deps.acceptLegacyDigest });
+  const { requireDigest: digest, requireSignature: signature } = createAuthentication({
+    secret: deps.secret, acceptLegacyDigest: deps.acceptLegacyDigest,
+  });
   if (deps.authenticateReads) {
     app.use((req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? digest(req, res, next) : next()));
   }
 
-  app.use('/v2', createTree(deps, V2_TREE, digest));
-  app.use('/v1', createTree(deps, V1_TREE, digest));
-  app.use('/', createTree(deps, V1_TREE, digest));
+  app.use('/v2', createTree(deps, V2_TREE, digest, signature));
+  app.use('/v1', createTree(deps, V1_TREE, digest, signature));
+  app.use('/', createTree(deps, V1_TREE, digest, signature));
   app.use(notFoundHandler);
   app.use(errorHandler(deps.log));
   return app;

@@ -1,21 +1,34 @@
 import type { RequestHandler } from 'express';
-import { NonceCache, verifyRequest } from '../../shared/auth.ts';
+import { NONCE_HEADER, NonceCache, TIMESTAMP_HEADER, verifyRequest } from '../../shared/auth.ts';
 import { ClusterRunnerError } from '../../shared/errors.ts';
 
+const NOT_AUTHENTICATED = 'Message digest does not match header, message not authenticated.';
 const MESSAGES: Record<string, string> = {
-  missing: 'Message digest does not match header, message not authenticated.',
-  mismatch: 'Message digest does not match header, message not authenticated.',
-  expired: 'Message digest does not match header, message not authenticated. (The request is too old or its clock is off.)',
-  replayed: 'Message digest does not match header, message not authenticated. (This request was already received.)',
+  missing: NOT_AUTHENTICATED,
+  mismatch: NOT_AUTHENTICATED,
+  expired: `${NOT_AUTHENTICATED} (The request is too old or its clock is off.)`,
+  replayed: `${NOT_AUTHENTICATED} (This request was already received.)`,
 };
+
+/** How a request proved it knows the secret, remembered so a second check on the same request agrees. */
+type Proof = 'signed' | 'legacy';
 
 /**
  * HMAC-SHA512 digest check over the exact raw body (SPEC §1.1), or our clients' signed form over method,
- * path, timestamp, nonce and body. Runs after the raw body has been read, before it is parsed.
+ * path, timestamp, nonce and body. Runs after the raw body has been read, before it is parsed. One nonce
+ * cache serves every check of a master, so a signed request is accepted once, wherever it is sent.
  */
-export function requireDigest(options: { secret: string; acceptLegacyDigest: boolean }): RequestHandler {
+export function createAuthentication(options: { secret: string; acceptLegacyDigest: boolean }): {
+  requireDigest: RequestHandler;
+  requireSignature: RequestHandler;
+} {
   const nonces = new NonceCache();
-  return (req, _res, next) => {
+  const check = (needsSignature: boolean): RequestHandler => (req, res, next) => {
+    const proven = res.locals['proof'] as Proof | undefined;
+    if (proven === 'signed' || (proven === 'legacy' && !needsSignature)) {
+      next();
+      return;
+    }
     const body: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const result = verifyRequest({
       secret: options.secret,
@@ -23,10 +36,16 @@ export function requireDigest(options: { secret: string; acceptLegacyDigest: boo
       path: req.originalUrl,
       body,
       headers: req.headers,
-      acceptLegacyDigest: options.acceptLegacyDigest,
+      acceptLegacyDigest: options.acceptLegacyDigest && !needsSignature,
       nonces,
     });
-    if (result === 'ok') next();
-    else next(new ClusterRunnerError('NOT_AUTHENTICATED', MESSAGES[result]!, { status: 401 }));
+    if (result !== 'ok') {
+      next(new ClusterRunnerError('NOT_AUTHENTICATED', MESSAGES[result]!, { status: 401 }));
+      return;
+    }
+    const isSigned = req.headers[TIMESTAMP_HEADER] !== undefined && req.headers[NONCE_HEADER] !== undefined;
+    res.locals['proof'] = isSigned ? 'signed' : 'legacy';
+    next();
   };
+  return { requireDigest: check(false), requireSignature: check(true) };
 }

@@ -1,4 +1,4 @@
-import type { RequestHandler, Router } from 'express';
+import type { RequestHandler, Response, Router } from 'express';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { badRequest, notFound } from '../../shared/errors.ts';
@@ -17,6 +17,28 @@ export interface BuildRoutesDeps {
   readonly manager: BuildManager;
   readonly layout: ResultsLayout;
   readonly requireDigest: RequestHandler;
+  /** Our signed form only (timestamp + nonce): for what only workers may read. */
+  readonly requireSignature: RequestHandler;
+}
+
+/** Streams a file as a download; never holds it in memory. */
+async function sendFile(res: Response, path: string, filename: string): Promise<void> {
+  const info = await stat(path).catch(() => null);
+  if (!info) throw notFound(`${filename} is missing on the master.`);
+  res.status(200).set({
+    'Content-Type': 'application/octet-stream',
+    'Content-Length': String(info.size),
+    'Content-Disposition': `attachment; filename="${filename}"`,
+  });
+  await new Promise<void>((resolve, reject) => {
+    const stream = createReadStream(path);
+    stream.on('error', reject);
+    res.on('close', () => {
+      stream.destroy();
+      resolve();
+    });
+    stream.pipe(res);
+  });
 }
 
 function page<T>(items: readonly T[], tree: ApiTree, query: Record<string, unknown>): readonly T[] {
@@ -103,25 +125,20 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
           return;
         }
         const path = kind === 'zip' ? layout.zip(build.id) : layout.tarGz(build.id);
-        const info = await stat(path).catch(() => null);
-        if (!info) throw notFound(`The artifact archive of build ${build.id} is missing on the master.`);
-        res.status(200).set({
-          'Content-Type': 'application/octet-stream',
-          'Content-Length': String(info.size),
-          'Content-Disposition': `attachment; filename="build_${build.id}_artifacts.${kind}"`,
-        });
-        await new Promise<void>((resolve, reject) => {
-          const stream = createReadStream(path);
-          stream.on('error', reject);
-          res.on('close', () => {
-            stream.destroy();
-            resolve();
-          });
-          stream.pipe(res);
-        });
+        await sendFile(res, path, `build_${build.id}_artifacts.${kind}`);
       }],
     });
   }
+
+  // The project snapshot is the build's source code: workers only, whatever authenticate_reads says.
+  route(router, `${b}/:buildId/project.tar.gz`, {
+    get: [deps.requireSignature, async (req, res) => {
+      const build = loadBuild(req.params['buildId']);
+      const path = await manager.projectSnapshot(build.id);
+      if (path === null) throw notFound(`Build ${build.id} has no project to serve (it is finished or not prepared yet).`);
+      await sendFile(res, path, `build_${build.id}_project.tar.gz`);
+    }],
+  });
 
   route(router, `${b}/:buildId/${tree.subjob}`, {
     get: [(req, res) => {

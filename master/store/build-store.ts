@@ -1,8 +1,12 @@
 import type { Db } from './database.ts';
 import type { BuildStatus } from '../builds/build-status.ts';
+import type { ProjectSource } from '../../shared/protocol.ts';
 
 /** The resolved job a build runs, kept with the build so a restarted master can go on with it. */
 export interface StoredJob {
+  /** Where workers get the project: the same folder, or the same repository at the same commit. */
+  readonly project: ProjectSource;
+  readonly remoteFiles: Readonly<Record<string, string>>;
   readonly name: string;
   readonly command: string;
   readonly setupCommand: string | null;

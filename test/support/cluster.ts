@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { startMaster, type MasterConf, type MasterServer } from '../../master/server.ts';
 import { WorkerDaemon } from '../../worker/daemon.ts';
 import { createSilentLogger } from '../../shared/log.ts';
+import { loadConf } from '../../shared/conf.ts';
 
 export const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = join(PROJECT_ROOT, 'bin', 'clusterrunner');
@@ -47,30 +48,12 @@ export interface TestMaster {
   close(): Promise<void>;
 }
 
+/** The defaults of clusterrunner.conf, with fast heartbeats and short grace for tests. */
 export function masterConf(base: string, secret: string, overrides: Partial<MasterConf> = {}): MasterConf {
-  return {
-    secret,
-    baseDirectory: base,
-    port: 0,
-    hostname: hostname(),
-    database: join(base, 'clusterrunner.db'),
-    maxBodyBytes: 1024 * 1024,
-    authenticateReads: false,
-    acceptLegacyDigest: true,
-    heartbeatIntervalMs: 200,
-    httpsCertFile: null,
-    httpsKeyFile: null,
-    killGraceMs: 500,
-    atomizerTimeoutMs: 30_000,
-    maxAtomizerOutputBytes: 16 * 1024 * 1024,
-    maxAtoms: 10_000,
-    maxConsoleBytes: 16 * 1024 * 1024,
-    maxArtifactBytes: 64 * 1024 * 1024,
-    maxArtifactFiles: 10_000,
-    maxConcurrentPreparations: 2,
-    noWorkerTimeoutMs: 0,
-    ...overrides,
-  };
+  const file = join(base, 'master.conf');
+  writeFileSync(file, `[general]\nsecret = ${secret}\nbase_directory = ${base}\n`, { mode: 0o600 });
+  const defaults = loadConf({ file, role: 'master', env: {} });
+  return { ...defaults, port: 0, heartbeatIntervalMs: 200, killGraceMs: 500, noWorkerTimeoutMs: 0, ...overrides };
 }
 
 /** A real master in this process on 127.0.0.1 and a free port; the same base reopens the same database. */
@@ -90,16 +73,17 @@ export interface TestWorker {
 
 /** A real worker daemon in this process; its atoms are real processes. */
 export async function startTestWorker(master: { url: string; secret: string }, options: { executors?: number; name?: string; base?: string } = {}): Promise<TestWorker> {
+  const base = options.base ?? tempDir('cr-worker-');
+  const file = join(base, 'worker.conf');
+  writeFileSync(file, `[general]\nsecret = ${master.secret}\nbase_directory = ${base}\n`, { mode: 0o600 });
   const daemon = new WorkerDaemon({
+    ...loadConf({ file, role: 'worker', env: {} }),
     masterUrl: master.url,
-    secret: master.secret,
-    name: options.name ?? `test-worker-${randomBytes(3).toString('hex')}`,
     numExecutors: options.executors ?? 1,
-    baseDirectory: options.base ?? tempDir('cr-worker-'),
     heartbeatIntervalMs: 200,
-    heartbeatFailureThreshold: 3,
     masterUnreachableMs: 10_000,
     killGraceMs: 500,
+    name: options.name ?? `test-worker-${randomBytes(3).toString('hex')}`,
     log: createSilentLogger(),
   });
   await daemon.start();

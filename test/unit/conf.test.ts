@@ -80,6 +80,10 @@ describe('loadConf', () => {
       maxArtifactBytes: 1073741824,
       maxArtifactFiles: 100000,
       maxConcurrentPreparations: 4,
+      gitTimeoutMs: 600_000,
+      maxRemoteFileBytes: 1073741824,
+      remoteFileTimeoutMs: 300_000,
+      maxSnapshotBytes: 4294967296,
     });
     expect(Object.isFrozen(conf)).toBe(true);
   });
