@@ -72,7 +72,10 @@ export interface TestWorker {
 }
 
 /** A real worker daemon in this process; its atoms are real processes. */
-export async function startTestWorker(master: { url: string; secret: string }, options: { executors?: number; name?: string; base?: string } = {}): Promise<TestWorker> {
+export async function startTestWorker(
+  master: { url: string; secret: string },
+  options: { executors?: number; name?: string; base?: string; allowLocalRepositories?: boolean } = {},
+): Promise<TestWorker> {
   const base = options.base ?? tempDir('cr-worker-');
   const file = join(base, 'worker.conf');
   writeFileSync(file, `[general]\nsecret = ${master.secret}\nbase_directory = ${base}\n`, { mode: 0o600 });
@@ -83,6 +86,7 @@ export async function startTestWorker(master: { url: string; secret: string }, o
     heartbeatIntervalMs: 200,
     masterUnreachableMs: 10_000,
     killGraceMs: 500,
+    allowLocalRepositories: options.allowLocalRepositories ?? true,
     name: options.name ?? `test-worker-${randomBytes(3).toString('hex')}`,
     log: createSilentLogger(),
   });
