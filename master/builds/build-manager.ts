@@ -1,28 +1,27 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from '../../shared/log.ts';
 import type { Conf } from '../../shared/conf.ts';
 import { ClusterRunnerError, errorMessage, notFound } from '../../shared/errors.ts';
-import { createSafeExtractor } from '../../shared/archive.ts';
 import type { ArtifactChunkHeader, WorkerMessage } from '../../shared/protocol.ts';
 import { atomCommandString } from '../../shared/job-config.ts';
 import type { Store } from '../store/index.ts';
 import type { Metrics } from '../metrics.ts';
 import { Dispatcher } from '../scheduling/dispatcher.ts';
-import type { ArtifactUpload, Lease, WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts';
+import type { Lease, WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts';
 import type { WorkerEvents } from '../workers/worker-events.ts';
 import { BuildRun, type WorkItem } from './build-run.ts';
 import { parseBuildRequest, redactRequestParams, type BuildRequest } from './build-request.ts';
 import { isTerminal, type TerminalStatus } from './build-status.ts';
-import { ConsoleWriter } from './console-files.ts';
+import { createArtifactUpload, startAtomFolder, writeAtomResult } from './atom-files.ts';
 import { groupAtoms } from './grouping.ts';
 import { prepareDirectoryBuild, prepareGitBuild, type PreparedBuild } from './prepare.ts';
 import { validateGitSource, type GitCache } from '../../shared/git.ts';
 import { ProjectSnapshots } from './project-snapshot.ts';
 import { writeBuildArchives } from './archive.ts';
-import { atomFolderName, COMMAND_FILE, CONSOLE_FILE, EXIT_CODE_FILE, TIME_FILE, type ResultsLayout } from './results-layout.ts';
+import { atomFolderName, type ResultsLayout } from './results-layout.ts';
 
 type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
 
@@ -384,11 +383,8 @@ export class BuildManager implements WorkerEvents {
     if (!run || !lease.unfinished.has(message.atom_id)) return;
     const attempt = run.countAttempt(lease.subjobId, message.atom_id);
     const dir = this.#layout.atomDir(run.id, lease.subjobId, message.atom_id);
-    // A retry or a requeued run starts from a clean folder: one result per atom, never a mix of two.
-    await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true });
     lease.consoles.get(message.atom_id)?.close().catch(() => undefined);
-    lease.consoles.set(message.atom_id, new ConsoleWriter(join(dir, CONSOLE_FILE), this.#settings.maxConsoleBytes));
+    lease.consoles.set(message.atom_id, await startAtomFolder(dir, this.#settings.maxConsoleBytes));
     this.#store.batcher.add(() => this.#store.atoms.markStarted(run.id, lease.subjobId, message.atom_id, worker.name));
     this.#store.events.append('ATOM_START', {
       build_id: run.id, subjob_id: lease.subjobId, atom_id: message.atom_id, worker: worker.name, attempt,
@@ -403,7 +399,9 @@ export class BuildManager implements WorkerEvents {
     if (!lease.unfinished.has(header.atom_id)) return;
     let upload = lease.uploads.get(header.atom_id);
     if (!upload) {
-      upload = this.#createUpload(this.#layout.atomDir(lease.buildId, lease.subjobId, header.atom_id));
+      upload = createArtifactUpload(this.#layout.atomDir(lease.buildId, lease.subjobId, header.atom_id), {
+        maxBytes: this.#settings.maxArtifactBytes, maxEntries: this.#settings.maxArtifactFiles,
+      });
       lease.uploads.set(header.atom_id, upload);
     }
     if (bytes.length > 0) await upload.write(bytes);
@@ -414,32 +412,26 @@ export class BuildManager implements WorkerEvents {
     const run = this.#runs.get(lease.buildId);
     if (!run || run.phase === 'finishing' || !lease.unfinished.has(message.atom_id)) return;
     const atomId = message.atom_id;
-    const dir = this.#layout.atomDir(run.id, lease.subjobId, atomId);
-    let exitCode = message.exit_code;
-    const problems: string[] = [];
     const upload = lease.uploads.get(atomId);
-    lease.uploads.delete(atomId);
-    if (message.has_artifacts) {
-      try {
-        if (!upload) throw new Error('the worker announced artifacts but sent none');
-        await upload.finish();
-      } catch (error) {
-        problems.push(`artifacts refused: ${errorMessage(error)}`);
-      }
-    }
     const console = lease.consoles.get(atomId);
+    lease.uploads.delete(atomId);
     lease.consoles.delete(atomId);
+    const atom = run.atoms[lease.subjobId]![atomId]!;
+    let exitCode: number;
     try {
-      if (console) await console.close();
-      if (problems.length > 0) await writeFile(join(dir, CONSOLE_FILE), `\n[ClusterRunner: ${problems.join('; ')}]\n`, { flag: 'a' });
-      const atom = run.atoms[lease.subjobId]![atomId]!;
-      await writeFile(join(dir, COMMAND_FILE), `${atomCommandString(atom.variable, atom.value)} ${run.job!.command}\n`);
-      if (problems.length > 0 && exitCode === 0) exitCode = 1;
-      await writeFile(join(dir, EXIT_CODE_FILE), `${exitCode}\n`);
-      await writeFile(join(dir, TIME_FILE), `${message.time_s.toFixed(2)}\n`);
+      exitCode = await writeAtomResult({
+        dir: this.#layout.atomDir(run.id, lease.subjobId, atomId),
+        console,
+        upload,
+        hasArtifacts: message.has_artifacts,
+        commandLine: `${atomCommandString(atom.variable, atom.value)} ${run.job!.command}`,
+        exitCode: message.exit_code,
+        timeS: message.time_s,
+      });
     } catch (error) {
-      // Without its files the atom's result cannot be trusted: run it again rather than lose it.
-      this.#log.error({ buildId: run.id, subjobId: lease.subjobId, atomId, err: error }, 'could not store atom result; requeueing it');
+      // Without its files the atom's result cannot be trusted: it stays unfinished and runs again when
+      // the lease ends (a full disk on the master, say).
+      this.#log.error({ buildId: run.id, subjobId: lease.subjobId, atomId, err: error }, 'could not store atom result; it will run again');
       return;
     }
     if (lease.isRevoked || run.phase !== 'ready' || !lease.unfinished.delete(atomId)) return;
@@ -482,38 +474,6 @@ export class BuildManager implements WorkerEvents {
   }
 
   // ---- helpers ----------------------------------------------------------------------------------------------
-
-  #createUpload(dir: string): ArtifactUpload {
-    const extractor = createSafeExtractor(dir, { maxBytes: this.#settings.maxArtifactBytes, maxEntries: this.#settings.maxArtifactFiles });
-    const input = extractor.input as NodeJS.WritableStream;
-    let failure: unknown = null;
-    extractor.done.catch((error: unknown) => {
-      failure = error;
-    });
-    let finished: Promise<void> | null = null;
-    return {
-      write: async (bytes) => {
-        if (failure !== null || finished) return;
-        if (!input.write(bytes)) {
-          await new Promise<void>((resolve) => {
-            input.once('drain', resolve);
-            extractor.done.then(() => resolve(), () => resolve());
-          });
-        }
-      },
-      finish: () => {
-        finished ??= (async () => {
-          if (failure === null) input.end();
-          await extractor.done;
-        })();
-        return finished;
-      },
-      abort: () => {
-        if (failure === null && !finished) input.end();
-        extractor.done.catch(() => undefined);
-      },
-    };
-  }
 
   /** Stops honouring a lease; its unfinished atoms go back to the front of the queue when requeue is set. */
   #revoke(lease: Lease, requeue: boolean): void {
