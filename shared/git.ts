@@ -9,13 +9,14 @@
  * placed after `--end-of-options`, so git never reads it as an option; and `GIT_ALLOW_PROTOCOL`, so git itself
  * refuses any transport but the allowed ones (`ext::`, `fd::` and remote helpers included).
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, rename, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { dirname, isAbsolute, join, posix } from 'node:path';
+import { basename, dirname, isAbsolute, join, posix, resolve } from 'node:path';
 import { simpleGit, type SimpleGitOptions } from 'simple-git';
 import { badRequest, ClusterRunnerError, errorMessage } from './errors.ts';
+import { killMarkedProcesses, MARKER_VARIABLE } from './process.ts';
 
 export interface GitSource {
   readonly url: string;
@@ -202,9 +203,24 @@ const CHECKOUT_PROTOCOLS = 'file';
 /*
  * Constant settings on every command. `protocol.ext.allow=never` is redundant while GIT_ALLOW_PROTOCOL is set
  * (git then ignores protocol.*.allow) and is kept in case that variable is ever lost. Automatic gc must not
- * detach: a background gc would outlive the command, its time limit and the per-repository queue.
+ * detach: a background gc would outlive the command, its time limit and the per-repository queue. The lock
+ * timeouts let git wait for another process's ref update instead of failing at once: a master and a worker
+ * on one machine share `<base_directory>/git-cache`, and the queue below only orders one process.
  */
-const GIT_CONFIG = ['protocol.ext.allow=never', 'gc.autoDetach=false', 'maintenance.autoDetach=false', 'init.defaultBranch=master'];
+const GIT_CONFIG = [
+  'protocol.ext.allow=never',
+  'gc.autoDetach=false',
+  'maintenance.autoDetach=false',
+  'init.defaultBranch=master',
+  'core.filesRefLockTimeout=30000',
+  'core.packedRefsTimeout=30000',
+];
+
+/*
+ * The last queued operation of each mirror, by path; an entry goes when its queue empties. Kept per process,
+ * not per GitCache: the master and the workers of an in-process cluster may all open the same root.
+ */
+const MIRROR_QUEUES = new Map<string, Promise<void>>();
 
 /*
  * simple-git's own guard refuses the hardening settings themselves (an askpass program, an ssh command, a
@@ -300,12 +316,12 @@ class GitCommandError extends Error {
 
 /**
  * One bare repository per URL under root, cloned once and fetched after that. Operations on one repository
- * run one at a time (a per-key promise chain); different repositories in parallel.
+ * run one at a time (a per-mirror promise chain); different repositories in parallel.
  *
  * A mirror keeps every branch as `refs/remotes/<remote>/<branch>` (fetched with `--prune`, so deleted and
- * renamed branches never block a later fetch) plus the tags that point into them; credentials in the URL
- * are never written to disk, because the URL is given on each fetch instead of being saved as a remote.
- * One GitCache per root: two processes sharing a root are not coordinated.
+ * renamed branches never block a later fetch) plus the tags that point into them. Credentials in the URL
+ * are never written to disk: the URL is given on each fetch instead of being saved as a remote. A mirror
+ * appears under root only once its first fetch has succeeded, so a wrong URL or branch leaves nothing behind.
  */
 export class GitCache {
   readonly #root: string;
@@ -313,13 +329,11 @@ export class GitCache {
   readonly #allowLocalRepositories: boolean;
   readonly #remoteEnv: Record<string, string>;
   readonly #checkoutEnv: Record<string, string>;
-  /* The last queued operation of each repository; removed when the queue of that repository empties. */
-  readonly #tails = new Map<string, Promise<void>>();
 
   constructor(options: GitCacheOptions) {
     if (!isAbsolute(options.root)) throw new Error(`GitCache root must be an absolute path, not ${options.root}`);
     if (!(options.timeoutMs > 0)) throw new Error(`GitCache timeoutMs must be > 0, not ${options.timeoutMs}`);
-    this.#root = options.root;
+    this.#root = resolve(options.root);
     this.#timeoutMs = options.timeoutMs;
     this.#allowLocalRepositories = options.allowLocalRepositories;
     this.#remoteEnv = gitEnvironment(options.allowLocalRepositories ? `${REMOTE_PROTOCOLS}:file` : REMOTE_PROTOCOLS);
@@ -339,30 +353,11 @@ export class GitCache {
   async fetch(source: GitSource, signal?: AbortSignal): Promise<string> {
     validateGitSource(source, { allowLocalRepositories: this.#allowLocalRepositories });
     const shownUrl = maskGitUrl(source.url);
-    const key = repositoryKey(source.url);
-    const mirror = join(this.#root, key);
+    const mirror = this.mirrorPath(source.url);
     const refs = trackingRefs(source);
-    return this.#exclusive(key, signal, `git fetch of ${shownUrl}`, async () => {
-      const isNew = await this.#ensureMirror(mirror, signal);
-      const run: GitRun = { cwd: mirror, env: this.#remoteEnv, signal, what: `git fetch of ${shownUrl}` };
-      try {
-        await this.#git(
-          ['fetch', '--quiet', '--prune', '--end-of-options', source.url, ...refs.refspecs],
-          run,
-          source.url,
-        );
-      } catch (error) {
-        // A first fetch that failed leaves nothing worth keeping (usually a wrong URL); do not litter the root.
-        if (isNew) await rm(mirror, { recursive: true, force: true });
-        if (error instanceof GitCommandError && /couldn't find remote ref/i.test(error.output)) {
-          throw new ClusterRunnerError(
-            'UNKNOWN_BRANCH',
-            `Branch "${source.branch}" was not found in ${shownUrl}: ${tail(error.output)}`,
-            { status: 400, cause: error },
-          );
-        }
-        throw asClusterRunnerError(error, run.what);
-      }
+    return exclusive(mirror, signal, `git fetch of ${shownUrl}`, async () => {
+      if (isRepository(mirror)) await this.#fetchBranch(mirror, source, refs, signal);
+      else await this.#createMirror(mirror, source, refs, signal);
       const head = await this.#resolveCommit(mirror, refs.tracking);
       if (head === null) {
         throw new ClusterRunnerError('UNKNOWN_BRANCH', `Branch "${source.branch}" of ${shownUrl} does not point to a commit.`, { status: 400 });
@@ -385,11 +380,10 @@ export class GitCache {
       throw new ClusterRunnerError('CHECKOUT_EXISTS', `Cannot check out into ${dir}: it already exists.`, { status: 409 });
     }
     const shownUrl = maskGitUrl(source.url);
-    const key = repositoryKey(source.url);
-    const mirror = join(this.#root, key);
+    const mirror = this.mirrorPath(source.url);
     try {
       // Only the clone reads the mirror; the slow part, writing the files, runs outside the queue.
-      await this.#exclusive(key, signal, `git checkout of ${shownUrl}`, async () => {
+      await exclusive(mirror, signal, `git checkout of ${shownUrl}`, async () => {
         if ((await this.#resolveCommit(mirror, commit)) === null) {
           throw new ClusterRunnerError('UNKNOWN_COMMIT', `Commit ${commit} of ${shownUrl} is not in the cache; fetch it first.`, { status: 500 });
         }
@@ -416,19 +410,51 @@ export class GitCache {
   async hasCommit(url: string, commit: string): Promise<boolean> {
     validateUrl(url, this.#allowLocalRepositories);
     validateCommit(commit);
-    const mirror = join(this.#root, repositoryKey(url));
-    if (!existsSync(join(mirror, 'HEAD'))) return false;
+    const mirror = this.mirrorPath(url);
+    if (!isRepository(mirror)) return false;
     return (await this.#resolveCommit(mirror, commit)) !== null;
   }
 
-  /* Creates the bare mirror when missing; true when this call created it. */
-  async #ensureMirror(mirror: string, signal: AbortSignal | undefined): Promise<boolean> {
-    if (existsSync(join(mirror, 'HEAD'))) return false;
+  /*
+   * The first fetch goes into a staging folder that becomes the mirror only when it succeeded. Staging names
+   * start with "." and so never collide with a repository key.
+   */
+  async #createMirror(mirror: string, source: GitSource, refs: TrackingRefs, signal: AbortSignal | undefined): Promise<void> {
     await mkdir(this.#root, { recursive: true });
-    const run: GitRun = { cwd: this.#root, env: this.#checkoutEnv, signal, what: 'git init of a repository cache' };
-    await this.#git(['init', '--quiet', '--bare', '--end-of-options', mirror], run, null)
-      .catch((error: unknown) => { throw asClusterRunnerError(error, run.what); });
-    return true;
+    const staging = join(this.#root, `.${basename(mirror)}-${randomUUID()}.tmp`);
+    try {
+      const run: GitRun = { cwd: this.#root, env: this.#checkoutEnv, signal, what: 'git init of a repository cache' };
+      await this.#git(['init', '--quiet', '--bare', '--end-of-options', staging], run, null)
+        .catch((error: unknown) => { throw asClusterRunnerError(error, run.what); });
+      await this.#fetchBranch(staging, source, refs, signal);
+      await rename(staging, mirror).catch(async (error: unknown) => {
+        if (!isRepository(mirror)) throw error;
+        // Another process sharing the root made the mirror meanwhile: use theirs.
+        await this.#fetchBranch(mirror, source, refs, signal);
+      });
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+    }
+  }
+
+  async #fetchBranch(repository: string, source: GitSource, refs: TrackingRefs, signal: AbortSignal | undefined): Promise<void> {
+    const shownUrl = maskGitUrl(source.url);
+    const run: GitRun = { cwd: repository, env: this.#remoteEnv, signal, what: `git fetch of ${shownUrl}` };
+    try {
+      await this.#git(
+        ['fetch', '--quiet', '--prune', '--no-write-fetch-head', '--end-of-options', source.url, ...refs.refspecs],
+        run,
+        source.url,
+      );
+    } catch (error) {
+      if (error instanceof GitCommandError && /couldn't find remote ref/i.test(error.output)) {
+        throw new ClusterRunnerError('UNKNOWN_BRANCH', `Branch "${source.branch}" was not found in ${shownUrl}: ${tail(error.output)}`, {
+          status: 400,
+          cause: error,
+        });
+      }
+      throw asClusterRunnerError(error, run.what);
+    }
   }
 
   /* The hash is not in any fetched branch: ask the server for it by id (protocol v2 servers allow that). */
@@ -443,7 +469,7 @@ export class GitCache {
       );
     const run: GitRun = { cwd: mirror, env: this.#remoteEnv, signal, what: `git fetch of ${hash} from ${shownUrl}` };
     try {
-      await this.#git(['fetch', '--quiet', '--end-of-options', source.url, hash], run, source.url);
+      await this.#git(['fetch', '--quiet', '--no-write-fetch-head', '--end-of-options', source.url, hash], run, source.url);
     } catch (error) {
       if (error instanceof GitCommandError) throw notFound(error.output, error);
       throw asClusterRunnerError(error, run.what);
@@ -473,18 +499,24 @@ export class GitCache {
   async #git(args: readonly string[], run: GitRun, url: string | null): Promise<string> {
     const deadline = AbortSignal.timeout(this.#timeoutMs);
     const abort = run.signal ? AbortSignal.any([run.signal, deadline]) : deadline;
+    const marker = randomUUID();
     const git = simpleGit({
       baseDir: run.cwd,
       abort,
       config: GIT_CONFIG,
-      allowEnvironment: Object.keys(run.env),
+      allowEnvironment: [...Object.keys(run.env), MARKER_VARIABLE],
       unsafe: SIMPLE_GIT_UNSAFE,
       // simple-git treats a failure that printed nothing as a success; the exit code decides here.
       errors: (error, result) => error ?? (result.exitCode === 0 ? undefined : new Error(`git exited with code ${result.exitCode}`)),
-    }).env(run.env);
+    }).env({ ...run.env, [MARKER_VARIABLE]: marker });
     try {
       return await git.raw([...args]);
     } catch (error) {
+      if (abort.aborted) {
+        // simple-git stops git alone (SIGINT, no process group), and git leaves its transport helper behind:
+        // a git-remote-http blocked on a silent server, or an ssh, would hold the connection for ever.
+        killMarkedProcesses(marker);
+      }
       if (run.signal?.aborted) throw canceled(run.what, error);
       if (deadline.aborted) {
         throw new ClusterRunnerError('GIT_TIMEOUT', `${run.what} took longer than ${formatSeconds(this.#timeoutMs)} and was stopped.`, {
@@ -496,28 +528,34 @@ export class GitCache {
       throw new GitCommandError(url === null ? output : maskText(output, url), error);
     }
   }
+}
 
-  async #exclusive<T>(key: string, signal: AbortSignal | undefined, what: string, operation: () => Promise<T>): Promise<T> {
-    const previous = this.#tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    // The next operation waits for this one and, should this one give up while queued, for the one before.
-    const tail = previous.then(() => mine);
-    this.#tails.set(key, tail);
-    try {
-      await waitOrAbort(previous, signal, what);
-      return await operation();
-    } finally {
-      release();
-      if (this.#tails.get(key) === tail) this.#tails.delete(key);
-    }
+/* Runs the operation after every operation queued before it on the same mirror (see MIRROR_QUEUES). */
+async function exclusive<T>(mirror: string, signal: AbortSignal | undefined, what: string, operation: () => Promise<T>): Promise<T> {
+  const previous = MIRROR_QUEUES.get(mirror) ?? Promise.resolve();
+  let release!: () => void;
+  const mine = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  // The next operation waits for this one and, should this one give up while queued, for the one before.
+  const tail = previous.then(() => mine);
+  MIRROR_QUEUES.set(mirror, tail);
+  try {
+    await waitOrAbort(previous, signal, what);
+    return await operation();
+  } finally {
+    release();
+    if (MIRROR_QUEUES.get(mirror) === tail) MIRROR_QUEUES.delete(mirror);
   }
 }
 
-/* Which refs a fetch asks for and where the branch lands in the mirror. */
-function trackingRefs(source: GitSource): { refspecs: string[]; tracking: string } {
+/** Which refs a fetch asks for, and the ref of the mirror where the requested branch lands. */
+interface TrackingRefs {
+  readonly refspecs: readonly string[];
+  readonly tracking: string;
+}
+
+function trackingRefs(source: GitSource): TrackingRefs {
   const all = `+refs/heads/*:refs/remotes/${source.remote}/*`;
   const isFullRef = source.branch.startsWith('refs/');
   const branch = source.branch.startsWith('refs/heads/') ? source.branch.slice('refs/heads/'.length) : source.branch;
@@ -535,6 +573,10 @@ function asClusterRunnerError(error: unknown, what: string): ClusterRunnerError 
   if (error instanceof ClusterRunnerError) return error;
   const output = error instanceof GitCommandError ? error.output : errorMessage(error);
   return new ClusterRunnerError('GIT_FAILED', `${what} failed: ${tail(output)}`, { status: 502, cause: error });
+}
+
+function isRepository(path: string): boolean {
+  return existsSync(join(path, 'HEAD'));
 }
 
 async function pathExists(path: string): Promise<boolean> {
