@@ -4,6 +4,9 @@ import { packageVersion } from './common.ts';
 import { runMasterCommand } from './master-command.ts';
 import { runWorkerCommand } from './worker-command.ts';
 import { runExampleCommand } from './example-command.ts';
+import { collectRemoteFile, joinRemoteFileArguments, runBuildCommand, type BuildFlags } from './build-command.ts';
+import { collectWorkerId, runShutdownCommand } from './shutdown-command.ts';
+import { runStopCommand } from './stop-command.ts';
 
 function withCommonFlags(command: Command): Command {
   return command
@@ -41,8 +44,42 @@ export async function main(argv: readonly string[]): Promise<number> {
       result = runExampleCommand(flags);
     });
 
+  const build = withCommonFlags(program.command('build').description('run a job of a project on a master and wait for it (without --master-url: on this machine)'))
+    .usage('[options] [git --url URL [--branch B] [--hash H] [--project-directory P] | directory [--project-directory P]]')
+    .option('--master-url <url>', 'the master to use; without it, a master and a worker on this machine are used (started when none answers)')
+    .option('-j, --job-name <name>', 'the job of clusterrunner.yaml to run (needed when it defines several)')
+    .option('-f, --remote-file <name> <url>', 'download URL into the project folder as NAME before setup (repeatable)', collectRemoteFile)
+    .configureHelp({ showGlobalOptions: true })
+    .addHelpText('after', '\nExit codes: 0 SUCCESS, 1 FAILURE, 2 ERROR, CANCELED or no build. Artifacts go to ./build_results/.');
+  build.command('git').description('build a git repository (fetched by the master and workers)')
+    .requiredOption('--url <url>', 'repository URL')
+    .option('--branch <branch>', 'branch or ref to fetch (default master)')
+    .option('--hash <hash>', 'exact commit to build')
+    .option('--project-directory <path>', 'folder inside the repository holding clusterrunner.yaml')
+    .action((flags: { url: string; branch?: string; hash?: string; projectDirectory?: string }) => {
+      result = runBuildCommand(build.opts<BuildFlags>(), { type: 'git', ...flags });
+    });
+  build.command('directory', { isDefault: true }).description('build a folder of this machine (the default; default folder: the current one)')
+    .option('--project-directory <path>', 'the folder holding clusterrunner.yaml (default: the current folder)')
+    .action((flags: { projectDirectory?: string }) => {
+      result = runBuildCommand(build.opts<BuildFlags>(), { type: 'directory', ...flags });
+    });
+
+  withCommonFlags(program.command('shutdown').description('drain workers: they finish their running atoms, tear down and exit'))
+    .option('-m, --master-url <url>', 'the master (default: master_url of the conf file)')
+    .option('-a, --all-workers', 'every worker of the master')
+    .option('-w, --worker-id <id>', 'one worker, by id (repeatable)', collectWorkerId)
+    .action((flags) => {
+      result = runShutdownCommand(flags);
+    });
+
+  withCommonFlags(program.command('stop').description('stop the master and worker that local builds started on this machine'))
+    .action((flags) => {
+      result = runStopCommand(flags);
+    });
+
   try {
-    await program.parseAsync([...argv], { from: 'user' });
+    await program.parseAsync(joinRemoteFileArguments(argv), { from: 'user' });
     return await result;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode;

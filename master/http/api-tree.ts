@@ -25,19 +25,40 @@ type Method = 'get' | 'post' | 'put';
 /** Registers a path with its methods; any other method on it answers 405 instead of falling through to 404. */
 export function route(router: Router, path: string, handlers: Partial<Record<Method, RequestHandler[]>>): void {
   const r = router.route(path);
-  for (const [method, chain] of Object.entries(handlers) as [Method, RequestHandler[]][]) r[method](...chain);
-  r.all(methodNotAllowed);
+  const methods = Object.entries(handlers) as [Method, RequestHandler[]][];
+  for (const [method, chain] of methods) r[method](...chain);
+  r.all(methodNotAllowed(methods.map(([method]) => method)));
 }
 
 /** The raw body (read by the body parser so the digest covers its exact bytes) parsed as JSON. */
 export function jsonBody(req: Request): unknown {
   const raw: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
   if (raw.length === 0) return {};
+  let body: unknown;
   try {
-    return JSON.parse(raw.toString('utf8')) as unknown;
+    body = JSON.parse(raw.toString('utf8'));
   } catch {
     throw badRequest('The request body is not valid JSON.');
   }
+  if (nestingDepth(body) > MAX_JSON_DEPTH) throw badRequest(`The request body is nested more than ${MAX_JSON_DEPTH} levels deep.`);
+  return body;
+}
+
+/** Deeper than any honest request; recursive code further on (validation, JSON output) must never overflow. */
+export const MAX_JSON_DEPTH = 64;
+
+/** Measured without recursion, so a hostile body cannot overflow the stack here either. */
+function nestingDepth(value: unknown): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [item, depth] = stack.pop()!;
+    if (typeof item !== 'object' || item === null) continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > MAX_JSON_DEPTH) return deepest;
+    for (const child of Object.values(item)) stack.push([child, depth + 1]);
+  }
+  return deepest;
 }
 
 /** Refuses any key but the known ones, naming it (SPEC §1: unknown keys get 400). */

@@ -64,7 +64,7 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
     if (!build) throw notFound(`Invalid build id: ${id}.`);
     return build;
   };
-  const shape = (build: BuildRecord) => buildShape(build, store.atoms.listFailedAtoms(build.id), tree.prefix);
+  const shape = (build: BuildRecord) => buildShape(build, store.atoms.listFailedAtoms(build.id), `${tree.prefix}${b}`);
   const loadSubjob = (build: BuildRecord, raw: string | string[] | undefined) => {
     const id = pathId(raw, 'subjob');
     const subjob = store.atoms.getSubjob(build.id, id);

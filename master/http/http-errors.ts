@@ -35,6 +35,12 @@ export const notFoundHandler: RequestHandler = (req, _res, next) => {
   next(new ClusterRunnerError('NOT_FOUND', `No such route: ${req.method} ${req.path}`, { status: 404 }));
 };
 
-export const methodNotAllowed: RequestHandler = (req, _res, next) => {
-  next(new ClusterRunnerError('METHOD_NOT_ALLOWED', `Method ${req.method} is not allowed on ${req.path}.`, { status: 405 }));
-};
+/** 405 with the Allow header RFC 9110 asks for, naming the path as the client sent it. */
+export function methodNotAllowed(allowed: readonly string[]): RequestHandler {
+  const allow = allowed.map((method) => method.toUpperCase()).join(', ');
+  return (req, res, next) => {
+    res.set('Allow', allow);
+    const path = req.originalUrl.split('?')[0];
+    next(new ClusterRunnerError('METHOD_NOT_ALLOWED', `Method ${req.method} is not allowed on ${path}; use ${allow}.`, { status: 405 }));
+  };
+}

@@ -18,8 +18,9 @@ function single(query: Record<string, unknown>, name: string): string | undefine
 export function queryInt(query: Record<string, unknown>, name: string): number | undefined {
   const value = single(query, name);
   if (value === undefined) return undefined;
-  if (!/^-?\d{1,15}$/.test(value.trim())) throw badRequest(`Query parameter ${name} must be an integer, not ${JSON.stringify(value)}.`);
-  return Number(value);
+  if (!/^[+-]?\d+$/.test(value.trim())) throw badRequest(`Query parameter ${name} must be an integer, not ${JSON.stringify(value)}.`);
+  // A huge integer is still an integer: clamp it rather than refuse it, and keep it exact for SQLite.
+  return Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(value)));
 }
 
 export function queryNumber(query: Record<string, unknown>, name: string): number | undefined {

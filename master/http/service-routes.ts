@@ -38,7 +38,7 @@ export function addServiceRoutes(router: Router, deps: ServiceRoutesDeps, tree: 
 
   route(router, '/version', {
     get: [(_req, res) => {
-      res.json({ version: deps.version, api_version: API_VERSION });
+      res.json({ version: deps.version, api_version: API_VERSION, child_routes: {} });
     }],
   });
 
@@ -57,7 +57,10 @@ export function addServiceRoutes(router: Router, deps: ServiceRoutesDeps, tree: 
         const { offset, limit } = pagination(req.query);
         builds = builds.slice(offset, offset + limit);
       }
-      res.json({ queue: builds.map((build) => buildShape(build, null, tree.prefix)) });
+      res.json({
+        queue: builds.map((build) => buildShape(build, null, `${tree.prefix}/${tree.build}`)),
+        child_routes: { [tree.build]: `${tree.prefix}/${tree.build}/[build_id]` },
+      });
     }],
   });
 
@@ -70,7 +73,7 @@ export function addServiceRoutes(router: Router, deps: ServiceRoutesDeps, tree: 
       const query: { sinceId?: number; sinceTimestamp?: number } = {};
       if (sinceId !== undefined) query.sinceId = sinceId;
       if (sinceTimestamp !== undefined) query.sinceTimestamp = sinceTimestamp;
-      res.json({ events: store.events.list(query) });
+      res.json({ events: store.events.list(query), child_routes: {} });
     }],
   });
 }

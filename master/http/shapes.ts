@@ -32,7 +32,8 @@ export function subjobShape(subjob: SubjobRecord, atoms: readonly AtomRecord[], 
   };
 }
 
-export function buildShape(build: BuildRecord, failedAtoms: readonly AtomRecord[] | null, apiPrefix: string) {
+/** buildsPath: the builds collection of the tree the client asked in (`/v1/build`, `/v2/builds`), so links work as given. */
+export function buildShape(build: BuildRecord, failedAtoms: readonly AtomRecord[] | null, buildsPath: string) {
   const terminal = isTerminal(build.status);
   return {
     id: build.id,
@@ -42,7 +43,7 @@ export function buildShape(build: BuildRecord, failedAtoms: readonly AtomRecord[
     num_atoms: build.numAtoms,
     num_subjobs: build.numSubjobs,
     failed_atoms: terminal ? (failedAtoms ?? []).map(atomShape) : null,
-    artifacts: build.artifactsReady ? `${apiPrefix}/build/${build.id}/artifacts.tar.gz` : null,
+    artifacts: build.artifactsReady ? `${buildsPath}/${build.id}/artifacts.tar.gz` : null,
     error_message: build.errorMessage,
     job_name: build.jobName,
     priority: build.priority,

@@ -55,7 +55,10 @@ export function addWorkerRoutes(router: Router, deps: WorkerRoutesDeps, tree: Ap
 
     route(router, `/${noun}/:workerId`, {
       get: [(req, res) => {
-        res.json({ [singular]: workerShape(find(req.params['workerId'])) });
+        res.json({
+          [singular]: workerShape(find(req.params['workerId'])),
+          child_routes: { shutdown: `${tree.prefix}/${noun}/[${singular}_id]/shutdown` },
+        });
       }],
     });
 

@@ -1,0 +1,248 @@
+/**
+ * The part of the master's HTTP API (SPEC §2) the command line uses, typed. Every state-changing request is
+ * signed with our signed form (shared/auth.ts); failures become ClusterRunnerErrors whose message the CLI can
+ * print as it is.
+ */
+import { signRequest } from '../shared/auth.ts';
+import { ClusterRunnerError, errorMessage } from '../shared/errors.ts';
+
+export const BUILD_STATUSES = ['QUEUED', 'PREPARING', 'BUILDING', 'SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'] as const;
+export type BuildStatus = (typeof BUILD_STATUSES)[number];
+export const TERMINAL_STATUSES: readonly BuildStatus[] = ['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'];
+
+export function isTerminalStatus(status: BuildStatus): boolean {
+  return TERMINAL_STATUSES.includes(status);
+}
+
+export interface AtomView {
+  readonly id: number;
+  readonly subjob_id: number;
+  readonly command_string: string;
+  readonly exit_code: number | null;
+  readonly state: string;
+}
+
+export interface SubjobView {
+  readonly id: number;
+  readonly atoms: readonly AtomView[];
+  readonly state: string;
+}
+
+export interface BuildView {
+  readonly id: number;
+  readonly status: BuildStatus;
+  readonly details: string | null;
+  readonly num_atoms: number | null;
+  readonly num_subjobs: number;
+  readonly failed_atoms: readonly AtomView[] | null;
+  readonly artifacts: string | null;
+  readonly error_message: string | null;
+  readonly job_name: string | null;
+}
+
+export interface WorkerView {
+  readonly id: number;
+  readonly name: string;
+  readonly is_alive: boolean;
+  readonly is_in_shutdown_mode: boolean;
+  readonly num_executors: number;
+}
+
+export interface ConsolePage {
+  readonly offset_line: number;
+  readonly num_lines: number;
+  readonly total_num_lines: number;
+  readonly content: string;
+}
+
+/** The body of POST /v1/build (SPEC §3), with the keys the CLI sets. */
+export interface BuildRequest {
+  readonly type: 'git' | 'directory';
+  readonly url?: string;
+  readonly branch?: string;
+  readonly hash?: string;
+  readonly project_directory?: string;
+  readonly job_name?: string;
+  readonly remote_files?: Readonly<Record<string, string>>;
+}
+
+export type ShutdownRequest = { readonly shutdown_all: true } | { readonly workers: readonly number[] };
+
+/** No answer at all: refused connection, unknown host, timeout. */
+export const MASTER_UNREACHABLE = 'MASTER_UNREACHABLE';
+/** The master answered with an error; `status` is its HTTP status and the message carries its `error`. */
+export const MASTER_REFUSED = 'MASTER_REFUSED';
+/** The master answered something that is not the API's JSON (another program on that port, say). */
+export const MASTER_BAD_ANSWER = 'MASTER_BAD_ANSWER';
+
+export interface MasterClientOptions {
+  /** http(s)://host:port, no trailing slash. */
+  readonly url: string;
+  /** Signs state-changing requests. */
+  readonly secret: string;
+  /** Time limit of each JSON request; default 30 000 ms. */
+  readonly requestTimeoutMs?: number;
+}
+
+export class MasterClient {
+  readonly url: string;
+  readonly #secret: string;
+  readonly #requestTimeoutMs: number;
+
+  constructor(options: MasterClientOptions) {
+    this.url = options.url.replace(/\/+$/, '');
+    this.#secret = options.secret;
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+  }
+
+  /** True when a ClusterRunner master answers GET / within timeoutMs (default 2 000). */
+  async isUp(timeoutMs = 2_000): Promise<boolean> {
+    try {
+      const body = await this.#request<{ master?: unknown }>('GET', '/', undefined, timeoutMs);
+      return typeof body === 'object' && body !== null && body.master !== undefined;
+    } catch {
+      return false;
+    }
+  }
+
+  async createBuild(request: BuildRequest): Promise<number> {
+    const body = await this.#send<{ build_id: number }>('POST', '/v1/build', request);
+    return body.build_id;
+  }
+
+  async getBuild(buildId: number): Promise<BuildView> {
+    return (await this.#get<{ build: BuildView }>(`/v1/build/${buildId}`)).build;
+  }
+
+  async listSubjobs(buildId: number): Promise<readonly SubjobView[]> {
+    return (await this.#get<{ subjobs: SubjobView[] }>(`/v1/build/${buildId}/subjob`)).subjobs;
+  }
+
+  async cancelBuild(buildId: number): Promise<void> {
+    await this.#send('PUT', `/v1/build/${buildId}`, { status: 'canceled' });
+  }
+
+  /** The last maxLines complete lines of an atom's console output. */
+  async atomConsoleTail(buildId: number, subjobId: number, atomId: number, maxLines: number): Promise<ConsolePage> {
+    return this.#get<ConsolePage>(`/v1/build/${buildId}/subjob/${subjobId}/atom/${atomId}/console?max_lines=${maxLines}`);
+  }
+
+  async listWorkers(): Promise<readonly WorkerView[]> {
+    return (await this.#get<{ workers: WorkerView[] }>('/v1/worker')).workers;
+  }
+
+  /** Returns the ids of the workers now draining. */
+  async shutdownWorkers(request: ShutdownRequest): Promise<readonly number[]> {
+    return (await this.#send<{ workers: number[] }>('POST', '/v1/worker/shutdown', request)).workers;
+  }
+
+  /**
+   * GET artifacts.tar.gz: the response once it is 200 (the caller reads the body). While the master answers
+   * 202 (archive not written yet) it asks again every retryMs, for at most waitMs.
+   */
+  async fetchArtifacts(buildId: number, options: { waitMs: number; retryMs: number }): Promise<Response> {
+    const path = `/v1/build/${buildId}/artifacts.tar.gz`;
+    const deadline = Date.now() + options.waitMs;
+    for (;;) {
+      // The time limit covers the answer's head only: the archive itself may take long to arrive.
+      const response = await withDeadline(this.#requestTimeoutMs, (signal) => this.#fetch('GET', path, undefined, signal));
+      if (response.status === 200) return response;
+      if (response.status !== 202) throw await this.#refusal('GET', path, response);
+      await response.body?.cancel();
+      if (Date.now() >= deadline) {
+        throw new ClusterRunnerError(MASTER_REFUSED, `the artifacts of build ${buildId} were still not ready after ${Math.round(options.waitMs / 1000)} s`, { status: 202 });
+      }
+      await new Promise((resolve) => setTimeout(resolve, options.retryMs));
+    }
+  }
+
+  async #get<T>(path: string): Promise<T> {
+    return this.#request<T>('GET', path, undefined, this.#requestTimeoutMs);
+  }
+
+  async #send<T>(method: 'POST' | 'PUT', path: string, value: unknown): Promise<T> {
+    return this.#request<T>(method, path, JSON.stringify(value), this.#requestTimeoutMs);
+  }
+
+  /** One JSON request, answer read in full, within timeoutMs. */
+  #request<T>(method: string, path: string, body: string | undefined, timeoutMs: number): Promise<T> {
+    return withDeadline(timeoutMs, async (signal) => this.#json<T>(method, path, await this.#fetch(method, path, body, signal)));
+  }
+
+  async #fetch(method: string, path: string, body: string | undefined, signal: AbortSignal): Promise<Response> {
+    // Reads are signed too: a master with authenticate_reads = true refuses them otherwise, and one without
+    // ignores the headers. The master checks the path it routes, which is the API path without our base.
+    const headers: Record<string, string> = signRequest(this.#secret, method, path, body ?? '');
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    try {
+      return await fetch(`${this.url}${path}`, { method, body, headers, signal, redirect: 'manual' });
+    } catch (error) {
+      throw this.#unreachable(error, signal);
+    }
+  }
+
+  #unreachable(error: unknown, signal: AbortSignal): ClusterRunnerError {
+    const cause = error instanceof Error && error.cause instanceof Error ? `: ${error.cause.message}` : '';
+    const what = signal.aborted ? 'no answer in time' : `${errorMessage(error)}${cause}`;
+    return new ClusterRunnerError(MASTER_UNREACHABLE, `cannot reach the master at ${this.url} (${what})`, { status: 503, cause: error });
+  }
+
+  async #json<T>(method: string, path: string, response: Response): Promise<T> {
+    if (response.status < 200 || response.status >= 300) throw await this.#refusal(method, path, response);
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (error) {
+      throw new ClusterRunnerError(MASTER_UNREACHABLE, `the master at ${this.url} hung up in the middle of its answer to ${method} ${path} (${errorMessage(error)})`, {
+        status: 503,
+        cause: error,
+      });
+    }
+    try {
+      return JSON.parse(text) as T;
+    } catch (error) {
+      throw new ClusterRunnerError(MASTER_BAD_ANSWER, `${this.url} answered ${method} ${path} with something that is not JSON; is it a ClusterRunner master?`, {
+        status: 502,
+        cause: error,
+      });
+    }
+  }
+
+  async #refusal(method: string, path: string, response: Response): Promise<ClusterRunnerError> {
+    const text = await response.text().catch(() => '');
+    let reason = text.slice(0, 500);
+    try {
+      const body = JSON.parse(text) as { error?: unknown };
+      if (typeof body.error === 'string') reason = body.error;
+    } catch {
+      // Not our JSON: the raw text (cut short) still tells the user something.
+    }
+    return new ClusterRunnerError(MASTER_REFUSED, `the master refused ${method} ${path} (HTTP ${response.status}): ${reason || response.statusText}`, {
+      status: response.status,
+    });
+  }
+}
+
+export function isUnreachable(error: unknown): boolean {
+  return error instanceof ClusterRunnerError && error.code === MASTER_UNREACHABLE;
+}
+
+/** 401: the digest did not match, which for our signed requests means the secrets differ. */
+export function isAuthenticationRefusal(error: unknown): boolean {
+  return error instanceof ClusterRunnerError && error.code === MASTER_REFUSED && error.status === 401;
+}
+
+/**
+ * Runs fn with a signal aborted after ms. The timer is deliberately ref'd (AbortSignal.timeout's is not):
+ * when the peer hangs up at once after accepting, Node 20's fetch can stay pending with no handle left open,
+ * and the process would exit with the request never settled (exit code 13, nothing printed).
+ */
+async function withDeadline<T>(ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new Error(`no answer within ${ms} ms`)), ms);
+  try {
+    return await fn(controller.signal);
+  } finally {
+    clearTimeout(timer);
+  }
+}
