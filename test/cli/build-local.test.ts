@@ -9,7 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, eventually, tempDir } from '../support/cluster.ts';
 import { freePort, runCli } from '../support/build-results.ts';
 import { isClusterRunnerProcess } from '../../cli/local-cluster.ts';
-import { clientSetup, killFromPidFiles, projectWith, readPid, type ClientSetup } from './helpers.ts';
+import { clientSetup, killFromPidFiles, projectWith, type ClientSetup } from './helpers.ts';
+import { readPidFile } from '../../cli/local-cluster.ts';
 
 const started: ClientSetup[] = [];
 
@@ -51,8 +52,8 @@ describe('clusterrunner build in local mode', () => {
     expect(first.stdout).toContain('started a local master');
     expect(first.stdout).toContain('started a local worker');
     expect(readFileSync(join(project, 'build_results', 'artifact_1_0', 'out.txt'), 'utf8')).toBe('atom 2\n');
-    const masterPid = readPid(masterPidFile);
-    const workerPid = readPid(workerPidFile);
+    const masterPid = readPidFile(masterPidFile);
+    const workerPid = readPidFile(workerPidFile);
     expect(masterPid).not.toBeNull();
     expect(workerPid).not.toBeNull();
     expect(isClusterRunnerProcess(masterPid!)).toBe(true);
@@ -64,8 +65,8 @@ describe('clusterrunner build in local mode', () => {
     expect(second.code, second.stdout + second.stderr).toBe(0);
     expect(second.stdout).not.toContain('started a local');
     expect(second.stdout).toMatch(/build 2: SUCCESS/);
-    expect(readPid(masterPidFile)).toBe(masterPid);
-    expect(readPid(workerPidFile)).toBe(workerPid);
+    expect(readPidFile(masterPidFile)).toBe(masterPid);
+    expect(readPidFile(workerPidFile)).toBe(workerPid);
 
     const stop = await runCli(['stop', '-c', setup.conf], { env: setup.env, timeoutMs: 30_000 });
     expect(stop.code, stop.stdout + stop.stderr).toBe(0);
@@ -86,8 +87,8 @@ describe('clusterrunner build in local mode', () => {
     const project = projectWith(JOB);
     const first = await runCli(['build', '-c', setup.conf], { cwd: project, env: setup.env, timeoutMs: BUILD_TIMEOUT_MS });
     expect(first.code, first.stdout + first.stderr).toBe(0);
-    const masterPid = readPid(join(setup.base, 'master.pid'));
-    const workerPid = readPid(join(setup.base, 'worker.pid'))!;
+    const masterPid = readPidFile(join(setup.base, 'master.pid'));
+    const workerPid = readPidFile(join(setup.base, 'worker.pid'))!;
 
     process.kill(-workerPid, 'SIGKILL');
     await eventually('the worker to be gone', () => !isClusterRunnerProcess(workerPid));
@@ -96,8 +97,8 @@ describe('clusterrunner build in local mode', () => {
     expect(second.code, second.stdout + second.stderr).toBe(0);
     expect(second.stdout).not.toContain('started a local master');
     expect(second.stdout).toContain('started a local worker');
-    expect(readPid(join(setup.base, 'master.pid'))).toBe(masterPid);
-    const newWorkerPid = readPid(join(setup.base, 'worker.pid'));
+    expect(readPidFile(join(setup.base, 'master.pid'))).toBe(masterPid);
+    const newWorkerPid = readPidFile(join(setup.base, 'worker.pid'));
     expect(newWorkerPid).not.toBe(workerPid);
     expect(isClusterRunnerProcess(newWorkerPid!)).toBe(true);
   });

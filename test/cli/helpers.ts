@@ -2,6 +2,7 @@
  * What the CLI tests share: a client conf file with its own HOME in a temp folder, project folders with a
  * clusterrunner.yaml, and the local cluster's processes, stopped after each test.
  */
+import { readPidFile } from '../../cli/local-cluster.ts';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, writeConf } from '../support/cluster.ts';
@@ -29,19 +30,10 @@ export function projectWith(yaml: string): string {
   return dir;
 }
 
-export function readPid(file: string): number | null {
-  try {
-    const pid = Number(readFileSync(file, 'utf8').trim());
-    return Number.isSafeInteger(pid) && pid > 1 ? pid : null;
-  } catch {
-    return null;
-  }
-}
-
 /** SIGKILL to the process group of each pid file's process; for cleanup after a test that failed midway. */
 export function killFromPidFiles(base: string): void {
   for (const role of ['worker', 'master']) {
-    const pid = readPid(join(base, `${role}.pid`));
+    const pid = readPidFile(join(base, `${role}.pid`));
     if (pid === null) continue;
     try {
       const commandLine = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
