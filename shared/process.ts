@@ -57,6 +57,12 @@ export interface GroupProcess {
   /** The shell's pid, which is also its process group id; 0 when the shell could not be started. */
   readonly pid: number;
   /**
+   * Stops reading the command's output until resumeOutput(): once the pipe fills, the command blocks on its
+   * next write, so a reader that cannot keep up slows the command down instead of losing output.
+   */
+  pauseOutput(): void;
+  resumeOutput(): void;
+  /**
    * Resolves when the shell exits (never rejects). Members of the group it leaves behind in the background
    * do not hold it, and are not killed by it: stop() or killMarkedProcesses() do that.
    */
@@ -195,7 +201,17 @@ export function spawnShell(command: string, options: ShellOptions): GroupProcess
     else options.signal.addEventListener('abort', onAbort, { once: true });
   }
 
-  return { pid: pgid, result, stop };
+  return {
+    pid: pgid,
+    result,
+    stop,
+    pauseOutput: () => {
+      for (const stream of streams) stream.pause();
+    },
+    resumeOutput: () => {
+      for (const stream of streams) stream.resume();
+    },
+  };
 }
 
 function failedProcess(
@@ -210,7 +226,7 @@ function failedProcess(
     stopReason: null,
     durationMs: Math.round(performance.now() - startedAt),
   });
-  return { pid: 0, result, stop: () => result };
+  return { pid: 0, result, stop: () => result, pauseOutput: () => undefined, resumeOutput: () => undefined };
 }
 
 function describeSpawnFailure(error: unknown, cwd: string): string {

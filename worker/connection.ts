@@ -59,11 +59,21 @@ export class MasterConnection {
     this.#connect();
   }
 
+  /**
+   * True while live output should wait: the master is away, or the socket already holds more unsent data
+   * than we allow. Executors pause reading their command's output until it clears.
+   */
+  get isCongested(): boolean {
+    const socket = this.#socket;
+    return !this.#isRegistered || socket === null || socket.bufferedAmount > MAX_BUFFERED_BYTES;
+  }
+
   /** Sends now when registered, else queues (bounded). */
   send(message: WorkerMessage): void {
     const socket = this.#socket;
     if (this.#isRegistered && socket && socket.readyState === WebSocket.OPEN) {
-      if (message.type === 'atom_output' && socket.bufferedAmount > MAX_BUFFERED_BYTES) {
+      // Executors pause their commands long before this; the hard cap only guards against a runaway.
+      if (message.type === 'atom_output' && socket.bufferedAmount > 4 * MAX_BUFFERED_BYTES) {
         this.#droppedOutput++;
         return;
       }

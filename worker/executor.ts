@@ -16,6 +16,11 @@ export interface BuildContext {
   readonly killGraceMs: number;
 }
 
+/** Sent artifacts are not needed any more; the next atom need not wait for the disk to forget them. */
+function removeInBackground(dir: string): void {
+  rm(dir, { recursive: true, force: true }).catch(() => undefined);
+}
+
 /** Puts this worker's project path where the master stored `$PROJECT_DIR` (SPEC §4). */
 export function localizeValue(value: string, projectDir: string): string {
   return value.split('$PROJECT_DIR').join(projectDir);
@@ -68,15 +73,32 @@ export async function runSubjob(options: {
       timeoutMs: build.atomTimeoutMs,
       signal,
       marker,
-      onOutput: (chunk) => forward(decoder.write(chunk)),
+      onOutput: (chunk) => {
+        forward(decoder.write(chunk));
+        if (connection.isCongested) holdOutput();
+      },
     });
+    // Backpressure: while the master cannot take more output, stop reading it; the command then blocks
+    // on a full pipe instead of its output being dropped or piling up in memory.
+    let congestionTimer: NodeJS.Timeout | null = null;
+    const holdOutput = () => {
+      if (congestionTimer !== null) return;
+      child.pauseOutput();
+      congestionTimer = setInterval(() => {
+        if (connection.isCongested && !signal.aborted) return;
+        clearInterval(congestionTimer!);
+        congestionTimer = null;
+        child.resumeOutput();
+      }, 20);
+    };
     const result = await child.result;
+    if (congestionTimer !== null) clearInterval(congestionTimer);
     const rest = decoder.end();
     if (rest) forward(rest);
     if (result.stopReason !== null) killMarkedProcesses(marker);
     const stoppedByUs = result.stopReason !== null && result.stopReason !== 'timeout';
     if (stoppedByUs || signal.aborted) {
-      await rm(artifactDir, { recursive: true, force: true });
+      removeInBackground(artifactDir);
       break;
     }
     if (result.stopReason === 'timeout') {
@@ -86,7 +108,7 @@ export async function runSubjob(options: {
     if (withArtifacts) {
       const sent = await sendArtifacts(connection, artifactDir, { ...ids, atom_id: atom.atom_id }, isWanted);
       if (!sent) {
-        await rm(artifactDir, { recursive: true, force: true });
+        removeInBackground(artifactDir);
         break;
       }
     }
@@ -100,7 +122,7 @@ export async function runSubjob(options: {
       stop_reason: result.stopReason,
       has_artifacts: withArtifacts,
     });
-    await rm(artifactDir, { recursive: true, force: true });
+    removeInBackground(artifactDir);
   }
   connection.send({ type: 'subjob_finished', ...ids });
 }
