@@ -4,15 +4,17 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startMaster } from '../master/server.ts';
-import { WorkerDaemon } from '../worker/daemon.ts';
 import { createSilentLogger } from '../shared/log.ts';
 import { signRequest } from '../shared/auth.ts';
 import { localConf } from '../cli/common.ts';
 
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const ATOMS = Number(process.env['BENCH_ATOMS'] ?? 1000);
 const EXECUTORS = 4;
 
@@ -42,8 +44,18 @@ async function clusterRun(): Promise<number> {
     host: '127.0.0.1', log, version: 'bench',
     conf: { ...conf, port: 0, heartbeatIntervalMs: 1000, killGraceMs: 1000, noWorkerTimeoutMs: 60_000 },
   });
-  const worker = new WorkerDaemon({ ...conf, masterUrl: master.url, numExecutors: EXECUTORS, heartbeatIntervalMs: 1000, name: 'bench', log });
-  await worker.start();
+  // The worker runs as its own process, as it does in a real cluster: its spawns must not share the master's thread.
+  const workerConf = join(base, 'worker.conf');
+  writeFileSync(workerConf, `[general]\nsecret = ${secret}\nbase_directory = ${join(base, 'worker')}\n[worker]\nheartbeat_interval = 1\n`, { mode: 0o600 });
+  const worker = spawn(join(ROOT, 'bin', 'clusterrunner'), ['worker', '-m', master.url, '-e', String(EXECUTORS), '-c', workerConf, '-q'], {
+    stdio: 'ignore', env: { ...process.env, NODE_ENV: 'production' },
+  });
+  const workerExited = new Promise((resolve) => worker.on('exit', resolve));
+  for (;;) {
+    const { workers } = (await (await fetch(`${master.url}/v1/worker`)).json()) as { workers: unknown[] };
+    if (workers.length > 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   try {
     const body = JSON.stringify({ type: 'directory', project_directory: base, config: { commands: ['true'], atomizers: [{ N: `seq 1 ${ATOMS}` }] } });
     const started = performance.now();
@@ -59,8 +71,8 @@ async function clusterRun(): Promise<number> {
     }
     return (performance.now() - started) / 1000;
   } finally {
-    worker.drain();
-    await worker.exited;
+    worker.kill('SIGTERM');
+    await workerExited;
     await master.close();
     await rm(base, { recursive: true, force: true });
   }
@@ -68,7 +80,7 @@ async function clusterRun(): Promise<number> {
 
 const raw = await rawSpawns();
 const cluster = await clusterRun();
-process.stdout.write(`overhead: ${ATOMS} atoms of \`true\`, 1 worker x ${EXECUTORS} executors\n`);
+process.stdout.write(`overhead: ${ATOMS} atoms of \`true\`, 1 worker process x ${EXECUTORS} executors\n`);
 process.stdout.write(`  raw bash spawns, ${EXECUTORS} at a time: ${raw.toFixed(2)} s\n`);
 process.stdout.write(`  ClusterRunner, POST to terminal:      ${cluster.toFixed(2)} s\n`);
 process.stdout.write(`  ratio: ${(cluster / raw).toFixed(2)}\n`);

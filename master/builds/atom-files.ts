@@ -79,8 +79,10 @@ export async function writeAtomResult(options: {
   const { dir } = options;
   if (problems.length > 0) await writeFile(join(dir, CONSOLE_FILE), `\n[ClusterRunner: ${problems.join('; ')}]\n`, { flag: 'a' });
   const exitCode = problems.length > 0 && options.exitCode === 0 ? 1 : options.exitCode;
-  await writeFile(join(dir, COMMAND_FILE), `${options.commandLine}\n`);
-  await writeFile(join(dir, EXIT_CODE_FILE), `${exitCode}\n`);
-  await writeFile(join(dir, TIME_FILE), `${options.timeS.toFixed(2)}\n`);
+  await Promise.all([
+    writeFile(join(dir, COMMAND_FILE), `${options.commandLine}\n`),
+    writeFile(join(dir, EXIT_CODE_FILE), `${exitCode}\n`),
+    writeFile(join(dir, TIME_FILE), `${options.timeS.toFixed(2)}\n`),
+  ]);
   return exitCode;
 }

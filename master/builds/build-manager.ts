@@ -174,7 +174,9 @@ export class BuildManager implements WorkerEvents {
       return;
     }
     if (run.phase !== 'preparing' || this.#isClosed) return;
-    const subjobs = groupAtoms(prepared.atoms);
+    const subjobs = groupAtoms(prepared.atoms, this.#store.timings.loadJob(prepared.job.timingKey), {
+      executors: this.#plannedExecutors(prepared.job.maxExecutors),
+    });
     this.#store.batcher.flush();
     this.#store.db.transaction(() => {
       this.#store.atoms.insertPlan(run.id, subjobs);
@@ -198,6 +200,13 @@ export class BuildManager implements WorkerEvents {
       return;
     }
     this.#makeReady(run);
+  }
+
+  /** What a new build can expect to get: every live executor now, within its max_executors. */
+  #plannedExecutors(maxExecutors: number | null): number {
+    let executors = 0;
+    for (const worker of this.#registry.all()) if (worker.isAlive && !worker.isDraining) executors += worker.numExecutors;
+    return Math.max(1, Math.min(executors, maxExecutors ?? Number.POSITIVE_INFINITY));
   }
 
   #loadPlan(run: BuildRun): void {
@@ -275,6 +284,7 @@ export class BuildManager implements WorkerEvents {
       buildExecutorIndex: run.takeBuildExecutor(worker.id),
       unfinished: new Set(item.atomIds),
       isRevoked: false,
+      hasReleasedBuildExecutor: false,
       chain: Promise.resolve(),
       consoles: new Map(),
       uploads: new Map(),
@@ -451,6 +461,9 @@ export class BuildManager implements WorkerEvents {
     });
     this.#store.events.append('MASTER_RECEIVED_RESULT', { build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, worker: worker.name });
     this.#metrics.atomsTotal.inc({ result: exitCode === 0 ? 'success' : 'failure' });
+    if (message.stop_reason === null || message.stop_reason === 'timeout') {
+      this.#store.timings.record(run.job!.timingKey, atomCommandString(atom.variable, atom.value), message.time_s);
+    }
     if (run.completeAtom(lease.subjobId, atomId)) {
       const completed = run.completedSubjobs;
       this.#store.batcher.add(() => {
@@ -461,9 +474,14 @@ export class BuildManager implements WorkerEvents {
     if (run.remainingAtoms === 0) this.#finishInBackground(run, this.#outcome(run));
   }
 
-  subjobFinished(worker: WorkerEntry, lease: Lease): void {
+  executorFreed(worker: WorkerEntry, lease: Lease): void {
     worker.leases.delete(lease.id);
     worker.releaseExecutor(lease.executorIndex);
+    this.#releaseBuildExecutor(lease);
+    this.#dispatcher.schedule();
+  }
+
+  subjobFinished(worker: WorkerEntry, lease: Lease): void {
     if (!lease.isRevoked) {
       const run = this.#runs.get(lease.buildId);
       // The worker stopped early (its atoms were stopped): whatever has no result runs again.
@@ -483,16 +501,21 @@ export class BuildManager implements WorkerEvents {
     lease.consoles.clear();
     for (const upload of lease.uploads.values()) upload.abort();
     lease.uploads.clear();
+    this.#releaseBuildExecutor(lease);
     const run = this.#runs.get(lease.buildId);
-    if (!run) return;
-    run.releaseBuildExecutor(lease.workerId, lease.buildExecutorIndex);
-    if (!requeue || run.phase !== 'ready' || lease.unfinished.size === 0) return;
+    if (!run || !requeue || run.phase !== 'ready' || lease.unfinished.size === 0) return;
     const atomIds = [...lease.unfinished].sort((a, b) => a - b);
     this.#store.batcher.add(() => {
       for (const atomId of atomIds) this.#store.atoms.markRequeued(run.id, lease.subjobId, atomId);
     });
     run.requeueFront({ subjobId: lease.subjobId, atomIds, avoidWorkerId: null });
     this.#log.info({ buildId: run.id, subjobId: lease.subjobId, atoms: atomIds.length }, 'requeued unfinished atoms');
+  }
+
+  #releaseBuildExecutor(lease: Lease): void {
+    if (lease.hasReleasedBuildExecutor) return;
+    lease.hasReleasedBuildExecutor = true;
+    this.#runs.get(lease.buildId)?.releaseBuildExecutor(lease.workerId, lease.buildExecutorIndex);
   }
 
   /** Teardown once the worker has nothing of the build running and the build has nothing left to give. */

@@ -1,6 +1,6 @@
 import { readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { GitCache } from '../../shared/git.ts';
+import { repositoryKey, type GitCache } from '../../shared/git.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import type { ProjectSource } from '../../shared/protocol.ts';
 import { parseJobDefinition, parseJobFile, joinCommands, RESERVED_VARIABLES, type JobConfig } from '../../shared/job-config.ts';
@@ -19,10 +19,19 @@ const MAX_JOB_FILE_BYTES = 1024 * 1024;
 /** The name an inline `config` job gets when the request names none. */
 export const INLINE_JOB_NAME = 'ClusterRunnerJob';
 
+/** The key of a job's timing history: its project (folder, or repository and sub-folder) and its name. */
+export function timingKey(project: ProjectSource, jobName: string): string {
+  const where = project.type === 'directory'
+    ? `directory:${project.path}`
+    : `git:${repositoryKey(project.url)}:${project.subdirectory ?? ''}`;
+  return `${where}:${jobName}`;
+}
+
 export function toStoredJob(job: JobConfig, project: ProjectSource, remoteFiles: Readonly<Record<string, string>>): StoredJob {
   return {
     project,
     remoteFiles,
+    timingKey: timingKey(project, job.name),
     name: job.name,
     command: joinCommands(job.commands),
     setupCommand: job.setupBuild.length > 0 ? joinCommands(job.setupBuild) : null,

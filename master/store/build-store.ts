@@ -7,6 +7,8 @@ export interface StoredJob {
   /** Where workers get the project: the same folder, or the same repository at the same commit. */
   readonly project: ProjectSource;
   readonly remoteFiles: Readonly<Record<string, string>>;
+  /** Where this job's timing history lives: the same folder or repository (and sub-folder) and job name. */
+  readonly timingKey: string;
   readonly name: string;
   readonly command: string;
   readonly setupCommand: string | null;

@@ -64,6 +64,17 @@ const MIGRATIONS: readonly string[] = [
     last_seen REAL NOT NULL
   );
   `,
+  // 1: timing history, one row per job and atom string: the next build of the job plans with it.
+  `
+  CREATE TABLE timings (
+    job_key TEXT NOT NULL,
+    atom TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (job_key, atom)
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export function openDatabase(path: string): Db {

@@ -3,6 +3,7 @@ import { createBuildStore, type BuildStore } from './build-store.ts';
 import { createAtomStore, type AtomStore } from './atom-store.ts';
 import { createEventStore, type EventStore } from './event-store.ts';
 import { createWorkerStore, type WorkerStore } from './worker-store.ts';
+import { createTimingStore, type TimingStore } from './timing-store.ts';
 import { WriteBatcher } from './write-batcher.ts';
 
 export interface Store {
@@ -12,6 +13,7 @@ export interface Store {
   readonly atoms: AtomStore;
   readonly events: EventStore;
   readonly workers: WorkerStore;
+  readonly timings: TimingStore;
   close(): void;
 }
 
@@ -26,6 +28,7 @@ export function openStore(path: string): Store {
     atoms: createAtomStore(db),
     events: createEventStore(db, batcher),
     workers: createWorkerStore(db),
+    timings: createTimingStore(db, batcher),
     close() {
       if (isClosed) return;
       isClosed = true;

@@ -16,6 +16,12 @@ export interface WorkerEvents {
   atomOutput(worker: WorkerEntry, lease: Lease, message: Message<'atom_output'>): void;
   artifactChunk(worker: WorkerEntry, lease: Lease, header: ArtifactChunkHeader, bytes: Buffer): Promise<void>;
   atomFinished(worker: WorkerEntry, lease: Lease, message: Message<'atom_finished'>): Promise<void>;
+  /**
+   * The worker's executor is free again: called as soon as subjob_finished arrives, so the next subjob is
+   * not held up by the master still writing the last result's files.
+   */
+  executorFreed(worker: WorkerEntry, lease: Lease): void;
+  /** The same subjob_finished, in order after the lease's other messages: settles what is left of the lease. */
   subjobFinished(worker: WorkerEntry, lease: Lease): void;
   /** A lease the worker did not list when it came back: it no longer runs it. */
   leaseDropped(worker: WorkerEntry, lease: Lease): void;

@@ -25,6 +25,8 @@ export interface Lease {
   /** Atom ids with no accepted result yet. */
   readonly unfinished: Set<number>;
   isRevoked: boolean;
+  /** The build's executor slot was given back (when the worker freed it, or when the lease was revoked). */
+  hasReleasedBuildExecutor: boolean;
   /** Messages of one lease are handled strictly in order, each after the previous one's I/O. */
   chain: Promise<void>;
   readonly consoles: Map<number, ConsoleWriter>;

@@ -162,7 +162,10 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void 
           fail(`lease ${lease.id} belongs to build ${lease.buildId} subjob ${lease.subjobId}`);
           return;
         }
-        if (message.type === 'subjob_finished') inOrder(lease, () => deps.events.subjobFinished(current, lease));
+        if (message.type === 'subjob_finished') {
+          deps.events.executorFreed(current, lease);
+          inOrder(lease, () => deps.events.subjobFinished(current, lease));
+        }
         else if (lease.isRevoked) return;
         else if (message.type === 'atom_started') inOrder(lease, () => deps.events.atomStarted(current, lease, message));
         else if (message.type === 'atom_output') inOrder(lease, () => deps.events.atomOutput(current, lease, message));

@@ -4,7 +4,7 @@ import type { BuildRequest } from '../../master/builds/build-request.ts';
 import type { StoredJob } from '../../master/store/build-store.ts';
 
 const REQUEST = { type: 'directory', projectDirectory: '/p' } as BuildRequest;
-const JOB: StoredJob = { project: { type: 'directory', path: '/p' }, remoteFiles: {}, name: 'j', command: 'true', setupCommand: null, teardownCommand: null, maxExecutors: null, maxExecutorsPerWorker: null, atomTimeoutMs: null, retries: 0 };
+const JOB: StoredJob = { project: { type: 'directory', path: '/p' }, remoteFiles: {}, timingKey: 'k', name: 'j', command: 'true', setupCommand: null, teardownCommand: null, maxExecutors: null, maxExecutorsPerWorker: null, atomTimeoutMs: null, retries: 0 };
 
 function run(subjobs: number, atomsEach = 1, job: Partial<StoredJob> = {}): BuildRun {
   const r = new BuildRun(1, 0, REQUEST);

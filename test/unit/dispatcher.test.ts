@@ -14,7 +14,7 @@ function worker(id: number, executors: number): WorkerEntry {
 
 function run(id: number, subjobs: number, priority = 0, job: Partial<StoredJob> = {}): BuildRun {
   const r = new BuildRun(id, priority, { type: 'directory' } as BuildRequest);
-  r.job = { project: { type: 'directory', path: '/p' }, remoteFiles: {}, name: 'j', command: 'true', setupCommand: null, teardownCommand: null, maxExecutors: null, maxExecutorsPerWorker: null, atomTimeoutMs: null, retries: 0, ...job };
+  r.job = { project: { type: 'directory', path: '/p' }, remoteFiles: {}, timingKey: 'k', name: 'j', command: 'true', setupCommand: null, teardownCommand: null, maxExecutors: null, maxExecutorsPerWorker: null, atomTimeoutMs: null, retries: 0, ...job };
   r.load(Array.from({ length: subjobs }, (_, sid) => ({ id: sid, atoms: [{ id: 0, variable: 'X', value: String(sid), isComplete: false }] })));
   r.phase = 'ready';
   return r;
