@@ -182,7 +182,10 @@ export class WorkerDaemon {
   async #setup(message: SetupBuildMessage): Promise<void> {
     const existing = this.#builds.get(message.build_id);
     if (existing && existing.setup !== 'failed' && !existing.isTearingDown) {
-      this.#connection.send({ type: 'setup_finished', build_id: message.build_id, ok: existing.setup === 'ok', exit_code: 0, output_tail: '' });
+      // Asked again (a restarted master): a finished setup answers at once, a running one when it ends.
+      if (existing.setup === 'ok') {
+        this.#connection.send({ type: 'setup_finished', build_id: message.build_id, ok: true, exit_code: 0, output_tail: '' });
+      }
       return;
     }
     const build: WorkerBuild = {
@@ -331,8 +334,10 @@ export class WorkerDaemon {
       if (exitCode === 0) log.info('teardown finished');
       else log.warn({ exitCode, output: tail }, 'teardown failed');
     }
-    this.#builds.delete(buildId);
-    if (build.ownedDir !== null) await rm(build.ownedDir, { recursive: true, force: true }).catch(() => undefined);
+    // A new setup of the same build may have started meanwhile: its entry and its folder are not ours.
+    const isCurrent = this.#builds.get(buildId) === build;
+    if (isCurrent) this.#builds.delete(buildId);
+    if (isCurrent && build.ownedDir !== null) await rm(build.ownedDir, { recursive: true, force: true }).catch(() => undefined);
     this.#connection.send({ type: 'teardown_finished', build_id: buildId, ok: exitCode === null || exitCode === 0, exit_code: exitCode, output_tail: tail.slice(-60_000) });
   }
 
