@@ -51,7 +51,7 @@ export interface SafeExtractor {
 /** One item of an archive being written, with its path relative to the folder being packed, `/`-separated. */
 export type ArchiveEntry =
   | { readonly type: 'directory'; readonly path: string; readonly mtime: Date }
-  | { readonly type: 'file'; readonly path: string; readonly mtime: Date; readonly isExecutable: boolean }
+  | { readonly type: 'file'; readonly path: string; readonly mtime: Date; readonly isExecutable: boolean; readonly size?: number }
   /** Built in memory rather than read from disk (the build archive's `failures.txt`). */
   | { readonly type: 'content'; readonly path: string; readonly mtime: Date; readonly content: Buffer };
 
@@ -551,7 +551,7 @@ export async function* walkArchiveEntries(rootDir: string, under = ''): AsyncGen
       yield { type: 'directory', path: relative, mtime: stat.mtime };
       yield* walkArchiveEntries(rootDir, relative);
     } else if (stat.isFile()) {
-      yield { type: 'file', path: relative, mtime: stat.mtime, isExecutable: (stat.mode & 0o111) !== 0 };
+      yield { type: 'file', path: relative, mtime: stat.mtime, isExecutable: (stat.mode & 0o111) !== 0, size: stat.size };
     }
   }
 }

@@ -98,6 +98,8 @@ async function writeTarGz(rootDir: string, entries: readonly ArchiveEntry[], tar
   await pipeline(packTarGz(rootDir, entries), createTarget(target), { signal });
 }
 
+const MIN_COMPRESSED_BYTES = 1024;
+
 async function writeZip(rootDir: string, entries: readonly ArchiveEntry[], target: string, signal: AbortSignal): Promise<void> {
   const zip = new ZipFile();
   // yazl makes its output a PassThrough; the assertion gives access to destroy().
@@ -113,11 +115,14 @@ async function writeZip(rootDir: string, entries: readonly ArchiveEntry[], targe
         zip.addEmptyDirectory(entry.path, { mtime: entry.mtime });
         break;
       case 'content':
-        zip.addBuffer(entry.content, entry.path, { mtime: entry.mtime, mode: 0o100644 });
+        zip.addBuffer(entry.content, entry.path, { mtime: entry.mtime, mode: 0o100644, compress: entry.content.length >= MIN_COMPRESSED_BYTES });
         break;
       case 'file': {
         const mode = entry.isExecutable ? 0o100755 : 0o100644;
-        zip.addReadStreamLazy(entry.path, { mtime: entry.mtime, mode }, (callback) => {
+        // Deflating a few bytes gains nothing and costs a zlib stream per entry: most atoms' exit code, time
+        // and command files are tiny, and a build has thousands of them.
+        const compress = entry.size === undefined || entry.size >= MIN_COMPRESSED_BYTES;
+        zip.addReadStreamLazy(entry.path, { mtime: entry.mtime, mode, compress }, (callback) => {
           openArchiveFile(path.join(rootDir, entry.path)).then(
             (handle) => {
               const stream = handle.createReadStream();
