@@ -60,6 +60,9 @@ export function groupAtoms(atoms: readonly AtomValue[], history?: ReadonlyMap<st
       members.push(order[next++]!);
     }
     remaining -= size;
+    // Inside one subjob the order changes nothing for balance (one executor runs them all), so atoms keep
+    // their atomizer order there: artifact folders and console output read as the user wrote the job.
+    members.sort((a, b) => a - b);
     subjobs.push({
       id: subjobs.length,
       atoms: members.map((index, atomId) => ({

@@ -57,6 +57,11 @@ describe('grouping atoms into subjobs', () => {
     expect(plan[0]!.atoms[0]!.expectedTime).toBe(100);
   });
 
+  it('keeps atomizer order inside a subjob', () => {
+    const history = new Map([[key('first'), 0.002], [key('second'), 0.001], [key('third'), 0.003]]);
+    expect(names(groupAtoms(['first', 'second', 'third'].map(atom), history, { executors: 2 }))).toEqual([['first', 'second', 'third']]);
+  });
+
   it('groups very short atoms so the per-subjob cost stays small', () => {
     const atoms = Array.from({ length: 400 }, (_, i) => atom(`t${i}`));
     const history = new Map(atoms.map((a) => [key(a.value), 0.01]));
