@@ -6,6 +6,7 @@ import type { Store } from '../store/index.ts';
 import type { BuildManager } from '../builds/build-manager.ts';
 import type { BuildRecord } from '../store/build-store.ts';
 import { readConsolePage } from '../builds/console-files.ts';
+import { isTerminal } from '../builds/build-status.ts';
 import { CONSOLE_FILE, type ResultsLayout } from '../builds/results-layout.ts';
 import { join } from 'node:path';
 import { atomShape, buildShape, subjobShape } from './shapes.ts';
@@ -64,7 +65,9 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
     if (!build) throw notFound(`Invalid build id: ${id}.`);
     return build;
   };
-  const shape = (build: BuildRecord) => buildShape(build, store.atoms.listFailedAtoms(build.id), `${tree.prefix}${b}`);
+  // failed_atoms is shown only for terminal builds: a list of running builds costs no query per build.
+  const shape = (build: BuildRecord) =>
+    buildShape(build, isTerminal(build.status) ? store.atoms.listFailedAtoms(build.id) : null, `${tree.prefix}${b}`);
   const loadSubjob = (build: BuildRecord, raw: string | string[] | undefined) => {
     const id = pathId(raw, 'subjob');
     const subjob = store.atoms.getSubjob(build.id, id);
