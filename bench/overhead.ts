@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,7 +35,23 @@ async function rawSpawns(): Promise<number> {
   return (performance.now() - started) / 1000;
 }
 
-async function clusterRun(): Promise<number> {
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
+function processCpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+interface ClusterFigures {
+  readonly seconds: number;
+  readonly masterCpuS: number;
+  readonly workerCpuS: number;
+}
+
+async function clusterRun(): Promise<ClusterFigures> {
   const base = await mkdtemp(join(tmpdir(), 'cr-bench-'));
   const secret = randomBytes(16).toString('hex');
   const log = createSilentLogger();
@@ -59,6 +75,8 @@ async function clusterRun(): Promise<number> {
   try {
     const body = JSON.stringify({ type: 'directory', project_directory: base, config: { commands: ['true'], atomizers: [{ N: `seq 1 ${ATOMS}` }] } });
     const started = performance.now();
+    const cpuBefore = process.cpuUsage();
+    const workerCpuBefore = processCpuSeconds(worker.pid!);
     const response = await fetch(`${master.url}/v1/build`, { method: 'POST', body, headers: signRequest(secret, 'POST', '/v1/build', body) });
     const { build_id: id } = (await response.json()) as { build_id: number };
     for (;;) {
@@ -69,7 +87,9 @@ async function clusterRun(): Promise<number> {
       }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    return (performance.now() - started) / 1000;
+    const seconds = (performance.now() - started) / 1000;
+    const cpu = process.cpuUsage(cpuBefore);
+    return { seconds, masterCpuS: (cpu.user + cpu.system) / 1e6, workerCpuS: processCpuSeconds(worker.pid!) - workerCpuBefore };
   } finally {
     worker.kill('SIGTERM');
     await workerExited;
@@ -82,5 +102,8 @@ const raw = await rawSpawns();
 const cluster = await clusterRun();
 process.stdout.write(`overhead: ${ATOMS} atoms of \`true\`, 1 worker process x ${EXECUTORS} executors\n`);
 process.stdout.write(`  raw bash spawns, ${EXECUTORS} at a time: ${raw.toFixed(2)} s\n`);
-process.stdout.write(`  ClusterRunner, POST to terminal:      ${cluster.toFixed(2)} s\n`);
-process.stdout.write(`  ratio: ${(cluster / raw).toFixed(2)}\n`);
+process.stdout.write(`  ClusterRunner, POST to terminal:      ${cluster.seconds.toFixed(2)} s\n`);
+process.stdout.write(`  ratio: ${(cluster.seconds / raw).toFixed(2)} (target <= 1.5)\n`);
+// CPU per atom shows where the overhead is even on a busy machine, where wall times are noisy.
+const perAtomMs = (seconds: number) => ((seconds * 1000) / ATOMS).toFixed(2);
+process.stdout.write(`  CPU per atom: master ${perAtomMs(cluster.masterCpuS)} ms (incl. its threads), worker ${perAtomMs(cluster.workerCpuS)} ms (incl. spawning)\n`);

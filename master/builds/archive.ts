@@ -10,25 +10,41 @@ import { pipeline } from 'node:stream/promises';
 import { ZipFile } from 'yazl';
 import { ClusterRunnerError, errorMessage } from '../../shared/errors.ts';
 import { openArchiveFile, packTarGz, walkArchiveEntries, type ArchiveEntry } from '../../shared/archive.ts';
+import { atomFolderName, COMMAND_FILE, CONSOLE_FILE, EXIT_CODE_FILE, TIME_FILE } from './results-layout.ts';
 
 const ATOM_FOLDER = /^artifact_(\d+)_(\d+)$/;
 const FAILURES_FILE = 'failures.txt';
 
+/** One finished atom's recorded result: the archive writes its clusterrunner_* files from these values. */
+export interface AtomResultFiles {
+  readonly subjobId: number;
+  readonly atomId: number;
+  /** The atom command as it ran: `export VAR="value"; <job command>`. */
+  readonly command: string;
+  readonly exitCode: number;
+  readonly timeS: number;
+}
+
 export interface BuildArchiveOptions {
-  /** Holds the build's `artifact_<subjob>_<atom>` folders; anything else in it is left out. */
+  /** Holds the build's `artifact_<subjob>_<atom>` folders (console output, artifacts); anything else in it is left out. */
   readonly artifactsDir: string;
   readonly tarGzPath: string;
   readonly zipPath: string;
+  /** Every atom with a result; its folder gets the result files even if nothing of it is on disk. */
+  readonly results: readonly AtomResultFiles[];
   /** Folder names of the atoms that failed; `failures.txt` is written only when there is one. */
   readonly failures: readonly string[];
 }
 
+/** Written from the recorded result; a file of the same name in the folder (an artifact, say) never wins. */
+const RESULT_FILES = new Set([COMMAND_FILE, EXIT_CODE_FILE, TIME_FILE]);
+
 /**
- * artifactsDir holds exactly the build's `artifact_<subjob>_<atom>` folders. Writes both archives with the
- * same content: those folders at the archive root, plus `failures.txt` (the given names sorted with the
- * default string sort, one a line, no trailing newline) when failures is non-empty. Streams (never holds a
- * whole archive in memory), writes each to a temp file beside the target and renames it into place, so a
- * reader never sees a half-written archive.
+ * Writes both archives with the same content: one `artifact_<subjob>_<atom>` folder per atom that has a
+ * result or left files (SPEC §7), plus `failures.txt` (the given names sorted with the default string sort,
+ * one a line, no trailing newline) when failures is non-empty. One walk of the folders feeds both archives.
+ * Streams (never holds a whole archive in memory), writes each to a temp file beside the target and renames
+ * it into place, so a reader never sees a half-written archive.
  */
 export async function writeBuildArchives(options: BuildArchiveOptions): Promise<void> {
   const { artifactsDir, tarGzPath, zipPath } = options;
@@ -40,10 +56,13 @@ export async function writeBuildArchives(options: BuildArchiveOptions): Promise<
     throw error;
   };
   try {
-    const entries = await listBuildEntries(artifactsDir, options.failures);
+    const zip = startZip(artifactsDir, zipTemp, abort.signal);
+    // The tar pulls the listing at its own pace, and every entry it takes goes to the zip as well (yazl reads
+    // file contents itself, later), so both archives get exactly the same listing.
+    const entries = teeEntries(listBuildEntries(artifactsDir, options.results, options.failures), zip);
     const results = await Promise.allSettled([
       writeTarGz(artifactsDir, entries, tarGzTemp, abort.signal).catch(stopTheOther),
-      writeZip(artifactsDir, entries, zipTemp, abort.signal).catch(stopTheOther),
+      zip.done.catch(stopTheOther),
     ]);
     for (const result of results) {
       if (result.status === 'rejected') {
@@ -64,43 +83,68 @@ export async function writeBuildArchives(options: BuildArchiveOptions): Promise<
   }
 }
 
-/**
- * Everything both archives hold, in archive order. The listing (names, not contents) is held in memory so
- * both archives get exactly the same one, even if a late file appears meanwhile; yazl keeps a record per
- * entry until the end anyway.
- */
-async function listBuildEntries(artifactsDir: string, failures: readonly string[]): Promise<ArchiveEntry[]> {
-  const folders = (await readdir(artifactsDir))
-    .map((name) => ({ name, match: ATOM_FOLDER.exec(name) }))
-    .filter((folder): folder is { name: string; match: RegExpExecArray } => folder.match !== null)
-    // Numeric order (subjob, then atom), so artifact_2_0 comes before artifact_10_0 when the archive is listed.
+async function* teeEntries(entries: AsyncIterable<ArchiveEntry>, zip: ZipWriter): AsyncGenerator<ArchiveEntry> {
+  for await (const entry of entries) {
+    zip.add(entry);
+    yield entry;
+  }
+  zip.end();
+}
+
+/** Everything both archives hold, in archive order: folders in numeric order (artifact_2_0 before artifact_10_0). */
+async function* listBuildEntries(artifactsDir: string, results: readonly AtomResultFiles[], failures: readonly string[]): AsyncGenerator<ArchiveEntry> {
+  const onDisk = new Set((await readdir(artifactsDir)).filter((name) => ATOM_FOLDER.test(name)));
+  const byFolder = new Map(results.map((result) => [atomFolderName(result.subjobId, result.atomId), result]));
+  const folders = [...new Set([...byFolder.keys(), ...onDisk])]
+    .map((name) => ({ name, match: ATOM_FOLDER.exec(name)! }))
     .sort((a, b) => Number(a.match[1]) - Number(b.match[1]) || Number(a.match[2]) - Number(b.match[2]))
     .map((folder) => folder.name);
-  const entries: ArchiveEntry[] = [];
+  const now = new Date();
   for (const name of folders) {
-    const stat = await lstat(path.join(artifactsDir, name));
-    if (!stat.isDirectory()) {
-      continue;
+    const result = byFolder.get(name);
+    let mtime = now;
+    if (onDisk.has(name)) {
+      const stat = await lstat(path.join(artifactsDir, name));
+      if (!stat.isDirectory()) continue;
+      mtime = stat.mtime;
     }
-    entries.push({ type: 'directory', path: name, mtime: stat.mtime });
-    for await (const entry of walkArchiveEntries(artifactsDir, name)) {
-      entries.push(entry);
+    yield { type: 'directory', path: name, mtime };
+    let hasConsole = false;
+    if (onDisk.has(name)) {
+      for await (const entry of walkArchiveEntries(artifactsDir, name)) {
+        const file = entry.path.slice(name.length + 1);
+        if (result !== undefined && RESULT_FILES.has(file)) continue;
+        if (file === CONSOLE_FILE) hasConsole = true;
+        yield entry;
+      }
     }
+    if (result === undefined) continue;
+    const content = (file: string, text: string): ArchiveEntry => ({ type: 'content', path: `${name}/${file}`, mtime, content: Buffer.from(text) });
+    if (!hasConsole) yield content(CONSOLE_FILE, '');
+    yield content(COMMAND_FILE, `${result.command}\n`);
+    yield content(EXIT_CODE_FILE, `${result.exitCode}\n`);
+    yield content(TIME_FILE, `${result.timeS.toFixed(2)}\n`);
   }
   if (failures.length > 0) {
     const content = Buffer.from([...failures].sort().join('\n'));
-    entries.push({ type: 'content', path: FAILURES_FILE, mtime: new Date(), content });
+    yield { type: 'content', path: FAILURES_FILE, mtime: now, content };
   }
-  return entries;
 }
 
-async function writeTarGz(rootDir: string, entries: readonly ArchiveEntry[], target: string, signal: AbortSignal): Promise<void> {
+async function writeTarGz(rootDir: string, entries: AsyncIterable<ArchiveEntry>, target: string, signal: AbortSignal): Promise<void> {
   await pipeline(packTarGz(rootDir, entries), createTarget(target), { signal });
 }
 
 const MIN_COMPRESSED_BYTES = 1024;
 
-async function writeZip(rootDir: string, entries: readonly ArchiveEntry[], target: string, signal: AbortSignal): Promise<void> {
+interface ZipWriter {
+  add(entry: ArchiveEntry): void;
+  end(): void;
+  readonly done: Promise<void>;
+}
+
+/** A zip written as entries are added; done settles when it is on disk (or failed). */
+function startZip(rootDir: string, target: string, signal: AbortSignal): ZipWriter {
   const zip = new ZipFile();
   // yazl makes its output a PassThrough; the assertion gives access to destroy().
   const output = zip.outputStream as Readable;
@@ -109,7 +153,8 @@ async function writeZip(rootDir: string, entries: readonly ArchiveEntry[], targe
   let reading: Readable | undefined;
   // yazl pumps one file at a time; if the pipeline stops, the file being read must be closed too.
   output.once('close', () => reading?.destroy());
-  for (const entry of entries) {
+  const done = pipeline(output, createTarget(target), { signal });
+  const add = (entry: ArchiveEntry) => {
     switch (entry.type) {
       case 'directory':
         zip.addEmptyDirectory(entry.path, { mtime: entry.mtime });
@@ -119,8 +164,8 @@ async function writeZip(rootDir: string, entries: readonly ArchiveEntry[], targe
         break;
       case 'file': {
         const mode = entry.isExecutable ? 0o100755 : 0o100644;
-        // Deflating a few bytes gains nothing and costs a zlib stream per entry: most atoms' exit code, time
-        // and command files are tiny, and a build has thousands of them.
+        // Deflating a few bytes gains nothing and costs a zlib stream per entry: most atoms' console files are
+        // small, and a build has thousands of them.
         const compress = entry.size === undefined || entry.size >= MIN_COMPRESSED_BYTES;
         zip.addReadStreamLazy(entry.path, { mtime: entry.mtime, mode, compress }, (callback) => {
           openArchiveFile(path.join(rootDir, entry.path)).then(
@@ -141,9 +186,8 @@ async function writeZip(rootDir: string, entries: readonly ArchiveEntry[], targe
         throw new Error(`unknown archive entry ${JSON.stringify(unexpected)}`);
       }
     }
-  }
-  zip.end();
-  await pipeline(output, createTarget(target), { signal });
+  };
+  return { add, end: () => zip.end(), done };
 }
 
 /** `flush`: the data reaches the disk before the rename, so a crash cannot leave an empty archive in place. */

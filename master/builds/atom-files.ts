@@ -1,22 +1,23 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSafeExtractor } from '../../shared/archive.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import type { ArtifactUpload } from '../workers/worker-registry.ts';
 import { ConsoleWriter } from './console-files.ts';
-import { COMMAND_FILE, CONSOLE_FILE, EXIT_CODE_FILE, TIME_FILE } from './results-layout.ts';
+import { CONSOLE_FILE } from './results-layout.ts';
 
 /**
- * The files of one atom's result on the master (SPEC §7): its console output as it arrives, the artifacts
- * the worker sends, and the clusterrunner_* files written when its result is in.
+ * The files of one atom's result on the master (SPEC §7): its console output as it arrives and the
+ * artifacts the worker sends. The clusterrunner_command, _exit_code and _time files are not written per
+ * atom: SQLite holds those values, and the archive writes the files from them (archive.ts), which saves
+ * several file operations on every atom's path.
  */
 
-/** A fresh folder for a run of the atom, and the writer of its live console output. */
-export async function startAtomFolder(dir: string, maxConsoleBytes: number): Promise<ConsoleWriter> {
-  // A retry or a requeued run starts from a clean folder: one result per atom, never a mix of two.
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  return new ConsoleWriter(join(dir, CONSOLE_FILE), maxConsoleBytes);
+/** The writer of a run's live console output; a retry or requeued run starts from a clean folder. */
+export async function startAtomFolder(dir: string, maxConsoleBytes: number, isFirstRun: boolean): Promise<ConsoleWriter> {
+  // One result per atom, never a mix of two runs' files.
+  if (!isFirstRun) await rm(dir, { recursive: true, force: true });
+  return new ConsoleWriter(dir, maxConsoleBytes);
 }
 
 /** Unpacks the artifact tar.gz the worker streams, refusing anything unsafe (shared/archive.ts). */
@@ -53,18 +54,15 @@ export function createArtifactUpload(dir: string, limits: { maxBytes: number; ma
 }
 
 /**
- * Closes the atom's console and artifacts and writes its result files. Returns the exit code to record: a
- * result whose artifacts were refused or lost is a failure, whatever the command said, and the console
- * says why.
+ * Closes the atom's console and artifacts. Returns the exit code to record: a result whose artifacts were
+ * refused or lost is a failure, whatever the command said, and the console says why.
  */
-export async function writeAtomResult(options: {
+export async function closeAtomFiles(options: {
   dir: string;
   console: ConsoleWriter | undefined;
   upload: ArtifactUpload | undefined;
   hasArtifacts: boolean;
-  commandLine: string;
   exitCode: number;
-  timeS: number;
 }): Promise<number> {
   const problems: string[] = [];
   if (options.hasArtifacts) {
@@ -76,13 +74,8 @@ export async function writeAtomResult(options: {
     }
   }
   if (options.console) await options.console.close();
-  const { dir } = options;
-  if (problems.length > 0) await writeFile(join(dir, CONSOLE_FILE), `\n[ClusterRunner: ${problems.join('; ')}]\n`, { flag: 'a' });
-  const exitCode = problems.length > 0 && options.exitCode === 0 ? 1 : options.exitCode;
-  await Promise.all([
-    writeFile(join(dir, COMMAND_FILE), `${options.commandLine}\n`),
-    writeFile(join(dir, EXIT_CODE_FILE), `${exitCode}\n`),
-    writeFile(join(dir, TIME_FILE), `${options.timeS.toFixed(2)}\n`),
-  ]);
-  return exitCode;
+  if (problems.length === 0) return options.exitCode;
+  await mkdir(options.dir, { recursive: true });
+  await appendFile(join(options.dir, CONSOLE_FILE), `\n[ClusterRunner: ${problems.join('; ')}]\n`);
+  return options.exitCode === 0 ? 1 : options.exitCode;
 }

@@ -15,12 +15,12 @@ import type { WorkerEvents } from '../workers/worker-events.ts';
 import { BuildRun, type WorkItem } from './build-run.ts';
 import { parseBuildRequest, redactRequestParams, type BuildRequest } from './build-request.ts';
 import { isTerminal, type TerminalStatus } from './build-status.ts';
-import { createArtifactUpload, startAtomFolder, writeAtomResult } from './atom-files.ts';
+import { closeAtomFiles, createArtifactUpload, startAtomFolder } from './atom-files.ts';
 import { groupAtoms } from './grouping.ts';
 import { prepareDirectoryBuild, prepareGitBuild, type PreparedBuild } from './prepare.ts';
 import { validateGitSource, type GitCache } from '../../shared/git.ts';
 import { ProjectSnapshots } from './project-snapshot.ts';
-import { writeBuildArchives } from './archive.ts';
+import { writeBuildArchives, type AtomResultFiles } from './archive.ts';
 import { atomFolderName, type ResultsLayout } from './results-layout.ts';
 
 type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
@@ -211,12 +211,14 @@ export class BuildManager implements WorkerEvents {
 
   #loadPlan(run: BuildRun): void {
     const bySubjob = new Map<number, { id: number; atoms: { id: number; variable: string; value: string; isComplete: boolean }[] }>();
-    for (const atom of this.#store.atoms.listBuildAtoms(run.id)) {
+    const atoms = this.#store.atoms.listBuildAtoms(run.id);
+    for (const atom of atoms) {
       let subjob = bySubjob.get(atom.subjobId);
       if (!subjob) bySubjob.set(atom.subjobId, (subjob = { id: atom.subjobId, atoms: [] }));
       subjob.atoms.push({ id: atom.id, variable: atom.variable, value: atom.value, isComplete: atom.state === 'COMPLETED' });
     }
     run.load([...bySubjob.values()]);
+    for (const atom of atoms) run.restoreAttempts(atom.subjobId, atom.id, atom.attempts);
   }
 
   #makeReady(run: BuildRun): void {
@@ -394,7 +396,7 @@ export class BuildManager implements WorkerEvents {
     const attempt = run.countAttempt(lease.subjobId, message.atom_id);
     const dir = this.#layout.atomDir(run.id, lease.subjobId, message.atom_id);
     lease.consoles.get(message.atom_id)?.close().catch(() => undefined);
-    lease.consoles.set(message.atom_id, await startAtomFolder(dir, this.#settings.maxConsoleBytes));
+    lease.consoles.set(message.atom_id, await startAtomFolder(dir, this.#settings.maxConsoleBytes, attempt === 1));
     this.#store.batcher.add(() => this.#store.atoms.markStarted(run.id, lease.subjobId, message.atom_id, worker.name));
     this.#store.events.append('ATOM_START', {
       build_id: run.id, subjob_id: lease.subjobId, atom_id: message.atom_id, worker: worker.name, attempt,
@@ -429,14 +431,12 @@ export class BuildManager implements WorkerEvents {
     const atom = run.atoms[lease.subjobId]![atomId]!;
     let exitCode: number;
     try {
-      exitCode = await writeAtomResult({
+      exitCode = await closeAtomFiles({
         dir: this.#layout.atomDir(run.id, lease.subjobId, atomId),
         console,
         upload,
         hasArtifacts: message.has_artifacts,
-        commandLine: `${atomCommandString(atom.variable, atom.value)} ${run.job!.command}`,
         exitCode: message.exit_code,
-        timeS: message.time_s,
       });
     } catch (error) {
       // Without its files the atom's result cannot be trusted: it stays unfinished and runs again when
@@ -580,6 +580,7 @@ export class BuildManager implements WorkerEvents {
         artifactsDir: this.#layout.artifactsDir(run.id),
         tarGzPath: this.#layout.tarGz(run.id),
         zipPath: this.#layout.zip(run.id),
+        results: this.#atomResults(run),
         failures,
       });
       this.#store.builds.setArtifactsReady(run.id);
@@ -605,6 +606,23 @@ export class BuildManager implements WorkerEvents {
     this.#updateQueueDepth();
     this.#log.info({ buildId: run.id, status: finalStatus }, 'build finished');
     this.#dispatcher.schedule();
+  }
+
+  /** Every accepted result of the build, as the archive writes it (SPEC §7). */
+  #atomResults(run: BuildRun): AtomResultFiles[] {
+    const command = run.job?.command ?? '';
+    const results: AtomResultFiles[] = [];
+    for (const atom of this.#store.atoms.listBuildAtoms(run.id)) {
+      if (atom.state !== 'COMPLETED' || atom.exitCode === null) continue;
+      results.push({
+        subjobId: atom.subjobId,
+        atomId: atom.id,
+        command: `${atomCommandString(atom.variable, atom.value)} ${command}`,
+        exitCode: atom.exitCode,
+        timeS: atom.actualTime ?? 0,
+      });
+    }
+    return results;
   }
 
   #updateQueueDepth(): void {

@@ -151,6 +151,11 @@ export class BuildRun {
     return attempt;
   }
 
+  /** After a master restart: the runs SQLite recorded still count (retries, a clean folder for the next). */
+  restoreAttempts(subjobId: number, atomId: number, attempts: number): void {
+    if (attempts > 0) this.#attempts.set(`${subjobId}/${atomId}`, attempts);
+  }
+
   attemptsOf(subjobId: number, atomId: number): number {
     return this.#attempts.get(`${subjobId}/${atomId}`) ?? 0;
   }

@@ -1,6 +1,8 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { badRequest } from '../../shared/errors.ts';
+import { CONSOLE_FILE } from './results-layout.ts';
 
 export interface ConsolePage {
   readonly offset_line: number;
@@ -46,42 +48,68 @@ export async function readConsolePage(path: string, maxLines: number, offsetLine
 
 /**
  * Appends one atom's live output to its console file as it arrives, up to a byte limit; past the limit the
- * rest is dropped and one note says so, so a runaway atom cannot fill the master's disk.
+ * rest is dropped and one note says so, so a runaway atom cannot fill the master's disk. The atom's folder
+ * and file are made at the first output: most atoms of a big suite print little or nothing, and a file
+ * per atom that never gets a byte is pure overhead (the archive still holds an empty console file).
  */
 export class ConsoleWriter {
-  readonly #stream: WriteStream;
+  readonly #dir: string;
+  readonly #path: string;
   readonly #maxBytes: number;
+  #stream: WriteStream | null = null;
   #bytes = 0;
   #isTruncated = false;
   #closed: Promise<void> | null = null;
   #error: Error | null = null;
 
-  constructor(path: string, maxBytes: number) {
+  constructor(dir: string, maxBytes: number) {
+    this.#dir = dir;
+    this.#path = join(dir, CONSOLE_FILE);
     this.#maxBytes = maxBytes;
-    this.#stream = createWriteStream(path, { flags: 'w' });
-    this.#stream.on('error', (error) => {
-      this.#error = error;
-    });
   }
 
   write(data: string): void {
-    if (this.#isTruncated || this.#closed || this.#error) return;
+    if (this.#isTruncated || this.#closed || this.#error || data.length === 0) return;
+    const stream = this.#stream ?? this.#open();
+    if (stream === null) return;
     const bytes = Buffer.byteLength(data);
     if (this.#bytes + bytes > this.#maxBytes) {
       this.#isTruncated = true;
-      this.#stream.write(`\n[ClusterRunner: console output cut at ${this.#maxBytes} bytes (max_console_bytes)]\n`);
+      stream.write(`\n[ClusterRunner: console output cut at ${this.#maxBytes} bytes (max_console_bytes)]\n`);
       return;
     }
     this.#bytes += bytes;
-    this.#stream.write(data);
+    stream.write(data);
   }
 
   /** Resolves once everything is on disk; rejects if the file could not be written (a full disk). */
   close(): Promise<void> {
     this.#closed ??= new Promise<void>((resolve, reject) => {
-      this.#stream.end(() => (this.#error ? reject(this.#error) : resolve()));
-      this.#stream.once('error', reject);
+      const stream = this.#stream;
+      if (stream === null) {
+        if (this.#error) reject(this.#error);
+        else resolve();
+        return;
+      }
+      stream.end(() => (this.#error ? reject(this.#error) : resolve()));
+      stream.once('error', reject);
     });
     return this.#closed;
+  }
+
+  #open(): WriteStream | null {
+    try {
+      // Synchronous, once per atom that prints: the writes queued behind it keep their order for free.
+      mkdirSync(this.#dir, { recursive: true });
+    } catch (error) {
+      this.#error = error as Error;
+      return null;
+    }
+    const stream = createWriteStream(this.#path, { flags: 'w' });
+    stream.on('error', (error) => {
+      this.#error = error;
+    });
+    this.#stream = stream;
+    return stream;
   }
 }

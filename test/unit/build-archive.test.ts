@@ -90,7 +90,7 @@ describe('writeBuildArchives', () => {
     await symlink(path.join(artifactsDir, 'artifact_1_0'), path.join(artifactsDir, 'artifact_5_0'));
     await symlink('/etc/passwd', path.join(artifactsDir, 'artifact_1_0/passwd-link'));
 
-    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: ['artifact_3_0', 'artifact_10_0'] });
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, results: [], failures: ['artifact_3_0', 'artifact_10_0'] });
 
     const expectedFiles = [
       'artifact_1_0/',
@@ -136,7 +136,7 @@ describe('writeBuildArchives', () => {
   it('leaves failures.txt out when no atom failed', async () => {
     await writeAtom('artifact_0_0', { clusterrunner_exit_code: '0\n' });
 
-    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: [] });
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, results: [], failures: [] });
 
     const expected = ['artifact_0_0/', 'artifact_0_0/clusterrunner_exit_code'];
     expect(tarListing(tarGzPath)).toEqual(expected);
@@ -144,14 +144,14 @@ describe('writeBuildArchives', () => {
   });
 
   it('writes valid empty archives for an empty artifacts folder', async () => {
-    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: [] });
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, results: [], failures: [] });
 
     expect(tarListing(tarGzPath)).toEqual([]);
     expect(zipListing(zipPath)).toEqual([]);
   });
 
   it('holds only failures.txt when every atom failed before writing anything', async () => {
-    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: ['artifact_0_0'] });
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, results: [], failures: ['artifact_0_0'] });
 
     expect(tarListing(tarGzPath)).toEqual(['failures.txt']);
     expect(zipListing(zipPath)).toEqual(['failures.txt']);
@@ -159,10 +159,10 @@ describe('writeBuildArchives', () => {
 
   it('replaces archives written before', async () => {
     await writeAtom('artifact_0_0', { first: '1' });
-    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: [] });
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, results: [], failures: [] });
     await writeAtom('artifact_1_0', { second: '2' });
 
-    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: [] });
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, results: [], failures: [] });
 
     const expected = ['artifact_0_0/', 'artifact_0_0/first', 'artifact_1_0/', 'artifact_1_0/second'];
     expect(tarListing(tarGzPath)).toEqual(expected);
@@ -172,7 +172,7 @@ describe('writeBuildArchives', () => {
   it('fails without leaving archives or temp files when the artifacts folder is missing', async () => {
     await rm(artifactsDir, { recursive: true });
 
-    await expect(writeBuildArchives({ artifactsDir, tarGzPath, zipPath, failures: [] })).rejects.toMatchObject({
+    await expect(writeBuildArchives({ artifactsDir, tarGzPath, zipPath, results: [], failures: [] })).rejects.toMatchObject({
       code: 'ARCHIVE_WRITE_FAILED',
     });
     expect(await readdir(workDir)).toEqual([]);
@@ -182,8 +182,40 @@ describe('writeBuildArchives', () => {
     await writeAtom('artifact_0_0', { big: randomBytes(2_000_000) });
 
     await expect(
-      writeBuildArchives({ artifactsDir, tarGzPath: path.join(workDir, 'missing', 'artifacts.tar.gz'), zipPath, failures: [] }),
+      writeBuildArchives({ artifactsDir, tarGzPath: path.join(workDir, 'missing', 'artifacts.tar.gz'), zipPath, results: [], failures: [] }),
     ).rejects.toMatchObject({ code: 'ARCHIVE_WRITE_FAILED' });
     expect(await readdir(workDir)).toEqual(['artifacts']);
+  });
+
+  it('writes each finished atom\'s result files from its recorded result, beside what is on disk', async () => {
+    // Atom 0_0 printed and wrote an artifact (and tried to fake its exit code); 1_0 left nothing on disk;
+    // 2_0 started but has no result (a canceled build): only its console output goes in.
+    await writeAtom('artifact_0_0', { clusterrunner_console_output: 'hello\n', clusterrunner_exit_code: '0\n', 'report.xml': '<r/>' });
+    await writeAtom('artifact_2_0', { clusterrunner_console_output: 'partial\n' });
+    const results = [
+      { subjobId: 0, atomId: 0, command: 'export N="1"; ./test.sh', exitCode: 3, timeS: 1.234 },
+      { subjobId: 1, atomId: 0, command: 'export N="2"; ./test.sh', exitCode: 0, timeS: 0 },
+    ];
+
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, results, failures: ['artifact_0_0'] });
+
+    const expected = [
+      'artifact_0_0/', 'artifact_0_0/clusterrunner_command', 'artifact_0_0/clusterrunner_console_output',
+      'artifact_0_0/clusterrunner_exit_code', 'artifact_0_0/clusterrunner_time', 'artifact_0_0/report.xml',
+      'artifact_1_0/', 'artifact_1_0/clusterrunner_command', 'artifact_1_0/clusterrunner_console_output',
+      'artifact_1_0/clusterrunner_exit_code', 'artifact_1_0/clusterrunner_time',
+      'artifact_2_0/', 'artifact_2_0/clusterrunner_console_output', 'failures.txt',
+    ];
+    expect(tarListing(tarGzPath)).toEqual(expected);
+    const fromZip = path.join(workDir, 'from-zip');
+    expect(zipListing(zipPath, fromZip)).toEqual(expected);
+    const read = (relative: string) => readFile(path.join(fromZip, relative), 'utf8');
+    expect(await read('artifact_0_0/clusterrunner_exit_code')).toBe('3\n');
+    expect(await read('artifact_0_0/clusterrunner_time')).toBe('1.23\n');
+    expect(await read('artifact_0_0/clusterrunner_command')).toBe('export N="1"; ./test.sh\n');
+    expect(await read('artifact_0_0/clusterrunner_console_output')).toBe('hello\n');
+    expect(await read('artifact_1_0/clusterrunner_console_output')).toBe('');
+    expect(await read('artifact_1_0/clusterrunner_exit_code')).toBe('0\n');
+    expect(await read('artifact_1_0/clusterrunner_time')).toBe('0.00\n');
   });
 });
