@@ -45,6 +45,7 @@ export class MasterConnection {
   #reconnectTimer: NodeJS.Timeout | null = null;
   #queue: WorkerMessage[] = [];
   #droppedOutput = 0;
+  #queuedOutputChars = 0;
   #waiters: (() => void)[] = [];
 
   constructor(options: ConnectionOptions) {
@@ -80,7 +81,16 @@ export class MasterConnection {
       socket.send(JSON.stringify(message));
       return;
     }
-    if (message.type === 'atom_output' || message.type === 'heartbeat') return;
+    if (message.type === 'heartbeat') return;
+    if (message.type === 'atom_output') {
+      // Executors stop reading their commands' output while the master is away, so little arrives here (the
+      // chunk in hand when the connection went); kept, so a resumed atom's console output has no hole.
+      if (this.#queuedOutputChars + message.data.length > MAX_BUFFERED_BYTES) {
+        this.#droppedOutput++;
+        return;
+      }
+      this.#queuedOutputChars += message.data.length;
+    }
     if (this.#queue.length >= MAX_QUEUED_MESSAGES) {
       this.#options.log.error({ type: message.type }, 'message queue for the master is full; dropping a message');
       return;
@@ -108,9 +118,18 @@ export class MasterConnection {
     }
   }
 
+  /** Leases with results still waiting to be sent: the master must hear of them on reconnect. */
+  queuedLeaseIds(): Set<string> {
+    const ids = new Set<string>();
+    for (const message of this.#queue) if ('lease_id' in message) ids.add(message.lease_id);
+    return ids;
+  }
+
   /** Drops queued messages of leases the master no longer honours. */
   dropQueued(predicate: (message: WorkerMessage) => boolean): void {
     this.#queue = this.#queue.filter((message) => !predicate(message));
+    this.#queuedOutputChars = 0;
+    for (const message of this.#queue) if (message.type === 'atom_output') this.#queuedOutputChars += message.data.length;
   }
 
   /** Closes for good; a clean close tells the master this worker left on purpose. */
@@ -192,6 +211,7 @@ export class MasterConnection {
     this.#options.onRegistered(workerId, resumed);
     const queued = this.#queue;
     this.#queue = [];
+    this.#queuedOutputChars = 0;
     for (const message of queued) socket.send(JSON.stringify(message));
     if (this.#droppedOutput > 0) {
       this.#options.log.warn({ chunks: this.#droppedOutput }, 'dropped console output while the master was slow or away');

@@ -121,7 +121,11 @@ export class WorkerDaemon {
       session_id: this.#sessionId,
       heartbeat_interval_ms: this.#options.heartbeatIntervalMs,
       heartbeat_failure_threshold: this.#options.heartbeatFailureThreshold,
-      resume: this.#workerId === null ? null : { worker_id: this.#workerId, leases: [...this.#running.keys()] },
+      // A subjob that ended while the master was away still has its results queued: it is resumed too.
+      resume: this.#workerId === null ? null : {
+        worker_id: this.#workerId,
+        leases: [...new Set([...this.#running.keys(), ...this.#connection.queuedLeaseIds()])].slice(0, 1024),
+      },
     };
   }
 

@@ -20,6 +20,8 @@ import { groupAtoms } from './grouping.ts';
 import { prepareDirectoryBuild, prepareGitBuild, type PreparedBuild } from './prepare.ts';
 import { validateGitSource, type GitCache } from '../../shared/git.ts';
 import { ProjectSnapshots } from './project-snapshot.ts';
+import { ConsoleWriter } from './console-files.ts';
+import type { StoredLease } from '../store/lease-store.ts';
 import { writeBuildArchives, type AtomResultFiles } from './archive.ts';
 import { atomFolderName, type ResultsLayout } from './results-layout.ts';
 
@@ -31,6 +33,22 @@ export type BuildSettings = Pick<Conf,
 
 /** Setup may fail on this many workers in all before the build gives up (SPEC §5). */
 const MAX_SETUP_FAILURES = 3;
+
+/**
+ * How long a restarted master keeps the leases of the work that was running, for their workers to come back
+ * and resume them. Workers retry with backoff capped at 10 s (worker/connection.ts), so most are back within
+ * a few seconds; after this the work runs again elsewhere.
+ */
+const RESTART_RESUME_MS = 15_000;
+
+/** A lease from before a restart, waiting for its worker to come back. */
+interface OrphanLease {
+  readonly stored: StoredLease;
+  /** Atoms of the lease with no result yet. */
+  readonly unfinished: readonly number[];
+  /** Of those, the ones that had started: their console output goes on where it stopped. */
+  readonly started: readonly number[];
+}
 
 /**
  * Owns every unfinished build: prepares it, hands its work to the dispatcher, takes results from worker
@@ -50,6 +68,8 @@ export class BuildManager implements WorkerEvents {
   readonly #dispatcher: Dispatcher;
   readonly #preparations: PQueue;
   readonly #finishing = new Set<Promise<void>>();
+  readonly #orphans = new Map<string, OrphanLease>();
+  #orphanTimer: NodeJS.Timeout | null = null;
   #noWorkerTimer: NodeJS.Timeout | null = null;
   #isClosed = false;
 
@@ -82,16 +102,92 @@ export class BuildManager implements WorkerEvents {
         this.#enqueuePreparation(run);
         continue;
       }
-      this.#store.atoms.resetInProgress(run.id);
       run.job = record.job;
       run.projectDir = record.projectDir;
       run.hasWorker = record.status === 'BUILDING';
-      this.#loadPlan(run);
+      this.#loadPlan(run, this.#holdLeases(run));
       this.#log.info({ buildId: run.id, remainingAtoms: run.remainingAtoms }, 'resuming build after restart');
       if (run.remainingAtoms === 0) this.#finishInBackground(run, this.#outcome(run));
       else this.#makeReady(run);
     }
+    if (this.#orphans.size > 0) {
+      this.#log.info({ leases: this.#orphans.size, waitMs: RESTART_RESUME_MS }, 'keeping the leases that were running for their workers to resume');
+      this.#orphanTimer = setTimeout(() => this.#releaseOrphans(), RESTART_RESUME_MS);
+      this.#orphanTimer.unref();
+    }
     this.#updateQueueDepth();
+  }
+
+  /** The leases of a build that were live when the last master stopped; returns the atoms they hold. */
+  #holdLeases(run: BuildRun): Map<string, 'held'> {
+    const atoms = new Map(this.#store.atoms.listBuildAtoms(run.id).map((atom) => [`${atom.subjobId}/${atom.id}`, atom]));
+    const held = new Map<string, 'held'>();
+    for (const stored of this.#store.leases.listBuild(run.id)) {
+      const unfinished = stored.atomIds.filter((atomId) => atoms.get(`${stored.subjobId}/${atomId}`)?.state !== 'COMPLETED');
+      const started = unfinished.filter((atomId) => atoms.get(`${stored.subjobId}/${atomId}`)?.state === 'IN_PROGRESS');
+      for (const atomId of unfinished) held.set(`${stored.subjobId}/${atomId}`, 'held');
+      run.holdBuildExecutor(stored.buildExecutorIndex);
+      this.#orphans.set(stored.id, { stored, unfinished, started });
+    }
+    return held;
+  }
+
+  /** Workers that did not come back in time: what their leases held runs again, at the front of the queue. */
+  #releaseOrphans(): void {
+    this.#orphanTimer = null;
+    for (const [id, orphan] of this.#orphans) {
+      this.#orphans.delete(id);
+      this.#store.leases.remove(id);
+      const run = this.#runs.get(orphan.stored.buildId);
+      if (!run || run.phase !== 'ready') continue;
+      run.releaseHeldBuildExecutor(orphan.stored.buildExecutorIndex);
+      if (orphan.unfinished.length === 0) continue;
+      const { subjobId } = orphan.stored;
+      this.#store.batcher.add(() => {
+        for (const atomId of orphan.unfinished) this.#store.atoms.markRequeued(run.id, subjobId, atomId);
+      });
+      run.requeueFront({ subjobId, atomIds: orphan.unfinished, avoidWorkerId: null });
+      this.#log.info({ buildId: run.id, subjobId, atoms: orphan.unfinished.length }, 'worker did not come back after the restart; its atoms run again');
+    }
+    this.#dispatcher.schedule();
+  }
+
+  adoptLeases(worker: WorkerEntry, leaseIds: readonly string[]): string[] {
+    const adopted: string[] = [];
+    for (const id of leaseIds) {
+      const orphan = this.#orphans.get(id);
+      // Only the very process the lease went to (its session) may resume it.
+      if (!orphan || orphan.stored.sessionId !== worker.sessionId) continue;
+      const run = this.#runs.get(orphan.stored.buildId);
+      if (!run || run.phase !== 'ready' || !worker.claimExecutor(orphan.stored.executorIndex)) continue;
+      this.#orphans.delete(id);
+      run.adoptBuildExecutor(worker.id);
+      const { stored } = orphan;
+      const lease: Lease = {
+        id,
+        workerId: worker.id,
+        buildId: run.id,
+        subjobId: stored.subjobId,
+        executorIndex: stored.executorIndex,
+        buildExecutorIndex: stored.buildExecutorIndex,
+        unfinished: new Set(orphan.unfinished),
+        isRevoked: false,
+        hasReleasedBuildExecutor: false,
+        chain: Promise.resolve(),
+        consoles: new Map(),
+        uploads: new Map(),
+      };
+      for (const atomId of orphan.started) {
+        const dir = this.#layout.atomDir(run.id, stored.subjobId, atomId);
+        lease.consoles.set(atomId, new ConsoleWriter(dir, this.#settings.maxConsoleBytes, { append: true }));
+      }
+      worker.leases.set(id, lease);
+      // It set the build up before the restart, and still has it.
+      worker.builds.set(run.id, 'ready');
+      adopted.push(id);
+      this.#log.info({ buildId: run.id, subjobId: stored.subjobId, workerId: worker.id, leaseId: id }, 'lease resumed after the restart');
+    }
+    return adopted;
   }
 
   // ---- the API side -------------------------------------------------------------------------------------
@@ -136,6 +232,7 @@ export class BuildManager implements WorkerEvents {
     this.#isClosed = true;
     this.#dispatcher.close();
     if (this.#noWorkerTimer) clearTimeout(this.#noWorkerTimer);
+    if (this.#orphanTimer) clearTimeout(this.#orphanTimer);
     for (const run of this.#runs.values()) run.abort.abort();
     this.#preparations.clear();
     await Promise.allSettled([...this.#finishing]);
@@ -209,14 +306,21 @@ export class BuildManager implements WorkerEvents {
     return Math.max(1, Math.min(executors, maxExecutors ?? Number.POSITIVE_INFINITY));
   }
 
-  #loadPlan(run: BuildRun): void {
-    const bySubjob = new Map<number, { id: number; atoms: { id: number; variable: string; value: string; isComplete: boolean }[] }>();
+  /** A restarted master's view of a build: done atoms stay done, held ones wait for their worker, the rest queue. */
+  #loadPlan(run: BuildRun, held: ReadonlyMap<string, 'held'>): void {
+    const bySubjob = new Map<number, { id: number; atoms: { id: number; variable: string; value: string; isComplete: boolean; isHeld: boolean }[] }>();
     const atoms = this.#store.atoms.listBuildAtoms(run.id);
+    const requeued: { subjobId: number; id: number }[] = [];
     for (const atom of atoms) {
       let subjob = bySubjob.get(atom.subjobId);
       if (!subjob) bySubjob.set(atom.subjobId, (subjob = { id: atom.subjobId, atoms: [] }));
-      subjob.atoms.push({ id: atom.id, variable: atom.variable, value: atom.value, isComplete: atom.state === 'COMPLETED' });
+      const isHeld = held.has(`${atom.subjobId}/${atom.id}`);
+      if (atom.state === 'IN_PROGRESS' && !isHeld) requeued.push(atom);
+      subjob.atoms.push({ id: atom.id, variable: atom.variable, value: atom.value, isComplete: atom.state === 'COMPLETED', isHeld });
     }
+    this.#store.batcher.add(() => {
+      for (const atom of requeued) this.#store.atoms.markRequeued(run.id, atom.subjobId, atom.id);
+    });
     run.load([...bySubjob.values()]);
     for (const atom of atoms) run.restoreAttempts(atom.subjobId, atom.id, atom.attempts);
   }
@@ -292,6 +396,10 @@ export class BuildManager implements WorkerEvents {
       uploads: new Map(),
     };
     worker.leases.set(lease.id, lease);
+    this.#store.leases.add({
+      id: lease.id, buildId: run.id, subjobId: item.subjobId, workerName: worker.name, sessionId: worker.sessionId,
+      executorIndex: lease.executorIndex, buildExecutorIndex: lease.buildExecutorIndex, atomIds: item.atomIds,
+    });
     const atoms = run.atoms[item.subjobId]!;
     worker.send({
       type: 'run_subjob',
@@ -476,6 +584,7 @@ export class BuildManager implements WorkerEvents {
 
   executorFreed(worker: WorkerEntry, lease: Lease): void {
     worker.leases.delete(lease.id);
+    this.#store.leases.remove(lease.id);
     worker.releaseExecutor(lease.executorIndex);
     this.#releaseBuildExecutor(lease);
     this.#dispatcher.schedule();
@@ -497,6 +606,7 @@ export class BuildManager implements WorkerEvents {
   #revoke(lease: Lease, requeue: boolean): void {
     if (lease.isRevoked) return;
     lease.isRevoked = true;
+    this.#store.leases.remove(lease.id);
     for (const console of lease.consoles.values()) console.close().catch(() => undefined);
     lease.consoles.clear();
     for (const upload of lease.uploads.values()) upload.abort();
@@ -556,6 +666,8 @@ export class BuildManager implements WorkerEvents {
     run.abort.abort();
     this.#dispatcher.removeRun(run);
     run.clearPendingWork();
+    this.#store.leases.removeBuild(run.id);
+    for (const [id, orphan] of this.#orphans) if (orphan.stored.buildId === run.id) this.#orphans.delete(id);
     for (const worker of this.#registry.all()) {
       const leases = [...worker.leases.values()].filter((lease) => lease.buildId === run.id && !lease.isRevoked);
       for (const lease of leases) this.#revoke(lease, false);

@@ -52,8 +52,11 @@ export class BuildRun {
     this.request = request;
   }
 
-  /** Loads the plan; subjobs whose atoms all have results count as complete and are not queued. */
-  load(subjobs: readonly { id: number; atoms: readonly (RunAtom & { id: number; isComplete: boolean })[] }[]): void {
+  /**
+   * Loads the plan; subjobs whose atoms all have results count as complete and are not queued. Held atoms
+   * (a restarted master waiting for their worker to come back) count as remaining but are not queued.
+   */
+  load(subjobs: readonly { id: number; atoms: readonly (RunAtom & { id: number; isComplete: boolean; isHeld?: boolean })[] }[]): void {
     this.atoms = [];
     this.#queue = [];
     this.#queueHead = 0;
@@ -68,7 +71,8 @@ export class BuildRun {
       }
       this.remainingAtoms += open.length;
       this.#remainingPerSubjob.set(subjob.id, open.length);
-      this.#queue.push({ subjobId: subjob.id, atomIds: open, avoidWorkerId: null });
+      const queued = subjob.atoms.filter((atom) => !atom.isComplete && atom.isHeld !== true).map((atom) => atom.id);
+      if (queued.length > 0) this.#queue.push({ subjobId: subjob.id, atomIds: queued, avoidWorkerId: null });
     }
   }
 
@@ -133,6 +137,24 @@ export class BuildRun {
       return this.#freeBuildExecutors.shift()!;
     }
     return this.#nextBuildExecutor++;
+  }
+
+  /** A restarted master keeps the index of a lease that may resume, so no other executor gets it meanwhile. */
+  holdBuildExecutor(index: number): void {
+    this.#nextBuildExecutor = Math.max(this.#nextBuildExecutor, index + 1);
+    const free = this.#freeBuildExecutors.indexOf(index);
+    if (free >= 0) this.#freeBuildExecutors.splice(free, 1);
+  }
+
+  /** The held index is in use again: its lease resumed on this worker. */
+  adoptBuildExecutor(workerId: number): void {
+    this.executorsInUse++;
+    this.executorsPerWorker.set(workerId, (this.executorsPerWorker.get(workerId) ?? 0) + 1);
+  }
+
+  /** Its lease did not come back: the index is free for others. */
+  releaseHeldBuildExecutor(index: number): void {
+    this.#freeBuildExecutors.push(index);
   }
 
   releaseBuildExecutor(workerId: number, index: number): void {

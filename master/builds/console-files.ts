@@ -61,8 +61,11 @@ export class ConsoleWriter {
   #isTruncated = false;
   #closed: Promise<void> | null = null;
   #error: Error | null = null;
+  readonly #flags: 'w' | 'a';
 
-  constructor(dir: string, maxBytes: number) {
+  /** append: go on with the output of a run that started before this master did (a resumed lease). */
+  constructor(dir: string, maxBytes: number, options: { append?: boolean } = {}) {
+    this.#flags = options.append === true ? 'a' : 'w';
     this.#dir = dir;
     this.#path = join(dir, CONSOLE_FILE);
     this.#maxBytes = maxBytes;
@@ -105,7 +108,7 @@ export class ConsoleWriter {
       this.#error = error as Error;
       return null;
     }
-    const stream = createWriteStream(this.#path, { flags: 'w' });
+    const stream = createWriteStream(this.#path, { flags: this.#flags });
     stream.on('error', (error) => {
       this.#error = error;
     });

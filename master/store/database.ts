@@ -75,6 +75,20 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (job_key, atom)
   ) WITHOUT ROWID;
   `,
+  // 2: live leases, so that a restarted master can let workers that come back resume what they still run.
+  `
+  CREATE TABLE leases (
+    id TEXT PRIMARY KEY,
+    build_id INTEGER NOT NULL REFERENCES builds(id),
+    subjob_id INTEGER NOT NULL,
+    worker_name TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    executor_index INTEGER NOT NULL,
+    build_executor_index INTEGER NOT NULL,
+    atom_ids TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX leases_by_build ON leases (build_id);
+  `,
 ];
 
 export function openDatabase(path: string): Db {

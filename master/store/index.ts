@@ -4,6 +4,7 @@ import { createAtomStore, type AtomStore } from './atom-store.ts';
 import { createEventStore, type EventStore } from './event-store.ts';
 import { createWorkerStore, type WorkerStore } from './worker-store.ts';
 import { createTimingStore, type TimingStore } from './timing-store.ts';
+import { createLeaseStore, type LeaseStore } from './lease-store.ts';
 import { WriteBatcher } from './write-batcher.ts';
 
 export interface Store {
@@ -14,6 +15,7 @@ export interface Store {
   readonly events: EventStore;
   readonly workers: WorkerStore;
   readonly timings: TimingStore;
+  readonly leases: LeaseStore;
   close(): void;
 }
 
@@ -29,6 +31,7 @@ export function openStore(path: string): Store {
     events: createEventStore(db, batcher),
     workers: createWorkerStore(db),
     timings: createTimingStore(db, batcher),
+    leases: createLeaseStore(db, batcher),
     close() {
       if (isClosed) return;
       isClosed = true;

@@ -5,6 +5,11 @@ type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T
 
 /** What a worker session reports to the build side; the build manager implements it. */
 export interface WorkerEvents {
+  /**
+   * A worker new to this master (it restarted) says it still runs these leases: those the master kept for it
+   * are resumed and returned; the worker stops the others.
+   */
+  adoptLeases(worker: WorkerEntry, leaseIds: readonly string[]): string[];
   workerReady(worker: WorkerEntry): void;
   /** The worker is gone for good (silent too long, or not back within the lease window). */
   workerLost(worker: WorkerEntry, reason: string): void;

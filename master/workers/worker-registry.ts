@@ -93,6 +93,14 @@ export class WorkerEntry {
     return index;
   }
 
+  /** Takes this very executor (a resumed lease runs there); false when it is not free. */
+  claimExecutor(index: number): boolean {
+    const at = this.#freeExecutors.indexOf(index);
+    if (at < 0) return false;
+    this.#freeExecutors.splice(at, 1);
+    return true;
+  }
+
   releaseExecutor(index: number): void {
     if (this.#freeExecutors.includes(index)) return;
     this.#freeExecutors.push(index);

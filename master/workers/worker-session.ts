@@ -106,8 +106,10 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void 
       socket,
     });
     deps.registry.add(worker);
-    sendTo(socket, { type: 'registered', worker_id: id, master_session_id: deps.masterSessionId, resumed_leases: [] });
-    log.info({ workerId: id, worker: message.name, executors: message.num_executors }, 'worker connected');
+    // A worker that outlived a restart of this master may go on with what it runs, if the master kept it.
+    const resumed = message.resume ? deps.events.adoptLeases(worker, message.resume.leases) : [];
+    sendTo(socket, { type: 'registered', worker_id: id, master_session_id: deps.masterSessionId, resumed_leases: resumed });
+    log.info({ workerId: id, worker: message.name, executors: message.num_executors, resumed: resumed.length }, 'worker connected');
     deps.events.workerReady(worker);
   };
 
