@@ -102,8 +102,9 @@ export class BuildRun {
    * The next work item for this worker. Items that would rather avoid it are passed over while another
    * worker could take them (hasAlternative), else taken anyway: a retry must not wait for ever.
    */
-  takeWork(workerId: number, hasAlternative: boolean): WorkItem | null {
-    const usable = (item: WorkItem) => !hasAlternative || item.avoidWorkerId !== workerId;
+  takeWork(workerId: number, hasAlternative: boolean | (() => boolean)): WorkItem | null {
+    // Asked only for an item that would rather avoid this worker: the answer costs a look at every worker.
+    const usable = (item: WorkItem) => item.avoidWorkerId !== workerId || !(typeof hasAlternative === 'function' ? hasAlternative() : hasAlternative);
     const frontIndex = this.#front.findIndex(usable);
     if (frontIndex >= 0) return this.#front.splice(frontIndex, 1)[0]!;
     if (this.#queueHead < this.#queue.length) {

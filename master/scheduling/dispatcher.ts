@@ -87,7 +87,9 @@ export class Dispatcher {
           continue;
         }
         if (state !== 'ready') continue;
-        const hasAlternative = available.some((other) => other !== worker && other.builds.get(run.id) !== 'failed');
+        let alternative: boolean | null = null;
+        const hasAlternative = () =>
+          (alternative ??= available.some((other) => other !== worker && other.builds.get(run.id) !== 'failed'));
         while (worker.isAvailable && run.wantsExecutor(worker.id)) {
           const item = run.takeWork(worker.id, hasAlternative);
           if (item === null) break;
