@@ -547,9 +547,12 @@ export class BuildManager implements WorkerEvents {
         exitCode: message.exit_code,
       });
     } catch (error) {
-      // Without its files the atom's result cannot be trusted: it stays unfinished and runs again when
-      // the lease ends (a full disk on the master, say).
-      this.#log.error({ buildId: run.id, subjobId: lease.subjobId, atomId, err: error }, 'could not store atom result; it will run again');
+      // Without its files the result cannot be trusted, and running the atom again would most likely meet
+      // the same full disk: the build ends in ERROR, saying why, rather than SUCCESS with output missing.
+      this.#log.error({ buildId: run.id, subjobId: lease.subjobId, atomId, err: error }, 'could not store atom result');
+      const dir = this.#layout.atomDir(run.id, lease.subjobId, atomId);
+      this.#finishInBackground(run, 'ERROR', `The master could not store the output of atom ${atomFolderName(lease.subjobId, atomId)} ` +
+        `in ${dir}: ${errorMessage(error)}. Is the master's disk full?`);
       return;
     }
     if (lease.isRevoked || run.phase !== 'ready' || !lease.unfinished.delete(atomId)) return;
