@@ -445,11 +445,34 @@ export function packDirectory(dir: string): Readable {
  */
 export function packTarGz(rootDir: string, entries: AsyncIterable<ArchiveEntry> | Iterable<ArchiveEntry>): Readable {
   const gzip = createGzip();
-  pipeline(Readable.from(generateTar(rootDir, entries), { objectMode: false }), gzip, () => {
+  pipeline(Readable.from(coalesceChunks(generateTar(rootDir, entries)), { objectMode: false }), gzip, () => {
     // pipeline has already destroyed gzip with the error, which is how the reader learns of it; and when the
     // reader gave up first, ending the generator closed the file being read.
   });
   return gzip;
+}
+
+/**
+ * Joins small pieces (a 512-byte header, a few bytes of content) into chunks of about 64 KiB: a stream
+ * write or a zlib call per piece costs far more than the piece, and an archive has hundreds of thousands.
+ */
+export async function* coalesceChunks(pieces: AsyncIterable<Buffer>, targetBytes = 64 * 1024): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (const piece of pieces) {
+    if (piece.length >= targetBytes && pendingBytes === 0) {
+      yield piece;
+      continue;
+    }
+    pending.push(piece);
+    pendingBytes += piece.length;
+    if (pendingBytes >= targetBytes) {
+      yield Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+    }
+  }
+  if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
 }
 
 async function* generateTar(

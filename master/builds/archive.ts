@@ -5,11 +5,11 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { lstat, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ZipFile } from 'yazl';
+import { generateZip, type ZipSource } from './zip-writer.ts';
 import { ClusterRunnerError, errorMessage } from '../../shared/errors.ts';
-import { openArchiveFile, packTarGz, walkArchiveEntries, type ArchiveEntry } from '../../shared/archive.ts';
+import { coalesceChunks, openArchiveFile, packTarGz, walkArchiveEntries, type ArchiveEntry } from '../../shared/archive.ts';
 import { atomFolderName, COMMAND_FILE, CONSOLE_FILE, EXIT_CODE_FILE, TIME_FILE } from './results-layout.ts';
 
 const ATOM_FOLDER = /^artifact_(\d+)_(\d+)$/;
@@ -56,13 +56,12 @@ export async function writeBuildArchives(options: BuildArchiveOptions): Promise<
     throw error;
   };
   try {
-    const zip = startZip(artifactsDir, zipTemp, abort.signal);
-    // The tar pulls the listing at its own pace, and every entry it takes goes to the zip as well (yazl reads
-    // file contents itself, later), so both archives get exactly the same listing.
-    const entries = teeEntries(listBuildEntries(artifactsDir, options.results, options.failures), zip);
+    // Each archive walks the listing itself, so neither holds it whole; the folders no longer change once
+    // the build is finishing (its leases are revoked), so both get the same entries.
+    const list = () => listBuildEntries(artifactsDir, options.results, options.failures);
     const results = await Promise.allSettled([
-      writeTarGz(artifactsDir, entries, tarGzTemp, abort.signal).catch(stopTheOther),
-      zip.done.catch(stopTheOther),
+      writeTarGz(artifactsDir, list(), tarGzTemp, abort.signal).catch(stopTheOther),
+      writeZip(artifactsDir, list(), zipTemp, abort.signal).catch(stopTheOther),
     ]);
     for (const result of results) {
       if (result.status === 'rejected') {
@@ -83,14 +82,6 @@ export async function writeBuildArchives(options: BuildArchiveOptions): Promise<
   }
 }
 
-async function* teeEntries(entries: AsyncIterable<ArchiveEntry>, zip: ZipWriter): AsyncGenerator<ArchiveEntry> {
-  for await (const entry of entries) {
-    zip.add(entry);
-    yield entry;
-  }
-  zip.end();
-}
-
 /** Everything both archives hold, in archive order: folders in numeric order (artifact_2_0 before artifact_10_0). */
 async function* listBuildEntries(artifactsDir: string, results: readonly AtomResultFiles[], failures: readonly string[]): AsyncGenerator<ArchiveEntry> {
   const onDisk = new Set((await readdir(artifactsDir)).filter((name) => ATOM_FOLDER.test(name)));
@@ -100,7 +91,10 @@ async function* listBuildEntries(artifactsDir: string, results: readonly AtomRes
     .sort((a, b) => Number(a.match[1]) - Number(b.match[1]) || Number(a.match[2]) - Number(b.match[2]))
     .map((folder) => folder.name);
   const now = new Date();
+  let listed = 0;
   for (const name of folders) {
+    // A big build has a hundred thousand folders: let the API answer between batches of them.
+    if (++listed % 256 === 0) await new Promise((resolve) => setImmediate(resolve));
     const result = byFolder.get(name);
     let mtime = now;
     if (onDisk.has(name)) {
@@ -135,59 +129,15 @@ async function writeTarGz(rootDir: string, entries: AsyncIterable<ArchiveEntry>,
   await pipeline(packTarGz(rootDir, entries), createTarget(target), { signal });
 }
 
-const MIN_COMPRESSED_BYTES = 1024;
-
-interface ZipWriter {
-  add(entry: ArchiveEntry): void;
-  end(): void;
-  readonly done: Promise<void>;
+async function writeZip(rootDir: string, entries: AsyncIterable<ArchiveEntry>, target: string, signal: AbortSignal): Promise<void> {
+  await pipeline(Readable.from(coalesceChunks(generateZip(zipSources(rootDir, entries)))), createTarget(target), { signal });
 }
 
-/** A zip written as entries are added; done settles when it is on disk (or failed). */
-function startZip(rootDir: string, target: string, signal: AbortSignal): ZipWriter {
-  const zip = new ZipFile();
-  // yazl makes its output a PassThrough; the assertion gives access to destroy().
-  const output = zip.outputStream as Readable;
-  // yazl reports a failed read on the ZipFile, not on its output: route it to where pipeline listens.
-  zip.on('error', (error: Error) => output.destroy(error));
-  let reading: Readable | undefined;
-  // yazl pumps one file at a time; if the pipeline stops, the file being read must be closed too.
-  output.once('close', () => reading?.destroy());
-  const done = pipeline(output, createTarget(target), { signal });
-  const add = (entry: ArchiveEntry) => {
-    switch (entry.type) {
-      case 'directory':
-        zip.addEmptyDirectory(entry.path, { mtime: entry.mtime });
-        break;
-      case 'content':
-        zip.addBuffer(entry.content, entry.path, { mtime: entry.mtime, mode: 0o100644, compress: entry.content.length >= MIN_COMPRESSED_BYTES });
-        break;
-      case 'file': {
-        const mode = entry.isExecutable ? 0o100755 : 0o100644;
-        // Deflating a few bytes gains nothing and costs a zlib stream per entry: most atoms' console files are
-        // small, and a build has thousands of them.
-        const compress = entry.size === undefined || entry.size >= MIN_COMPRESSED_BYTES;
-        zip.addReadStreamLazy(entry.path, { mtime: entry.mtime, mode, compress }, (callback) => {
-          openArchiveFile(path.join(rootDir, entry.path)).then(
-            (handle) => {
-              const stream = handle.createReadStream();
-              stream.on('error', (error) => output.destroy(error));
-              reading = stream;
-              callback(null, stream);
-            },
-            // yazl would only re-emit the error on the ZipFile; end the output with it directly.
-            (error: unknown) => output.destroy(error instanceof Error ? error : new Error(String(error))),
-          );
-        });
-        break;
-      }
-      default: {
-        const unexpected: never = entry;
-        throw new Error(`unknown archive entry ${JSON.stringify(unexpected)}`);
-      }
-    }
-  };
-  return { add, end: () => zip.end(), done };
+async function* zipSources(rootDir: string, entries: AsyncIterable<ArchiveEntry>): AsyncGenerator<ZipSource> {
+  for await (const entry of entries) {
+    if (entry.type === 'file') yield { ...entry, open: () => openArchiveFile(path.join(rootDir, entry.path)) };
+    else yield entry;
+  }
 }
 
 /** `flush`: the data reaches the disk before the rename, so a crash cannot leave an empty archive in place. */

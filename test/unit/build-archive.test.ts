@@ -218,4 +218,15 @@ describe('writeBuildArchives', () => {
     expect(await read('artifact_1_0/clusterrunner_exit_code')).toBe('0\n');
     expect(await read('artifact_1_0/clusterrunner_time')).toBe('0.00\n');
   });
+
+  it('writes a zip that zip tools read when it has more than 65,535 entries (ZIP64 end records)', async () => {
+    const results = Array.from({ length: 14_000 }, (_, index) => ({ subjobId: index, atomId: 0, command: `export N="${index}"; true`, exitCode: 0, timeS: 0 }));
+
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, results, failures: [] });
+
+    const check = 'import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\n' +
+      'print(len(z.namelist()), z.read("artifact_13999_0/clusterrunner_command").decode(), end="")';
+    expect(execFileSync('python3', ['-c', check, zipPath], { encoding: 'utf8' })).toBe('70000 export N="13999"; true\n');
+    expect(execFileSync('sh', ['-c', `tar -tzf ${tarGzPath} | wc -l`], { encoding: 'utf8' }).trim()).toBe('70000');
+  });
 });
