@@ -13,6 +13,12 @@ export interface GroupingOptions {
 }
 
 const DEFAULT_MIN_SUBJOB_S = 2;
+/**
+ * However short its atoms, a subjob stays one modest message (each atom's value travels twice in
+ * run_subjob, and frames are capped at 4 MiB) and one short lease: a worker lost mid-subjob reruns at most this.
+ */
+export const MAX_ATOMS_PER_SUBJOB = 200;
+const MAX_SUBJOB_VALUE_CHARS = 1024 * 1024;
 
 /**
  * Atoms into subjobs (SPEC §4). Without timing history every atom is its own subjob, in atomizer order, so
@@ -55,8 +61,11 @@ export function groupAtoms(atoms: readonly AtomValue[], history?: ReadonlyMap<st
     const aim = Math.max(floor, remaining / (2 * executors));
     const members = [order[next++]!];
     let size = estimates[members[0]!]!;
-    while (next < order.length && size + estimates[order[next]!]! <= aim) {
+    let chars = atoms[members[0]!]!.value.length;
+    while (next < order.length && size + estimates[order[next]!]! <= aim && members.length < MAX_ATOMS_PER_SUBJOB &&
+      chars + atoms[order[next]!]!.value.length <= MAX_SUBJOB_VALUE_CHARS) {
       size += estimates[order[next]!]!;
+      chars += atoms[order[next]!]!.value.length;
       members.push(order[next++]!);
     }
     remaining -= size;

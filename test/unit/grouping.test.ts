@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { groupAtoms } from '../../master/builds/grouping.ts';
+import { groupAtoms, MAX_ATOMS_PER_SUBJOB } from '../../master/builds/grouping.ts';
 import type { PlannedSubjob } from '../../master/store/atom-store.ts';
 
 const atom = (value: string) => ({ variable: 'X', value });
@@ -119,5 +119,23 @@ describe('grouping atoms into subjobs', () => {
     const history = new Map(atoms.map((a, i) => [key(a.value), (i % 97) / 10]));
     const plan = groupAtoms(atoms, history, { executors: 200 });
     invariants(plan, 100_000);
+  });
+
+  it('keeps subjobs bounded when history says the atoms take no time at all', () => {
+    const atoms = Array.from({ length: 10_000 }, (_, i) => atom(`x${i}`));
+    const history = new Map(atoms.map((a) => [key(a.value), 0]));
+    const plan = groupAtoms(atoms, history, { executors: 8 });
+    invariants(plan, 10_000);
+    expect(plan).toHaveLength(10_000 / MAX_ATOMS_PER_SUBJOB);
+    expect(Math.max(...plan.map((subjob) => subjob.atoms.length))).toBe(MAX_ATOMS_PER_SUBJOB);
+  });
+
+  it('keeps a subjob of big atom values within a message a worker accepts', () => {
+    const atoms = Array.from({ length: 10 }, (_, i) => ({ variable: 'X', value: `${i}`.padEnd(300_000, 'x') }));
+    const history = new Map(atoms.map((a) => [key(a.value), 0.01]));
+    const plan = groupAtoms(atoms, history, { executors: 1 });
+    invariants(plan, 10);
+    expect(plan.length).toBeLessThan(10);
+    for (const subjob of plan) expect(subjob.atoms.reduce((sum, a) => sum + a.value.length, 0)).toBeLessThanOrEqual(1024 * 1024);
   });
 });
