@@ -21,6 +21,41 @@ function removeInBackground(dir: string): void {
   rm(dir, { recursive: true, force: true }).catch(() => undefined);
 }
 
+/**
+ * ARTIFACT_DIR folders kept empty between atoms, one per executor: most atoms write no artifacts, and
+ * making and removing a folder for each costs three file operations on every atom's path. A folder is
+ * reused only when it is known empty and no other atom holds it (a stopped lease may still be ending);
+ * anything else gets a folder of its own, removed after.
+ */
+const cleanArtifactDirs = new Set<string>();
+const busyArtifactDirs = new Set<string>();
+
+async function takeArtifactDir(workDir: string, executorIndex: number, ownName: string): Promise<{ dir: string; isShared: boolean }> {
+  const shared = join(workDir, `executor-${executorIndex}`);
+  if (!busyArtifactDirs.has(shared)) {
+    busyArtifactDirs.add(shared);
+    if (!cleanArtifactDirs.has(shared)) {
+      await rm(shared, { recursive: true, force: true });
+      await mkdir(shared, { recursive: true });
+      cleanArtifactDirs.add(shared);
+    }
+    return { dir: shared, isShared: true };
+  }
+  const own = join(workDir, ownName);
+  await mkdir(own, { recursive: true });
+  return { dir: own, isShared: false };
+}
+
+/** isEmpty: nothing was written there (or it was all sent and the caller knows it is still empty). */
+function releaseArtifactDir(dir: string, isShared: boolean, isEmpty: boolean): void {
+  if (!isShared) {
+    removeInBackground(dir);
+    return;
+  }
+  if (!isEmpty) cleanArtifactDirs.delete(dir);
+  busyArtifactDirs.delete(dir);
+}
+
 /** Puts this worker's project path where the master stored `$PROJECT_DIR` (SPEC §4). */
 export function localizeValue(value: string, projectDir: string): string {
   return value.split('$PROJECT_DIR').join(projectDir);
@@ -45,9 +80,7 @@ export async function runSubjob(options: {
   const isWanted = () => !signal.aborted;
   for (const atom of message.atoms) {
     if (signal.aborted) break;
-    // Lease ids are unique, so this folder is new: no need to clear it first.
-    const artifactDir = join(options.workDir, `${message.lease_id}-${atom.atom_id}`);
-    await mkdir(artifactDir, { recursive: true });
+    const { dir: artifactDir, isShared } = await takeArtifactDir(options.workDir, message.executor_index, `${message.lease_id}-${atom.atom_id}`);
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       PROJECT_DIR: build.projectDir,
@@ -98,7 +131,7 @@ export async function runSubjob(options: {
     if (result.stopReason !== null) killMarkedProcesses(marker);
     const stoppedByUs = result.stopReason !== null && result.stopReason !== 'timeout';
     if (stoppedByUs || signal.aborted) {
-      removeInBackground(artifactDir);
+      releaseArtifactDir(artifactDir, isShared, false);
       break;
     }
     if (result.stopReason === 'timeout') {
@@ -108,7 +141,7 @@ export async function runSubjob(options: {
     if (withArtifacts) {
       const sent = await sendArtifacts(connection, artifactDir, { ...ids, atom_id: atom.atom_id }, isWanted);
       if (!sent) {
-        removeInBackground(artifactDir);
+        releaseArtifactDir(artifactDir, isShared, false);
         break;
       }
     }
@@ -122,7 +155,7 @@ export async function runSubjob(options: {
       stop_reason: result.stopReason,
       has_artifacts: withArtifacts,
     });
-    removeInBackground(artifactDir);
+    releaseArtifactDir(artifactDir, isShared, !withArtifacts);
   }
   connection.send({ type: 'subjob_finished', ...ids });
 }

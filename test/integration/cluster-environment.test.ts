@@ -75,8 +75,10 @@ describe('what a command sees', () => {
       expect(atom.executorIndex).toBe(atom.machineExecutorIndex);
       expect(atom.buildExecutorIndex).toMatch(/^\d+$/);
     }
-    // Each atom had a folder of its own.
-    expect(new Set([...seen.values()].map((atom) => atom.artifactDir)).size).toBe(8);
+    // Atoms running at once never share a folder (an executor's empty folder is reused by its next atom).
+    const byExecutor = new Map<string, Set<string>>();
+    for (const atom of seen.values()) byExecutor.set(atom.artifactDir, (byExecutor.get(atom.artifactDir) ?? new Set()).add(atom.machineExecutorIndex));
+    for (const executors of byExecutor.values()) expect(executors.size).toBe(1);
 
     const atoms = [...seen.values()];
     let concurrentPairs = 0;
@@ -109,6 +111,31 @@ describe('what a command sees', () => {
     expect(build.status).toBe('FAILURE');
     expect(build.failed_atoms).toHaveLength(1);
     expect(build.failed_atoms[0].exit_code).toBe(1);
+  });
+});
+
+describe('ARTIFACT_DIR', () => {
+  it('is empty for every atom, also after atoms on the same executor wrote artifacts or were stopped', async () => {
+    const master = await startTestMaster();
+    await startTestWorker(master, { executors: 1 });
+    const project = tempDir('cr-artifact-dir-');
+    // Odd atoms write artifacts, every third one times out leaving a file behind; each checks it starts empty.
+    const id = await postBuild(master, {
+      type: 'directory', project_directory: project,
+      config: {
+        commands: ['test -z "$(ls -A "$ARTIFACT_DIR")" || exit 7; echo "$N" > "$ARTIFACT_DIR/n"; if [ $((N % 3)) = 0 ]; then sleep 5; fi; [ $((N % 2)) = 1 ] || rm "$ARTIFACT_DIR/n"'],
+        atomizers: [{ N: 'seq 1 9' }],
+        atom_timeout: 1,
+      },
+    });
+    const build = await waitForBuild(master, id);
+    const exitCodes = (await atomsOf(master, id)).map((atom) => atom.exit_code);
+    // Only the timed-out atoms (3, 6, 9) fail, never one that found a folder with something in it (7).
+    expect(exitCodes.filter((code) => code === 7)).toEqual([]);
+    expect(exitCodes.filter((code) => code !== 0)).toHaveLength(3);
+    expect(build.status).toBe('FAILURE');
+    const artifacts = await downloadArtifacts(master, id);
+    for (const n of [1, 5, 7]) expect(readText(artifacts, `artifact_${n - 1}_0/n`).trim()).toBe(String(n));
   });
 });
 
