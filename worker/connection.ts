@@ -30,6 +30,17 @@ const BACKOFF_FIRST_MS = 200;
 const BACKOFF_MAX_MS = 10_000;
 
 /**
+ * How long the worker waits without hearing from the master before it drops the connection and dials again.
+ * The master gives a silent worker's leases away after interval × threshold (its lease window); giving up
+ * on a dead link (a half-open socket, a NAT that forgot us) at half that leaves the other half to reconnect
+ * and resume the leases instead of seeing the work run again elsewhere. Never under two intervals: the ack
+ * of a heartbeat takes a moment, more on a busy master.
+ */
+export function silenceLimitMs(heartbeatIntervalMs: number, heartbeatFailureThreshold: number): number {
+  return Math.max(heartbeatIntervalMs * 2, (heartbeatIntervalMs * heartbeatFailureThreshold) / 2);
+}
+
+/**
  * The worker's one WebSocket to the master: signed upgrade, registration, heartbeats both ways,
  * reconnection with exponential backoff and jitter, and a bounded queue for what is said while away.
  */
@@ -41,6 +52,7 @@ export class MasterConnection {
   #attempt = 0;
   #disconnectedSinceMs = Date.now();
   #lastHeardMs = Date.now();
+  /** Runs from 'open' to 'close': heartbeats once registered, and the silence check all along. */
   #heartbeatTimer: NodeJS.Timeout | null = null;
   #reconnectTimer: NodeJS.Timeout | null = null;
   #queue: WorkerMessage[] = [];
@@ -168,6 +180,8 @@ export class MasterConnection {
     socket.on('open', () => {
       this.#lastHeardMs = Date.now();
       socket.send(JSON.stringify(this.#options.registration()));
+      // Checked from here, not from 'registered': a link that dies before the answer would otherwise hang for ever.
+      this.#heartbeatTimer = setInterval(() => this.#heartbeat(socket), this.#options.heartbeatIntervalMs);
     });
     socket.on('message', (data, isBinary) => {
       this.#lastHeardMs = Date.now();
@@ -218,17 +232,25 @@ export class MasterConnection {
       this.#droppedOutput = 0;
     }
     for (const wake of this.#waiters.splice(0)) wake();
-    this.#heartbeatTimer = setInterval(() => this.#heartbeat(socket), this.#options.heartbeatIntervalMs);
   }
 
   #heartbeat(socket: WebSocket): void {
-    const silentMs = Date.now() - this.#lastHeardMs;
-    if (silentMs > this.#options.heartbeatIntervalMs * this.#options.heartbeatFailureThreshold) {
-      this.#options.log.warn({ silentMs }, 'the master stopped answering; reconnecting');
-      socket.terminate();
+    if (this.#isSilent()) {
+      // Decided after the poll phase: when this process itself stalled, the master's answers may be waiting
+      // unread in the socket, and a stall of ours is no reason to drop a healthy connection.
+      setImmediate(() => {
+        if (this.#socket !== socket || !this.#isSilent()) return;
+        this.#options.log.warn({ silentMs: Date.now() - this.#lastHeardMs, isRegistered: this.#isRegistered }, 'the master stopped answering; reconnecting');
+        socket.terminate();
+      });
       return;
     }
-    if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: 'heartbeat' } satisfies WorkerMessage));
+    // Before the master's answer to "register", anything else would be a protocol error.
+    if (this.#isRegistered && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: 'heartbeat' } satisfies WorkerMessage));
+  }
+
+  #isSilent(): boolean {
+    return Date.now() - this.#lastHeardMs > silenceLimitMs(this.#options.heartbeatIntervalMs, this.#options.heartbeatFailureThreshold);
   }
 
   #scheduleReconnect(): void {

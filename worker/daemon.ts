@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../shared/log.ts';
 import type { Conf } from '../shared/conf.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { OutputTail } from '../shared/output-tail.ts';
-import { killMarkedProcesses, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
+import { MARKER_VARIABLE, killMarkedProcesses, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
 import { PROTOCOL_VERSION, type MasterMessage, type RegisterMessage, type SetupBuildMessage, type RunSubjobMessage } from '../shared/protocol.ts';
 import { MasterConnection } from './connection.ts';
 import { runSubjob, type BuildContext } from './executor.ts';
@@ -46,6 +46,57 @@ interface WorkerBuild {
 }
 
 const TAIL_BYTES = 32 * 1024;
+
+/** A worker process's own folder under `<base_directory>/worker`: `<pid>-<first 8 characters of its session id>`. */
+const WORK_DIR_NAME = /^(\d+)-([0-9a-f]{8})$/;
+
+function isProcessAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists but is not ours.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * A worker killed with SIGKILL (or by the OOM killer) cannot stop its commands: each runs in a process group of
+ * its own, so they go on, orphaned, holding files and CPU. The next worker started on the same base directory
+ * ends them. A dead worker is known by its folder (named after its pid, which no longer runs); its atoms by
+ * their ARTIFACT_DIR inside that folder, its setup and teardown commands by their marker, which holds its
+ * session id. Returns how many processes were killed; where there is no /proc, none.
+ */
+async function killOrphansOfDeadWorkers(workRoot: string): Promise<number> {
+  const deadDirs: string[] = [];
+  const deadSessions: string[] = [];
+  for (const name of await readdir(workRoot).catch(() => [] as string[])) {
+    const match = WORK_DIR_NAME.exec(name);
+    if (!match || Number(match[1]) === process.pid || isProcessAlive(Number(match[1]))) continue;
+    deadDirs.push(join(workRoot, name));
+    deadSessions.push(match[2]!);
+  }
+  if (deadDirs.length === 0) return 0;
+  const artifactPrefixes = deadDirs.map((dir) => `ARTIFACT_DIR=${dir}/`);
+  const setupMarker = new RegExp(`^${MARKER_VARIABLE}=cr-build-\\d+-(${deadSessions.join('|')})`);
+  let killed = 0;
+  for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const environ = await readFile(`/proc/${entry}/environ`, 'latin1').catch(() => '');
+    const isOrphan = environ.split('\0').some((variable) =>
+      artifactPrefixes.some((prefix) => variable.startsWith(prefix)) || setupMarker.test(variable));
+    if (!isOrphan) continue;
+    try {
+      process.kill(Number(entry), 'SIGKILL');
+      killed++;
+    } catch {
+      // Gone meanwhile, or not ours.
+    }
+  }
+  // Their artifacts and project copies are worth nothing now; the orphans that wrote there are gone.
+  await Promise.allSettled(deadDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+  return killed;
+}
 
 /**
  * The worker process's logic: takes the master's messages, sets builds up, runs subjobs on its executors,
@@ -93,6 +144,8 @@ export class WorkerDaemon {
   }
 
   async start(): Promise<void> {
+    const killed = await killOrphansOfDeadWorkers(join(this.#options.baseDirectory, 'worker'));
+    if (killed > 0) this.#log.warn({ killed }, 'killed processes left running by a worker process that died before this one');
     await mkdir(this.#workDir, { recursive: true });
     this.#log.info({ master: this.#options.masterUrl, executors: this.#options.numExecutors, name: this.#options.name }, 'worker starting');
     this.#connection.start();
@@ -130,16 +183,29 @@ export class WorkerDaemon {
   }
 
   #onRegistered(workerId: number, resumed: readonly string[]): void {
-    const isReconnect = this.#workerId !== null;
+    const previousId = this.#workerId;
     this.#workerId = workerId;
+    const isReconnect = previousId !== null;
     this.#log.info({ workerId, resumed: resumed.length }, isReconnect ? 'reconnected to the master' : 'registered with the master');
     if (!isReconnect) return;
     // Work the master gave to others meanwhile must stop here, and its queued results are worthless.
     const keep = new Set(resumed);
+    const keptBuilds = new Set<number>();
     for (const [leaseId, running] of this.#running) {
-      if (!keep.has(leaseId)) running.abort.abort('lease_lost');
+      if (keep.has(leaseId)) keptBuilds.add(running.buildId);
+      else running.abort.abort('lease_lost');
     }
     this.#connection.dropQueued((message) => 'lease_id' in message && !keep.has(message.lease_id));
+    if (previousId !== workerId) {
+      // A new id: the master declared us dead (or restarted) and knows of no build set up here, except those of
+      // leases it resumed. It will never ask for the others' teardown, so they would stay set up for ever; it
+      // sends setup_build again for any it still wants here (#setup keeps a build it is asked for again).
+      for (const [buildId, build] of this.#builds) {
+        if (keptBuilds.has(buildId) || build.setup === 'running') continue;
+        build.wantsTeardown = true;
+        void this.#maybeTeardown(buildId);
+      }
+    }
     if (this.#isDraining) this.#connection.send({ type: 'draining' });
   }
 
@@ -186,7 +252,9 @@ export class WorkerDaemon {
   async #setup(message: SetupBuildMessage): Promise<void> {
     const existing = this.#builds.get(message.build_id);
     if (existing && existing.setup !== 'failed' && !existing.isTearingDown) {
-      // Asked again (a restarted master): a finished setup answers at once, a running one when it ends.
+      // Asked again (a restarted master, or one that had declared us dead): a finished setup answers at once, a
+      // running one when it ends, and a teardown planned for it is off, since the master wants it after all.
+      existing.wantsTeardown = false;
       if (existing.setup === 'ok') {
         this.#connection.send({ type: 'setup_finished', build_id: message.build_id, ok: true, exit_code: 0, output_tail: '' });
       }

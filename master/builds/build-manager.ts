@@ -71,6 +71,10 @@ export class BuildManager implements WorkerEvents {
   readonly #orphans = new Map<string, OrphanLease>();
   #orphanTimer: NodeJS.Timeout | null = null;
   #noWorkerTimer: NodeJS.Timeout | null = null;
+  /** Since when builds ready to run have had no worker at all (epoch ms); null while some worker is connected. */
+  #noWorkerSinceMs: number | null = null;
+  /** The builds told (event log) that they wait for a worker, since #noWorkerSinceMs. */
+  readonly #toldWaiting = new Set<number>();
   #isClosed = false;
 
   constructor(deps: {
@@ -338,12 +342,21 @@ export class BuildManager implements WorkerEvents {
   #watchForWorkers(): void {
     const hasWorker = [...this.#registry.all()].some((worker) => worker.isAlive && !worker.isDraining);
     const isWaiting = this.#dispatcher.runs.length > 0;
-    if (hasWorker || !isWaiting || this.#settings.noWorkerTimeoutMs === 0) {
+    if (hasWorker || !isWaiting) {
+      this.#noWorkerSinceMs = null;
+      this.#toldWaiting.clear();
       if (this.#noWorkerTimer) clearTimeout(this.#noWorkerTimer);
       this.#noWorkerTimer = null;
       return;
     }
-    if (this.#noWorkerTimer) return;
+    // Say so, once per build: otherwise a build waiting for workers looks like one that is running.
+    this.#noWorkerSinceMs ??= Date.now();
+    for (const run of this.#dispatcher.runs) {
+      if (this.#toldWaiting.has(run.id)) continue;
+      this.#toldWaiting.add(run.id);
+      this.#store.events.append('BUILD_WAITING_FOR_WORKERS', { build_id: run.id, no_worker_timeout_seconds: this.#settings.noWorkerTimeoutMs / 1000 });
+    }
+    if (this.#noWorkerTimer || this.#settings.noWorkerTimeoutMs === 0) return;
     this.#log.warn({ waitingBuilds: this.#dispatcher.runs.length, timeoutMs: this.#settings.noWorkerTimeoutMs }, 'builds are waiting and no worker is connected');
     this.#noWorkerTimer = setTimeout(() => {
       this.#noWorkerTimer = null;
@@ -354,6 +367,17 @@ export class BuildManager implements WorkerEvents {
       }
     }, this.#settings.noWorkerTimeoutMs);
     this.#noWorkerTimer.unref();
+  }
+
+  /**
+   * For the API: since when (epoch s) a build ready to run has had no worker to run on, and when it will end
+   * ERROR for it (null: never, no_worker_timeout_seconds = 0). Null when it is not waiting for workers.
+   */
+  waitingForWorkers(buildId: number): { since: number; gives_up_at: number | null } | null {
+    const since = this.#noWorkerSinceMs;
+    if (since === null || this.#runs.get(buildId)?.phase !== 'ready') return null;
+    const timeoutMs = this.#settings.noWorkerTimeoutMs;
+    return { since: since / 1000, gives_up_at: timeoutMs === 0 ? null : (since + timeoutMs) / 1000 };
   }
 
   // ---- dispatch actions -----------------------------------------------------------------------------------

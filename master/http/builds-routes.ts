@@ -66,8 +66,9 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
     return build;
   };
   // failed_atoms is shown only for terminal builds: a list of running builds costs no query per build.
-  const shape = (build: BuildRecord) =>
-    buildShape(build, isTerminal(build.status) ? store.atoms.listFailedAtoms(build.id) : null, `${tree.prefix}${b}`);
+  const shape = (build: BuildRecord) => isTerminal(build.status)
+    ? buildShape(build, store.atoms.listFailedAtoms(build.id), `${tree.prefix}${b}`)
+    : buildShape(build, null, `${tree.prefix}${b}`, manager.waitingForWorkers(build.id));
   const loadSubjob = (build: BuildRecord, raw: string | string[] | undefined) => {
     const id = pathId(raw, 'subjob');
     const subjob = store.atoms.getSubjob(build.id, id);

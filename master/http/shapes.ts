@@ -33,7 +33,9 @@ export function subjobShape(subjob: SubjobRecord, atoms: readonly AtomRecord[], 
 }
 
 /** buildsPath: the builds collection of the tree the client asked in (`/v1/build`, `/v2/builds`), so links work as given. */
-export function buildShape(build: BuildRecord, failedAtoms: readonly AtomRecord[] | null, buildsPath: string) {
+/** waitingForWorkers: set while the build is ready to run but no worker is connected (BuildManager.waitingForWorkers). */
+export function buildShape(build: BuildRecord, failedAtoms: readonly AtomRecord[] | null, buildsPath: string,
+  waitingForWorkers: { since: number; gives_up_at: number | null } | null = null) {
   const terminal = isTerminal(build.status);
   return {
     id: build.id,
@@ -45,6 +47,7 @@ export function buildShape(build: BuildRecord, failedAtoms: readonly AtomRecord[
     failed_atoms: terminal ? (failedAtoms ?? []).map(atomShape) : null,
     artifacts: build.artifactsReady ? `${buildsPath}/${build.id}/artifacts.tar.gz` : null,
     error_message: build.errorMessage,
+    waiting_for_workers: waitingForWorkers,
     job_name: build.jobName,
     priority: build.priority,
     request_params: build.requestParams,

@@ -14,6 +14,7 @@ export const EVENT_TAGS = [
   'ATOM_FINISH',
   'WORKER_CONNECTED',
   'WORKER_LOST',
+  'BUILD_WAITING_FOR_WORKERS',
   'BUILD_FINISHED',
 ] as const;
 export type EventTag = (typeof EVENT_TAGS)[number];

@@ -91,6 +91,12 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void 
       }
       worker = previous;
       sendTo(socket, { type: 'registered', worker_id: previous.id, master_session_id: deps.masterSessionId, resumed_leases: resumed });
+      // What was said to it while it was away went nowhere (WorkerEntry.send drops it): say it again, or the
+      // worker never drains, and a build canceled meanwhile is never torn down there.
+      for (const [buildId, state] of previous.builds) {
+        if (state === 'tearing_down') sendTo(socket, { type: 'teardown_build', build_id: buildId });
+      }
+      if (previous.isDraining) sendTo(socket, { type: 'shutdown' });
       log.info({ workerId: previous.id, worker: previous.name, resumed: resumed.length }, 'worker reconnected');
       deps.events.workerReady(previous);
       return;

@@ -1,0 +1,98 @@
+/**
+ * Fault suite: a busy worker asked to leave. Drained (`clusterrunner shutdown -w ID`, or a SIGTERM), it leaves
+ * the list at once, finishes what it runs, takes nothing new, tears down and exits 0. A second SIGTERM stops
+ * its atoms instead: they run again elsewhere, and the process is gone within the kill grace (plus a margin).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { cleanupAll, eventually, postBuild, startTestMaster, tempDir, waitForBuild } from '../support/cluster.ts';
+import { atomsOf, runCli, workersOf } from '../support/build-results.ts';
+import { clientSetup } from '../cli/helpers.ts';
+import {
+  KILL_GRACE_MS, atomsRunningOn, cleanupFaults, createGates, expectNoProcessesLeft, expectOneResultPerAtom, faultJob,
+  markedProcesses, startFaultWorker, workerName,
+} from '../support/fault-workers.ts';
+
+afterEach(async () => {
+  await cleanupAll();
+  await cleanupFaults();
+});
+
+/** Time for a stopped worker to report, close and exit, on top of the kill grace, on a loaded machine. */
+const EXIT_MARGIN_MS = 5_000;
+
+describe('a busy worker drained', () => {
+  it.each(['clusterrunner shutdown -w ID', 'SIGTERM'])('by %s finishes its atoms, takes nothing new, tears down and exits 0', async (how) => {
+    const master = await startTestMaster();
+    const gates = createGates();
+    const project = tempDir('cr-project-');
+    const draining = await startFaultWorker(master, { name: workerName('draining'), executors: 2, holdAtomsAt: gates.dir });
+    const id = await postBuild(master, {
+      type: 'directory', project_directory: project,
+      config: faultJob(4, { teardown_build: [`echo "$FAULT_WORKER" >> "${join(project, 'teardowns')}"`] }),
+    });
+    const held = await eventually('the worker to hold two atoms', async () => {
+      const values = await atomsRunningOn(master, id, draining.name);
+      return values.length === 2 ? values : null;
+    });
+
+    if (how === 'SIGTERM') {
+      draining.signal('SIGTERM');
+    } else {
+      const client = clientSetup(master.secret);
+      const run = await runCli(['shutdown', '-m', master.url, '-c', client.conf, '-w', String(draining.id)], { env: client.env });
+      expect(run.code, run.stdout + run.stderr).toBe(0);
+    }
+    await eventually('the worker to leave the list', async () => !(await workersOf(master)).some((worker) => worker.id === draining.id));
+    // It still runs what it had.
+    expect(markedProcesses(draining.name).length).toBeGreaterThan(0);
+
+    gates.release('all');
+    expect(await draining.process.exited).toBe(0);
+    expect(readFileSync(join(project, 'teardowns'), 'utf8')).toBe(`${draining.name}\n`);
+    // Its executors freed, it took nothing: the two other atoms wait, untouched, for a worker.
+    const waiting = (await atomsOf(master, id)).filter((atom) => atom.state !== 'COMPLETED');
+    expect(waiting.map((atom) => [atom.value, atom.state, atom.attempts]).sort()).toEqual(
+      ['1', '2', '3', '4'].filter((value) => !held.includes(value)).map((value) => [value, 'NOT_STARTED', 0]));
+
+    const other = await startFaultWorker(master, { name: workerName('other'), executors: 2 });
+    expect((await waitForBuild(master, id)).status).toBe('SUCCESS');
+    const outcomes = await expectOneResultPerAtom(master, id, 4);
+    for (const outcome of outcomes.values()) {
+      expect(outcome).toEqual({ value: outcome.value, worker: held.includes(outcome.value) ? draining.name : other.name, attempts: 1 });
+    }
+    await expectNoProcessesLeft();
+  });
+});
+
+describe('a draining worker given a second SIGTERM', () => {
+  it('stops its atoms (even ones ignoring SIGTERM), which run again elsewhere, and exits within the kill grace', async () => {
+    const master = await startTestMaster();
+    const gates = createGates();
+    const stopped = await startFaultWorker(master, { name: workerName('stopped'), executors: 2, holdAtomsAt: gates.dir });
+    const id = await postBuild(master, { type: 'directory', project_directory: tempDir('cr-project-'), config: faultJob(2, {}, { ignoresSigterm: true }) });
+    const held = await eventually('the worker to hold both atoms', async () => {
+      const values = await atomsRunningOn(master, id, stopped.name);
+      return values.length === 2 ? values : null;
+    });
+    const other = await startFaultWorker(master, { name: workerName('other'), executors: 2 });
+
+    stopped.signal('SIGTERM');
+    await eventually('the worker to leave the list', async () => !(await workersOf(master)).some((worker) => worker.id === stopped.id));
+    expect(markedProcesses(stopped.name).length).toBeGreaterThan(0);
+    const secondAt = Date.now();
+    stopped.signal('SIGTERM');
+    const code = await stopped.process.exited;
+    const exitMs = Date.now() - secondAt;
+    expect(exitMs).toBeLessThan(KILL_GRACE_MS + EXIT_MARGIN_MS);
+    expect(code).toBe(0);
+    // Its atoms did not outlive it, though they ignored SIGTERM.
+    expect(markedProcesses(stopped.name)).toEqual([]);
+
+    expect((await waitForBuild(master, id)).status).toBe('SUCCESS');
+    const outcomes = await expectOneResultPerAtom(master, id, 2);
+    for (const value of held) expect(outcomes.get(value)).toEqual({ value, worker: other.name, attempts: 2 });
+    await expectNoProcessesLeft();
+  });
+});
