@@ -52,7 +52,11 @@ describe('a busy worker drained', () => {
     expect(await draining.process.exited).toBe(0);
     expect(readFileSync(join(project, 'teardowns'), 'utf8')).toBe(`${draining.name}\n`);
     // Its executors freed, it took nothing: the two other atoms wait, untouched, for a worker.
-    const waiting = (await atomsOf(master, id)).filter((atom) => atom.state !== 'COMPLETED');
+    // (Its last results may still be on their way to SQLite when the process has already exited.)
+    const waiting = await eventually('the drained worker\'s results to be recorded', async () => {
+      const open = (await atomsOf(master, id)).filter((atom) => atom.state !== 'COMPLETED');
+      return open.length === 4 - held.length ? open : null;
+    });
     expect(waiting.map((atom) => [atom.value, atom.state, atom.attempts]).sort()).toEqual(
       ['1', '2', '3', '4'].filter((value) => !held.includes(value)).map((value) => [value, 'NOT_STARTED', 0]));
 
