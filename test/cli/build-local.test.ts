@@ -62,7 +62,7 @@ describe('clusterrunner build in local mode', () => {
     expect(existsSync(join(setup.base, 'logs', 'master.log'))).toBe(true);
 
     const second = await runCli(['build', '-c', setup.conf], { cwd: project, env: setup.env, timeoutMs: BUILD_TIMEOUT_MS });
-    expect(second.code, second.stdout + second.stderr).toBe(0);
+    expect(second.code, `STDOUT<${second.stdout}> STDERR<${second.stderr}>`).toBe(0);
     expect(second.stdout).not.toContain('started a local');
     expect(second.stdout).toMatch(/build 2: SUCCESS/);
     expect(readPidFile(masterPidFile)).toBe(masterPid);
@@ -94,7 +94,7 @@ describe('clusterrunner build in local mode', () => {
     await eventually('the worker to be gone', () => !isClusterRunnerProcess(workerPid));
 
     const second = await runCli(['build', '-c', setup.conf], { cwd: project, env: setup.env, timeoutMs: BUILD_TIMEOUT_MS });
-    expect(second.code, second.stdout + second.stderr).toBe(0);
+    expect(second.code, `STDOUT<${second.stdout}> STDERR<${second.stderr}>`).toBe(0);
     expect(second.stdout).not.toContain('started a local master');
     expect(second.stdout).toContain('started a local worker');
     expect(readPidFile(join(setup.base, 'master.pid'))).toBe(masterPid);
