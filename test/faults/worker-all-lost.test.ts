@@ -9,7 +9,7 @@ import { workersOf } from '../support/build-results.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
 import {
   atomsRunningOn, cleanupFaults, createGates, eventsOf, expectNoProcessesLeft, expectOneResultPerAtom, faultJob,
-  markedProcesses, startFaultWorker, workerName, type FaultWorker,
+  KILL_GRACE_MS, markedProcesses, RECONNECT_BACKOFF_MAX_MS, startFaultWorker, workerName, type FaultWorker,
 } from '../support/fault-workers.ts';
 
 afterEach(async () => {
@@ -95,7 +95,8 @@ describe('every worker lost', () => {
     // The worker comes back: its leases are refused, so it stops the atoms of the ended build.
     expect(markedProcesses(worker.name).length).toBeGreaterThan(0);
     proxy.accept();
-    await expectNoProcessesLeft(worker.name);
+    // Refused for seconds, the worker retries on a backoff of up to 10 s: allow that before it can hear it.
+    await expectNoProcessesLeft(worker.name, RECONNECT_BACKOFF_MAX_MS + KILL_GRACE_MS + 5_000);
     await eventually('the worker to rejoin', async () => (await workersOf(master)).some((listed) => listed.is_alive && listed.name === worker.name));
     expect((await api(master, 'GET', `/v1/build/${id}`)).body.build.status).toBe('ERROR');
   });

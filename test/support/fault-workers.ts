@@ -18,6 +18,8 @@ export const HEARTBEAT_INTERVAL_S = 0.25;
 export const HEARTBEAT_FAILURE_THRESHOLD = 12;
 export const LEASE_WINDOW_MS = HEARTBEAT_INTERVAL_S * HEARTBEAT_FAILURE_THRESHOLD * 1000;
 export const KILL_GRACE_MS = 500;
+/** The worker's reconnect backoff ceiling (worker/connection.ts): the longest a refused worker waits to retry. */
+export const RECONNECT_BACKOFF_MAX_MS = 10_000;
 
 /** Every fault test's processes carry this in their environment (the worker passes its own to its commands). */
 const RUN_VARIABLE = 'FAULT_RUN';
