@@ -128,6 +128,8 @@ async function startMasterProcess(base: string, secret: string): Promise<MasterP
     `max_atoms = ${Math.max(200_000, ATOMS)}`,
     `max_atomizer_output_bytes = ${Math.max(64 * 1024 * 1024, ATOMS * 16)}`,
     'no_worker_timeout_seconds = 0',
+    // Every simulated worker connects from 127.0.0.1, all at once.
+    `max_worker_connects_per_second = ${WORKERS * 2}`,
     '',
   ].join('\n'), { mode: 0o600 });
   const nodeFlags = CPU_PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROFILE_DIR] : [];

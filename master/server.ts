@@ -1,19 +1,16 @@
-import { createServer as createHttpServer, type Server, type IncomingMessage } from 'node:http';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '../shared/log.ts';
 import type { Conf } from '../shared/conf.ts';
-import { NonceCache, verifyRequest } from '../shared/auth.ts';
-import { CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES, WORKER_CONNECT_PATH } from '../shared/protocol.ts';
 import { openStore, type Store } from './store/index.ts';
 import { BuildManager } from './builds/build-manager.ts';
 import { GitCache } from '../shared/git.ts';
 import { createResultsLayout } from './builds/results-layout.ts';
 import { WorkerRegistry } from './workers/worker-registry.ts';
-import { attachWorkerSession, startLivenessSweep, type SessionDeps } from './workers/worker-session.ts';
+import { startLivenessSweep, type SessionDeps } from './workers/worker-session.ts';
+import { attachWorkerEndpoint } from './workers/worker-endpoint.ts';
 import { createMetrics } from './metrics.ts';
 import { createApp } from './http/app.ts';
 import { join } from 'node:path';
@@ -22,7 +19,7 @@ export type MasterConf = Pick<Conf,
   'secret' | 'baseDirectory' | 'port' | 'hostname' | 'database' | 'maxBodyBytes' | 'authenticateReads' | 'acceptLegacyDigest' |
   'heartbeatIntervalMs' | 'httpsCertFile' | 'httpsKeyFile' | 'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' |
   'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' |
-  'allowLocalRepositories' | 'gitTimeoutMs'>;
+  'allowLocalRepositories' | 'gitTimeoutMs' | 'httpRequestTimeoutMs' | 'httpHeadersTimeoutMs' | 'maxWorkerConnectsPerSecond'>;
 
 export interface MasterServer {
   readonly port: number;
@@ -50,36 +47,22 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
     maxBodyBytes: conf.maxBodyBytes, authenticateReads: conf.authenticateReads, acceptLegacyDigest: conf.acceptLegacyDigest,
   });
 
+  // Slow or stalled clients must not hold sockets for ever. Node checks these timeouts only every
+  // connectionsCheckingInterval (30 s by default), which would let a short limit run far over.
+  const timeouts = {
+    requestTimeout: conf.httpRequestTimeoutMs,
+    headersTimeout: Math.min(conf.httpHeadersTimeoutMs, conf.httpRequestTimeoutMs),
+    keepAliveTimeout: 5_000,
+    connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(conf.httpHeadersTimeoutMs / 4))),
+  };
   const server: Server = conf.httpsCertFile && conf.httpsKeyFile
-    ? createHttpsServer({ cert: readFileSync(conf.httpsCertFile), key: readFileSync(conf.httpsKeyFile) }, app)
-    : createHttpServer(app);
-  // Slow or stalled clients must not hold sockets for ever.
-  server.requestTimeout = 60_000;
-  server.headersTimeout = 20_000;
-  server.keepAliveTimeout = 5_000;
+    ? createHttpsServer({ ...timeouts, cert: readFileSync(conf.httpsCertFile), key: readFileSync(conf.httpsKeyFile) }, app)
+    : createHttpServer(timeouts, app);
 
-  const sessionDeps: SessionDeps = { registry, events: manager, workerStore: store.workers, log: log.child({ component: 'workers' }), masterSessionId: sessionId };
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
-  const nonces = new NonceCache();
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const path = (req.url ?? '').split('?')[0];
-    if (path !== WORKER_CONNECT_PATH && path !== WORKER_CONNECT_PATH.replace('worker', 'slave')) {
-      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
-      return;
-    }
-    const verdict = verifyRequest({
-      secret: conf.secret, method: 'GET', path: req.url ?? '', body: Buffer.alloc(0), headers: req.headers,
-      acceptLegacyDigest: false, nonces,
-    });
-    wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      if (verdict !== 'ok') {
-        log.warn({ remote: req.socket.remoteAddress, verdict }, 'worker connection refused: not authenticated');
-        ws.close(CLOSE_UNAUTHENTICATED, 'not authenticated');
-        return;
-      }
-      attachWorkerSession(ws, sessionDeps);
-    });
-  });
+  const sessionDeps: SessionDeps = { registry, events: manager, workerStore: store.workers, log: log.child({ component: 'workers' }), masterSessionId: sessionId,
+    registerTimeoutMs: Math.max(5_000, 3 * conf.heartbeatIntervalMs),
+  };
+  const endpoint = attachWorkerEndpoint(server, { secret: conf.secret, maxConnectsPerSecond: conf.maxWorkerConnectsPerSecond, log, session: sessionDeps });
   const liveness = startLivenessSweep(sessionDeps, Math.max(100, Math.min(1000, conf.heartbeatIntervalMs / 2)));
 
   manager.start();
@@ -106,8 +89,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
         liveness.close();
         registry.close();
         server.close();
-        for (const client of wss.clients) client.terminate();
-        wss.close();
+        endpoint.close();
         server.closeAllConnections();
         await manager.close().catch((error: unknown) => log.error({ err: error }, 'closing the build manager failed'));
         store.close();

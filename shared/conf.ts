@@ -44,6 +44,12 @@ export interface Conf {
   readonly killGraceMs: number;
   /** Largest HTTP body accepted; default 1048576. */
   readonly maxBodyBytes: number;
+  /** Key http_request_timeout_seconds; a request (headers and body) must arrive within it; default 60 s. */
+  readonly httpRequestTimeoutMs: number;
+  /** Key http_headers_timeout_seconds; a request's headers must arrive within it; default 20 s. */
+  readonly httpHeadersTimeoutMs: number;
+  /** WebSocket connection attempts accepted per second from one address; more get 429; default 20. */
+  readonly maxWorkerConnectsPerSecond: number;
   /** Whether GET requests need the digest too; default false. */
   readonly authenticateReads: boolean;
   /** Whether builds may use file:// and local paths as repositories; default true. */
@@ -164,6 +170,9 @@ const SETTINGS = {
   master_unreachable_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
   kill_grace_seconds: setting(seconds({ allowZero: true }), 'a number of seconds >= 0'),
   max_body_bytes: setting(integer(1), 'a number of bytes >= 1'),
+  http_request_timeout_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
+  http_headers_timeout_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
+  max_worker_connects_per_second: setting(integer(1), 'an integer >= 1'),
   authenticate_reads: setting(boolean, 'true or false'),
   allow_local_repositories: setting(boolean, 'true or false'),
   accept_legacy_digest: setting(boolean, 'true or false'),
@@ -302,6 +311,9 @@ export function loadConf(options: {
     masterUnreachableMs: toMs(get('master_unreachable_seconds') ?? 600),
     killGraceMs: toMs(get('kill_grace_seconds') ?? 5),
     maxBodyBytes: get('max_body_bytes') ?? 1048576,
+    httpRequestTimeoutMs: toMs(get('http_request_timeout_seconds') ?? 60),
+    httpHeadersTimeoutMs: toMs(get('http_headers_timeout_seconds') ?? 20),
+    maxWorkerConnectsPerSecond: get('max_worker_connects_per_second') ?? 20,
     authenticateReads: get('authenticate_reads') ?? false,
     allowLocalRepositories: get('allow_local_repositories') ?? true,
     acceptLegacyDigest: get('accept_legacy_digest') ?? true,

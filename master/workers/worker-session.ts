@@ -15,6 +15,8 @@ export interface SessionDeps {
   readonly workerStore: WorkerStore;
   readonly log: Logger;
   readonly masterSessionId: string;
+  /** An authenticated connection that has not sent "register" within this is closed. */
+  readonly registerTimeoutMs: number;
 }
 
 function sendTo(socket: WebSocket, message: MasterMessage): void {
@@ -71,7 +73,14 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void 
     });
   };
 
+  // A connection that never registers would otherwise hold a socket for ever.
+  const registerTimer = setTimeout(() => {
+    if (worker === null) fail(`no "register" within ${deps.registerTimeoutMs} ms`);
+  }, deps.registerTimeoutMs);
+  registerTimer.unref();
+
   const register = (message: RegisterMessage) => {
+    clearTimeout(registerTimer);
     if (message.protocol_version !== PROTOCOL_VERSION) {
       fail(`protocol version ${message.protocol_version} is not supported (the master speaks ${PROTOCOL_VERSION})`);
       return;
@@ -202,6 +211,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void 
   socket.on('error', (error) => log.warn({ workerId: worker?.id, err: error }, 'worker socket error'));
 
   socket.on('close', () => {
+    clearTimeout(registerTimer);
     const current = worker;
     if (current === null || current.socket !== socket || deps.registry.isClosed) return;
     current.socket = null;

@@ -7,13 +7,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip, gzipSync } from 'node:zlib';
-import { Header, type HeaderData } from 'tar';
+import { gzipSync } from 'node:zlib';
+import type { HeaderData } from 'tar';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ClusterRunnerError } from '../../shared/errors.ts';
 import { createSafeExtractor, packDirectory, type ExtractLimits, type ExtractSummary } from '../../shared/archive.ts';
+import { gzipPieces, MiB, tarEntry, tarGz, zeros } from '../support/tar-craft.ts';
 
-const MiB = 1024 * 1024;
 const roomyLimits: ExtractLimits = { maxBytes: 100 * MiB, maxEntries: 10_000 };
 
 let workDir: string;
@@ -29,40 +29,6 @@ afterEach(async () => {
 });
 
 // ---- crafting archives ------------------------------------------------------------------------------------
-
-/** One raw tar entry: header block, body, padding. */
-function tarEntry(header: HeaderData, body: Buffer = Buffer.alloc(0)): Buffer {
-  const encoded = new Header({ mode: 0o644, mtime: new Date(0), size: body.length, type: 'File', ...header });
-  encoded.encode();
-  return Buffer.concat([encoded.block ?? Buffer.alloc(0), body, Buffer.alloc((512 - (body.length % 512)) % 512)]);
-}
-
-function tarGz(...entries: Buffer[]): Buffer {
-  return gzipSync(Buffer.concat([...entries, Buffer.alloc(1024)]));
-}
-
-/** gzip of a stream written piece by piece, so 200 MB of zeros never exist in memory at once. */
-async function gzipPieces(pieces: () => Iterable<Buffer>): Promise<Buffer> {
-  const gzip = createGzip({ level: 9 });
-  const output: Buffer[] = [];
-  gzip.on('data', (chunk: Buffer) => output.push(chunk));
-  const ended = once(gzip, 'end');
-  for (const piece of pieces()) {
-    if (!gzip.write(piece)) {
-      await once(gzip, 'drain');
-    }
-  }
-  gzip.end();
-  await ended;
-  return Buffer.concat(output);
-}
-
-function* zeros(totalBytes: number): Iterable<Buffer> {
-  const block = Buffer.alloc(MiB);
-  for (let sent = 0; sent < totalBytes; sent += MiB) {
-    yield block.subarray(0, Math.min(MiB, totalBytes - sent));
-  }
-}
 
 function chunksOf(buffer: Buffer, size = 64 * 1024): Buffer[] {
   const chunks: Buffer[] = [];

@@ -1,0 +1,85 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { NonceCache, verifyRequest } from '../../shared/auth.ts';
+import type { Logger } from '../../shared/log.ts';
+import { CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES, WORKER_CONNECT_PATH } from '../../shared/protocol.ts';
+import { attachWorkerSession, type SessionDeps } from './worker-session.ts';
+
+const CONNECT_PATHS = new Set([WORKER_CONNECT_PATH, WORKER_CONNECT_PATH.replace('worker', 'slave')]);
+
+export interface WorkerEndpointOptions {
+  readonly secret: string;
+  /** Upgrade attempts accepted per second from one address; the rest are answered 429 before any work. */
+  readonly maxConnectsPerSecond: number;
+  readonly log: Logger;
+  readonly session: SessionDeps;
+}
+
+/**
+ * The workers' WebSocket endpoint on the API's port. Attempts are rate-limited per address before the
+ * signature is even checked, so a reconnect flood (a buggy worker fleet, or someone hostile) costs the
+ * master a counter and a 429 each, and the API stays responsive.
+ */
+export function attachWorkerEndpoint(server: Server, options: WorkerEndpointOptions): { close(): void } {
+  const { log } = options;
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
+  const nonces = new NonceCache();
+  const limiter = new RateLimiterMemory({ points: options.maxConnectsPerSecond, duration: 1 });
+  let refusedSinceLog = 0;
+
+  const refuse = (socket: Duplex, status: string, extraHeaders = '') => {
+    socket.end(`HTTP/1.1 ${status}\r\n${extraHeaders}Connection: close\r\nContent-Length: 0\r\n\r\n`);
+  };
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => undefined);
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    if (!CONNECT_PATHS.has(path)) {
+      refuse(socket, '404 Not Found');
+      return;
+    }
+    const address = req.socket.remoteAddress ?? 'unknown';
+    limiter.consume(address).then(
+      () => upgrade(req, socket, head),
+      (rejection: unknown) => {
+        if (!(rejection instanceof RateLimiterRes)) {
+          log.error({ err: rejection }, 'the worker connection rate limiter failed');
+          refuse(socket, '503 Service Unavailable');
+          return;
+        }
+        // One log line per burst, not one per refused attempt: the log must not become the flood.
+        if (refusedSinceLog++ === 0) log.warn({ remote: address }, 'worker connection attempts over max_worker_connects_per_second; refusing with 429');
+        refuse(socket, '429 Too Many Requests', `Retry-After: ${Math.max(1, Math.ceil(rejection.msBeforeNext / 1000))}\r\n`);
+      },
+    );
+  });
+
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (socket.destroyed) return;
+    if (refusedSinceLog > 0) {
+      log.info({ refused: refusedSinceLog }, 'worker connection attempts were refused for going over the rate limit');
+      refusedSinceLog = 0;
+    }
+    const verdict = verifyRequest({
+      secret: options.secret, method: 'GET', path: req.url ?? '', body: Buffer.alloc(0), headers: req.headers,
+      acceptLegacyDigest: false, nonces,
+    });
+    wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      if (verdict !== 'ok') {
+        log.warn({ remote: req.socket.remoteAddress, verdict }, 'worker connection refused: not authenticated');
+        ws.close(CLOSE_UNAUTHENTICATED, 'not authenticated');
+        return;
+      }
+      attachWorkerSession(ws, options.session);
+    });
+  };
+
+  return {
+    close() {
+      for (const client of wss.clients) client.terminate();
+      wss.close();
+    },
+  };
+}
