@@ -1,7 +1,7 @@
 import { appendFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSafeExtractor } from '../../shared/archive.ts';
-import { errorMessage } from '../../shared/errors.ts';
+import { ClusterRunnerError, errorMessage } from '../../shared/errors.ts';
 import type { ArtifactUpload } from '../workers/worker-registry.ts';
 import { ConsoleWriter } from './console-files.ts';
 import { CONSOLE_FILE } from './results-layout.ts';
@@ -42,7 +42,14 @@ export function createArtifactUpload(dir: string, limits: { maxBytes: number; ma
     finish: () => {
       finished ??= (async () => {
         if (failure === null) input.end();
-        await extractor.done;
+        try {
+          await extractor.done;
+        } catch (error) {
+          if (!(error instanceof ClusterRunnerError) || error.code !== 'ARCHIVE_TOO_LARGE') throw error;
+          // The user can act on the limit only if the message names it.
+          throw new ClusterRunnerError(error.code, `${error.message} (the master's max_artifact_bytes = ${limits.maxBytes}, ` +
+            `max_artifact_files = ${limits.maxEntries})`, { status: error.status, cause: error });
+        }
       })();
       return finished;
     },
