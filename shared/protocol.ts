@@ -170,6 +170,8 @@ export const setupBuildMessage = z.strictObject({
   command: text(1024 * 1024),
   atom_timeout_ms: z.number().int().min(1).nullable(),
   kill_grace_ms: z.number().int().min(0),
+  /** The master keeps this much of an atom's console output; the worker sends no more than that. */
+  max_console_bytes: z.number().int().min(1),
 });
 export type SetupBuildMessage = z.infer<typeof setupBuildMessage>;
 

@@ -296,6 +296,7 @@ export class WorkerDaemon {
       command: message.command,
       atomTimeoutMs: message.atom_timeout_ms,
       killGraceMs: message.kill_grace_ms,
+      maxConsoleBytes: message.max_console_bytes,
     };
     if (message.setup_command === null) {
       report(true, 0, '');

@@ -14,6 +14,8 @@ export interface BuildContext {
   readonly command: string;
   readonly atomTimeoutMs: number | null;
   readonly killGraceMs: number;
+  /** Output past this is read and dropped here: the master would only cut it (max_console_bytes). */
+  readonly maxConsoleBytes: number;
 }
 
 /** Sent artifacts are not needed any more; the next atom need not wait for the disk to forget them. */
@@ -94,6 +96,10 @@ export async function runSubjob(options: {
     for (const [name, value] of Object.entries(atom.env)) env[name] = localizeValue(value, build.projectDir);
     connection.send({ type: 'atom_started', ...ids, atom_id: atom.atom_id });
     const decoder = new StringDecoder('utf8');
+    // A few bytes over the limit are sent, so the master itself sees the limit crossed and says so in the
+    // console; the rest is still read, so the command never blocks on a full pipe, but goes nowhere.
+    const outputLimit = build.maxConsoleBytes + 4;
+    let outputBytes = 0;
     const forward = (text: string) => {
       for (let at = 0; at < text.length; at += MAX_OUTPUT_CHUNK_CHARS) {
         connection.send({ type: 'atom_output', ...ids, atom_id: atom.atom_id, data: text.slice(at, at + MAX_OUTPUT_CHUNK_CHARS) });
@@ -107,6 +113,8 @@ export async function runSubjob(options: {
       signal,
       marker,
       onOutput: (chunk) => {
+        if (outputBytes > outputLimit) return;
+        outputBytes += chunk.length;
         forward(decoder.write(chunk));
         if (connection.isCongested) holdOutput();
       },
@@ -127,7 +135,7 @@ export async function runSubjob(options: {
     const result = await child.result;
     if (congestionTimer !== null) clearInterval(congestionTimer);
     const rest = decoder.end();
-    if (rest) forward(rest);
+    if (rest && outputBytes <= outputLimit) forward(rest);
     if (result.stopReason !== null) killMarkedProcesses(marker);
     const stoppedByUs = result.stopReason !== null && result.stopReason !== 'timeout';
     if (stoppedByUs || signal.aborted) {

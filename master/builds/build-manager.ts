@@ -401,6 +401,7 @@ export class BuildManager implements WorkerEvents {
       command: job.command,
       atom_timeout_ms: job.atomTimeoutMs,
       kill_grace_ms: this.#settings.killGraceMs,
+      max_console_bytes: this.#settings.maxConsoleBytes,
     });
   }
 

@@ -78,6 +78,11 @@ export class ConsoleWriter {
     const bytes = Buffer.byteLength(data);
     if (this.#bytes + bytes > this.#maxBytes) {
       this.#isTruncated = true;
+      // Keep exactly max_console_bytes: the part that fits, cut where a character starts.
+      const encoded = Buffer.from(data);
+      let cut = this.#maxBytes - this.#bytes;
+      while (cut > 0 && (encoded[cut]! & 0xc0) === 0x80) cut--;
+      if (cut > 0) stream.write(encoded.subarray(0, cut));
       stream.write(`\n[ClusterRunner: console output cut at ${this.#maxBytes} bytes (max_console_bytes)]\n`);
       return;
     }
