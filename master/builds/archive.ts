@@ -51,7 +51,10 @@ export async function writeBuildArchives(options: BuildArchiveOptions): Promise<
   const tarGzTemp = tempPathBeside(tarGzPath);
   const zipTemp = tempPathBeside(zipPath);
   const abort = new AbortController();
+  // The one that failed first has the cause (a full disk, say); the other only reports being stopped.
+  let firstFailure: { error: unknown } | null = null;
   const stopTheOther = (error: unknown): never => {
+    firstFailure ??= { error };
     abort.abort(error);
     throw error;
   };
@@ -63,6 +66,7 @@ export async function writeBuildArchives(options: BuildArchiveOptions): Promise<
       writeTarGz(artifactsDir, list(), tarGzTemp, abort.signal).catch(stopTheOther),
       writeZip(artifactsDir, list(), zipTemp, abort.signal).catch(stopTheOther),
     ]);
+    if (firstFailure !== null) throw (firstFailure as { error: unknown }).error;
     for (const result of results) {
       if (result.status === 'rejected') {
         throw result.reason;
