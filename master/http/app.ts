@@ -64,7 +64,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(express.raw({ type: () => true, limit: deps.maxBodyBytes }));
 
   const { requireDigest: digest, requireSignature: signature } = createAuthentication({
-    secret: deps.secret, acceptLegacyDigest: deps.acceptLegacyDigest,
+    secret: deps.secret, acceptLegacyDigest: deps.acceptLegacyDigest, log: deps.log,
   });
   if (deps.authenticateReads) {
     app.use((req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? digest(req, res, next) : next()));

@@ -1,6 +1,7 @@
 import type { RequestHandler } from 'express';
 import { NONCE_HEADER, NonceCache, TIMESTAMP_HEADER, verifyRequest } from '../../shared/auth.ts';
 import { ClusterRunnerError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/log.ts';
 
 const NOT_AUTHENTICATED = 'Message digest does not match header, message not authenticated.';
 const MESSAGES: Record<string, string> = {
@@ -18,7 +19,7 @@ type Proof = 'signed' | 'legacy';
  * path, timestamp, nonce and body. Runs after the raw body has been read, before it is parsed. One nonce
  * cache serves every check of a master, so a signed request is accepted once, wherever it is sent.
  */
-export function createAuthentication(options: { secret: string; acceptLegacyDigest: boolean }): {
+export function createAuthentication(options: { secret: string; acceptLegacyDigest: boolean; log: Logger }): {
   requireDigest: RequestHandler;
   requireSignature: RequestHandler;
 } {
@@ -40,6 +41,12 @@ export function createAuthentication(options: { secret: string; acceptLegacyDige
       nonces,
     });
     if (result !== 'ok') {
+      // Enough to tell a wrong secret from a mangled request, and nothing that would help forge one.
+      options.log.warn({
+        method: req.method, path: req.originalUrl, verdict: result, remote: req.socket.remoteAddress,
+        signed: req.headers[TIMESTAMP_HEADER] !== undefined && req.headers[NONCE_HEADER] !== undefined,
+        bodyBytes: body.length, contentLength: req.headers['content-length'] ?? null,
+      }, 'request refused: not authenticated');
       next(new ClusterRunnerError('NOT_AUTHENTICATED', MESSAGES[result]!, { status: 401 }));
       return;
     }

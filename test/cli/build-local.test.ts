@@ -94,7 +94,8 @@ describe('clusterrunner build in local mode', () => {
     await eventually('the worker to be gone', () => !isClusterRunnerProcess(workerPid));
 
     const second = await runCli(['build', '-c', setup.conf], { cwd: project, env: setup.env, timeoutMs: BUILD_TIMEOUT_MS });
-    expect(second.code, `STDOUT<${second.stdout}> STDERR<${second.stderr}>`).toBe(0);
+    const masterLog = () => readFileSync(join(setup.base, 'logs', 'master.log'), 'utf8').slice(-4000);
+    expect(second.code, `STDOUT<${second.stdout}> STDERR<${second.stderr}> MASTER LOG<${masterLog()}>`).toBe(0);
     expect(second.stdout).not.toContain('started a local master');
     expect(second.stdout).toContain('started a local worker');
     expect(readPidFile(join(setup.base, 'master.pid'))).toBe(masterPid);
