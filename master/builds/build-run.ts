@@ -119,6 +119,13 @@ export class BuildRun {
     return null;
   }
 
+  /** The workers that requeued work would rather avoid (retries of atoms that failed there). */
+  avoidedWorkerIds(): Set<number> {
+    const ids = new Set<number>();
+    for (const item of this.#front) if (item.avoidWorkerId !== null) ids.add(item.avoidWorkerId);
+    return ids;
+  }
+
   requeueFront(item: WorkItem): void {
     this.#front.unshift(item);
   }

@@ -74,6 +74,22 @@ export class Dispatcher {
     return capacity < Math.min(run.pendingCount, limit - run.executorsInUse);
   }
 
+  /**
+   * A retry would rather run on another worker than the one it failed on. When no other worker is set up
+   * for the build, one must be brought in: the worker it failed on passes it over while others are free.
+   */
+  #retryNeedsAnotherWorker(run: BuildRun, candidate: WorkerEntry): boolean {
+    for (const avoided of run.avoidedWorkerIds()) {
+      if (avoided === candidate.id) continue;
+      const isServedElsewhere = [...this.#registry.all()].some((worker) => {
+        const state = worker.builds.get(run.id);
+        return worker.id !== avoided && worker.isAlive && !worker.isDraining && (state === 'ready' || state === 'setting_up');
+      });
+      if (!isServedElsewhere) return true;
+    }
+    return false;
+  }
+
   dispatchNow(): void {
     const available = this.#registry.available();
     if (available.length === 0) return;
@@ -83,13 +99,13 @@ export class Dispatcher {
         if (!run.wantsExecutor(worker.id)) continue;
         const state = worker.builds.get(run.id);
         if (state === undefined) {
-          if (this.#needsAnotherWorker(run)) this.#actions.startSetup(run, worker);
+          if (this.#needsAnotherWorker(run) || this.#retryNeedsAnotherWorker(run, worker)) this.#actions.startSetup(run, worker);
           continue;
         }
         if (state !== 'ready') continue;
         let alternative: boolean | null = null;
         const hasAlternative = () =>
-          (alternative ??= available.some((other) => other !== worker && other.builds.get(run.id) !== 'failed'));
+          (alternative ??= available.some((other) => other !== worker && other.builds.get(run.id) !== 'failed' && run.wantsExecutor(other.id)));
         while (worker.isAvailable && run.wantsExecutor(worker.id)) {
           const item = run.takeWork(worker.id, hasAlternative);
           if (item === null) break;

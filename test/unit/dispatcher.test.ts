@@ -140,4 +140,34 @@ describe('dispatcher setup decisions', () => {
     dispatcher.dispatchNow();
     expect(setups).toEqual(['1@1']);
   });
+
+  it('sets up another worker for a retry when the worker it failed on is the only one set up', () => {
+    const failedOn = worker(1, 1);
+    const other = worker(2, 1);
+    failedOn.builds.set(1, 'ready');
+    const { dispatcher, setups, assigned } = harness([failedOn, other]);
+    const r = run(1, 1);
+    r.takeWork(failedOn.id, false);
+    // The other worker finished its share and was torn down before the atom failed here.
+    r.requeueFront({ subjobId: 0, atomIds: [0], avoidWorkerId: failedOn.id });
+    dispatcher.addRun(r);
+    dispatcher.dispatchNow();
+    expect(setups).toEqual(['1@2']);
+    dispatcher.dispatchNow();
+    expect(assigned.map((a) => a.worker)).toEqual([other.id]);
+  });
+
+  it('runs a retry on the worker it failed on when no other can take it', () => {
+    const failedOn = worker(1, 1);
+    const busy = worker(2, 1);
+    failedOn.builds.set(1, 'ready');
+    busy.takeExecutor();
+    const { dispatcher, assigned } = harness([failedOn, busy]);
+    const r = run(1, 1);
+    r.takeWork(failedOn.id, false);
+    r.requeueFront({ subjobId: 0, atomIds: [0], avoidWorkerId: failedOn.id });
+    dispatcher.addRun(r);
+    dispatcher.dispatchNow();
+    expect(assigned.map((a) => a.worker)).toEqual([failedOn.id]);
+  });
 });
