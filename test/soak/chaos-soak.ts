@@ -65,6 +65,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 // ---- the cluster -------------------------------------------------------------------------------------------
 
 const runToken = `soak-${process.pid}-${randomBytes(4).toString('hex')}`;
+const OUTER_MARKER = process.env['CLUSTERRUNNER_MARKER'] === undefined ? undefined : `CLUSTERRUNNER_MARKER=${process.env['CLUSTERRUNNER_MARKER']}`;
 const root = mkdtempSync(join(tmpdir(), 'cr-soak-'));
 const secret = randomBytes(16).toString('hex');
 const children = new Set<ChildProcess>();
@@ -303,7 +304,9 @@ function markedProcesses(): number[] {
     try {
       if (/^\d+ \(.*\) [ZX]/.test(readFileSync(`/proc/${entry}/stat`, 'utf8'))) continue;
       const variables = readFileSync(`/proc/${entry}/environ`, 'latin1').split('\0');
-      if (variables.includes(`SOAK_RUN=${runToken}`) && variables.some((variable) => variable.startsWith('CLUSTERRUNNER_MARKER='))) found.push(Number(entry));
+      const marker = variables.find((variable) => variable.startsWith('CLUSTERRUNNER_MARKER='));
+      // Run as an atom itself, the soak's own daemons carry that atom's marker: not theirs to count.
+      if (variables.includes(`SOAK_RUN=${runToken}`) && marker !== undefined && marker !== OUTER_MARKER) found.push(Number(entry));
     } catch {
       // gone meanwhile
     }

@@ -25,6 +25,7 @@ export const RECONNECT_BACKOFF_MAX_MS = 10_000;
 const RUN_VARIABLE = 'FAULT_RUN';
 const WORKER_VARIABLE = 'FAULT_WORKER';
 const runToken = `fault-${process.pid}-${randomBytes(4).toString('hex')}`;
+const OUTER_MARKER = process.env['CLUSTERRUNNER_MARKER'] === undefined ? undefined : `CLUSTERRUNNER_MARKER=${process.env['CLUSTERRUNNER_MARKER']}`;
 
 export interface FaultWorker {
   readonly name: string;
@@ -162,7 +163,9 @@ export function markedProcesses(workerName?: string, atomValue?: string): number
       continue;
     }
     if (!variables.includes(`${RUN_VARIABLE}=${runToken}`)) continue;
-    if (!variables.some((variable) => variable.startsWith('CLUSTERRUNNER_MARKER='))) continue;
+    const marker = variables.find((variable) => variable.startsWith('CLUSTERRUNNER_MARKER='));
+    // When these tests run as an atom themselves, their own workers carry that atom's marker: not theirs to count.
+    if (marker === undefined || marker === OUTER_MARKER) continue;
     if (workerName !== undefined && !variables.includes(`${WORKER_VARIABLE}=${workerName}`)) continue;
     if (atomValue !== undefined && !variables.includes(`N=${atomValue}`)) continue;
     found.push(Number(entry));
