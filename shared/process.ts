@@ -64,7 +64,7 @@ export interface GroupProcess {
   resumeOutput(): void;
   /**
    * Resolves when the shell exits (never rejects). Members of the group it leaves behind in the background
-   * do not hold it, and are not killed by it: stop() or killMarkedProcesses() do that.
+   * do not hold it, and are not killed by it: stop() or killMarkedProcessesUntilGone() do that.
    */
   readonly result: Promise<ProcessResult>;
   /**
@@ -376,4 +376,46 @@ export function killMarkedProcesses(marker: string): number {
     }
   }
   return killed;
+}
+
+/*
+ * A look at /proc misses what is forked while it reads: an escaped process that keeps starting others (a
+ * loop, a double fork under way) leaves a child the look did not see, which then outlives it. Looks repeat
+ * until two in a row, the second after a pause, find nothing alive: by then every process killed is dead,
+ * so all it started before dying is listed (and one caught mid-exec, its environment unreadable for an
+ * instant, is seen by the second look).
+ */
+const MARKED_QUIET_LOOKS = 2;
+
+/**
+ * SIGKILLs every marked process, again and again, until none is left alive (bounded by KILL_SETTLE_MS);
+ * returns how many distinct processes it signaled. What the stop paths use: one look (killMarkedProcesses)
+ * can leave a survivor behind.
+ */
+export async function killMarkedProcessesUntilGone(marker: string): Promise<number> {
+  const killed = new Set<number>();
+  const unkillable = new Set<number>();
+  const deadline = performance.now() + KILL_SETTLE_MS;
+  let quietLooks = 0;
+  let intervalMs = POLL_FIRST_MS;
+  for (;;) {
+    const alive = findMarkedProcesses(marker).filter((pid) => !unkillable.has(pid));
+    quietLooks = alive.length === 0 ? quietLooks + 1 : 0;
+    if (quietLooks >= MARKED_QUIET_LOOKS) break;
+    for (const pid of alive) {
+      try {
+        // Again for one still dying: a second SIGKILL is harmless.
+        process.kill(pid, 'SIGKILL');
+        killed.add(pid);
+      } catch (error) {
+        // ESRCH: it ended meanwhile. EPERM: not ours; waiting for it would be in vain.
+        if (errorCode(error) === 'EPERM') unkillable.add(pid);
+      }
+    }
+    const remainingMs = deadline - performance.now();
+    if (remainingMs <= 0) break;
+    await sleep(Math.min(intervalMs, remainingMs));
+    intervalMs = Math.min(intervalMs * 2, POLL_MAX_MS);
+  }
+  return killed.size;
 }

@@ -5,7 +5,7 @@ import type { Logger } from '../shared/log.ts';
 import type { Conf } from '../shared/conf.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { OutputTail } from '../shared/output-tail.ts';
-import { MARKER_VARIABLE, killMarkedProcesses, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
+import { MARKER_VARIABLE, killMarkedProcessesUntilGone, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
 import { PROTOCOL_VERSION, type MasterMessage, type RegisterMessage, type SetupBuildMessage, type RunSubjobMessage } from '../shared/protocol.ts';
 import { MasterConnection } from './connection.ts';
 import { runSubjob, type BuildContext } from './executor.ts';
@@ -339,7 +339,7 @@ export class WorkerDaemon {
     });
     started(child);
     const result = await child.result;
-    if (result.stopReason !== null) killMarkedProcesses(build.marker);
+    if (result.stopReason !== null) await killMarkedProcessesUntilGone(build.marker);
     return { exitCode: result.exitCode, tail: tail.text(100) };
   }
 

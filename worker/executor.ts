@@ -2,7 +2,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from '../shared/log.ts';
-import { killMarkedProcesses, spawnShell } from '../shared/process.ts';
+import { killMarkedProcessesUntilGone, spawnShell } from '../shared/process.ts';
 import { MAX_OUTPUT_CHUNK_CHARS, type RunSubjobMessage } from '../shared/protocol.ts';
 import type { MasterConnection } from './connection.ts';
 import { hasArtifacts, sendArtifacts } from './artifacts.ts';
@@ -136,7 +136,7 @@ export async function runSubjob(options: {
     if (congestionTimer !== null) clearInterval(congestionTimer);
     const rest = decoder.end();
     if (rest && outputBytes <= outputLimit) forward(rest);
-    if (result.stopReason !== null) killMarkedProcesses(marker);
+    if (result.stopReason !== null) await killMarkedProcessesUntilGone(marker);
     const stoppedByUs = result.stopReason !== null && result.stopReason !== 'timeout';
     if (stoppedByUs || signal.aborted) {
       releaseArtifactDir(artifactDir, isShared, false);
