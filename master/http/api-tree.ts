@@ -30,13 +30,22 @@ export function route(router: Router, path: string, handlers: Partial<Record<Met
   r.all(methodNotAllowed(methods.map(([method]) => method)));
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 /** The raw body (read by the body parser so the digest covers its exact bytes) parsed as JSON. */
 export function jsonBody(req: Request): unknown {
   const raw: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
   if (raw.length === 0) return {};
+  let text: string;
+  try {
+    // Fatal: bytes that are not UTF-8 would otherwise become U+FFFD and slip into names and commands.
+    text = UTF8.decode(raw);
+  } catch {
+    throw badRequest('The request body is not valid UTF-8.');
+  }
   let body: unknown;
   try {
-    body = JSON.parse(raw.toString('utf8'));
+    body = JSON.parse(text);
   } catch {
     throw badRequest('The request body is not valid JSON.');
   }

@@ -10,6 +10,10 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     if (error instanceof ClusterRunnerError) {
       status = error.status;
       message = error.message;
+    } else if (error instanceof URIError && isHttpError(error)) {
+      // The router could not decode a %-escape of the path: the path is at fault, not the body.
+      status = 400;
+      message = `The request path ${JSON.stringify(req.originalUrl.split('?')[0])} holds a malformed %-escape.`;
     } else if (isHttpError(error)) {
       // Errors raised by express's body parser: too large, aborted, bad encoding.
       status = error.status;
