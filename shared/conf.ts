@@ -335,6 +335,16 @@ export function loadConf(options: {
   });
 }
 
+/**
+ * The environment for a build's commands (atomizers, setup, atoms, teardown): ours minus the settings given
+ * as CLUSTERRUNNER_<KEY>, above all the secret, which any command could otherwise print into its output.
+ */
+export function commandEnvironment(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const key of Object.keys(SETTINGS)) delete env[`${ENV_PREFIX}${key.toUpperCase()}`];
+  return Object.assign(env, extra);
+}
+
 /** The configuration as log fields, with the secret replaced by '[redacted]'. */
 export function redactConf(conf: Conf): Record<string, unknown> {
   return { ...conf, secret: REDACTED };

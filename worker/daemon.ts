@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../shared/log.ts';
-import type { Conf } from '../shared/conf.ts';
+import { commandEnvironment, type Conf } from '../shared/conf.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { OutputTail } from '../shared/output-tail.ts';
 import { MARKER_VARIABLE, killMarkedProcessesUntilGone, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
@@ -332,7 +332,7 @@ export class WorkerDaemon {
     const tail = new OutputTail(TAIL_BYTES);
     const child = spawnShell(command, {
       cwd: build.context!.projectDir,
-      env: { ...process.env, PROJECT_DIR: build.context!.projectDir },
+      env: commandEnvironment({ PROJECT_DIR: build.context!.projectDir }),
       graceMs: build.message.kill_grace_ms,
       marker: build.marker,
       onOutput: (chunk) => tail.push(chunk),

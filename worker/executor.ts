@@ -1,6 +1,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { commandEnvironment } from '../shared/conf.ts';
 import type { Logger } from '../shared/log.ts';
 import { killMarkedProcessesUntilGone, spawnShell } from '../shared/process.ts';
 import { MAX_OUTPUT_CHUNK_CHARS, type RunSubjobMessage } from '../shared/protocol.ts';
@@ -80,11 +81,12 @@ export async function runSubjob(options: {
   const ids = { lease_id: message.lease_id, build_id: message.build_id, subjob_id: message.subjob_id };
   const marker = `cr-${message.lease_id}`;
   const isWanted = () => !signal.aborted;
+  const baseEnv = commandEnvironment();
   for (const atom of message.atoms) {
     if (signal.aborted) break;
     const { dir: artifactDir, isShared } = await takeArtifactDir(options.workDir, message.executor_index, `${message.lease_id}-${atom.atom_id}`);
     const env: NodeJS.ProcessEnv = {
-      ...process.env,
+      ...baseEnv,
       PROJECT_DIR: build.projectDir,
       ARTIFACT_DIR: artifactDir,
       ATOM_ID: String(atom.atom_id),

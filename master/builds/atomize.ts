@@ -1,3 +1,4 @@
+import { commandEnvironment } from '../../shared/conf.ts';
 import { spawnShell } from '../../shared/process.ts';
 import { OutputTail } from '../../shared/output-tail.ts';
 import { ClusterRunnerError } from '../../shared/errors.ts';
@@ -48,7 +49,7 @@ export async function runAtomizers(job: JobConfig, projectDir: string, limits: A
     const tail = new OutputTail(16 * 1024);
     const child = spawnShell(atomizer.command, {
       cwd: projectDir,
-      env: { ...process.env, PROJECT_DIR: projectDir },
+      env: commandEnvironment({ PROJECT_DIR: projectDir }),
       graceMs: limits.graceMs,
       timeoutMs: limits.timeoutMs,
       mergeStderr: false,
