@@ -134,7 +134,14 @@ export const registeredMessage = z.strictObject({
   master_session_id: text(64),
   /** Leases from the resume list the master still honours; the worker stops all others. */
   resumed_leases: z.array(leaseId),
+  /**
+   * For each started atom of a resumed lease, the bytes of its console output the master holds: output sent
+   * into a connection (or to a master) that died is sent again from there.
+   */
+  received_output: z.array(z.strictObject({ lease_id: leaseId, atom_id: id, bytes: z.number().int().min(0) })).max(65_536),
 });
+
+export type RegisteredMessage = z.infer<typeof registeredMessage>;
 
 export const heartbeatAckMessage = z.strictObject({ type: z.literal('heartbeat_ack') });
 

@@ -3,7 +3,7 @@ import type { Logger } from '../shared/log.ts';
 import { signRequest } from '../shared/auth.ts';
 import {
   CLOSE_SHUTDOWN, CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES, WORKER_CONNECT_PATH, masterMessage, parseFrame,
-  type MasterMessage, type RegisterMessage, type WorkerMessage,
+  type MasterMessage, type RegisteredMessage, type RegisterMessage, type WorkerMessage,
 } from '../shared/protocol.ts';
 
 export interface ConnectionOptions {
@@ -17,10 +17,15 @@ export interface ConnectionOptions {
   /** The register message for the next connection (it carries the leases to resume). */
   readonly registration: () => RegisterMessage;
   readonly onMessage: (message: MasterMessage) => void;
-  /** Called after each successful registration, with the leases the master resumed. */
-  readonly onRegistered: (workerId: number, resumedLeases: readonly string[]) => void;
+  /**
+   * Called after each successful registration, with the leases the master resumed and how much console
+   * output it holds of their atoms, before anything queued meanwhile is sent.
+   */
+  readonly onRegistered: (workerId: number, resumedLeases: readonly string[], receivedOutput: readonly ReceivedOutput[]) => void;
   readonly onUnreachable: (reason: string) => void;
 }
+
+export type ReceivedOutput = RegisteredMessage['received_output'][number];
 
 /** Messages kept while the master is away; results matter most, so live output is what gets dropped. */
 const MAX_QUEUED_MESSAGES = 10_000;
@@ -193,7 +198,7 @@ export class MasterConnection {
       }
       const message = parsed.message;
       if (message.type === 'registered') {
-        this.#onRegistered(socket, message.worker_id, message.resumed_leases);
+        this.#onRegistered(socket, message.worker_id, message.resumed_leases, message.received_output);
         return;
       }
       if (message.type === 'heartbeat_ack') return;
@@ -219,10 +224,10 @@ export class MasterConnection {
     });
   }
 
-  #onRegistered(socket: WebSocket, workerId: number, resumed: readonly string[]): void {
+  #onRegistered(socket: WebSocket, workerId: number, resumed: readonly string[], receivedOutput: readonly ReceivedOutput[]): void {
     this.#isRegistered = true;
     this.#attempt = 0;
-    this.#options.onRegistered(workerId, resumed);
+    this.#options.onRegistered(workerId, resumed, receivedOutput);
     const queued = this.#queue;
     this.#queue = [];
     this.#queuedOutputChars = 0;

@@ -7,7 +7,8 @@ import { errorMessage } from '../shared/errors.ts';
 import { OutputTail } from '../shared/output-tail.ts';
 import { MARKER_VARIABLE, killMarkedProcessesUntilGone, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
 import { PROTOCOL_VERSION, type MasterMessage, type RegisterMessage, type SetupBuildMessage, type RunSubjobMessage } from '../shared/protocol.ts';
-import { MasterConnection } from './connection.ts';
+import { MasterConnection, type ReceivedOutput } from './connection.ts';
+import { OutputRecord, outputKey } from './output-record.ts';
 import { runSubjob, type BuildContext } from './executor.ts';
 import { prepareWorkspace, type WorkspaceDeps } from './workspace.ts';
 import { downloadSnapshot } from './snapshot.ts';
@@ -27,6 +28,7 @@ export interface DaemonOptions extends WorkerConf {
 
 interface RunningSubjob {
   readonly buildId: number;
+  readonly subjobId: number;
   readonly abort: AbortController;
   readonly done: Promise<void>;
 }
@@ -109,6 +111,8 @@ export class WorkerDaemon {
   readonly #connection: MasterConnection;
   readonly #builds = new Map<number, WorkerBuild>();
   readonly #running = new Map<string, RunningSubjob>();
+  /** The output records of the atoms running here, to send again what a master did not get (output-record.ts). */
+  readonly #outputs = new Map<string, OutputRecord>();
   readonly #workDir: string;
   readonly #git: GitCache;
   #workerId: number | null = null;
@@ -135,7 +139,7 @@ export class WorkerDaemon {
       masterUnreachableMs: options.masterUnreachableMs,
       registration: () => this.#registration(),
       onMessage: (message) => this.#handle(message),
-      onRegistered: (workerId, resumed) => this.#onRegistered(workerId, resumed),
+      onRegistered: (workerId, resumed, receivedOutput) => this.#onRegistered(workerId, resumed, receivedOutput),
       onUnreachable: (reason) => {
         this.#log.error({ reason }, 'giving up on the master');
         void this.#shutdown(1, 'worker_stop', false);
@@ -182,7 +186,7 @@ export class WorkerDaemon {
     };
   }
 
-  #onRegistered(workerId: number, resumed: readonly string[]): void {
+  #onRegistered(workerId: number, resumed: readonly string[], receivedOutput: readonly ReceivedOutput[]): void {
     const previousId = this.#workerId;
     this.#workerId = workerId;
     const isReconnect = previousId !== null;
@@ -196,6 +200,7 @@ export class WorkerDaemon {
       else running.abort.abort('lease_lost');
     }
     this.#connection.dropQueued((message) => 'lease_id' in message && !keep.has(message.lease_id));
+    this.#resendOutput(keep, receivedOutput);
     if (previousId !== workerId) {
       // A new id: the master declared us dead (or restarted) and knows of no build set up here, except those of
       // leases it resumed. It will never ask for the others' teardown, so they would stay set up for ever; it
@@ -207,6 +212,23 @@ export class WorkerDaemon {
       }
     }
     if (this.#isDraining) this.#connection.send({ type: 'draining' });
+  }
+
+  /**
+   * Output the master lacks (sent into a connection that died, or to a master that died before storing it)
+   * goes again, from where the master's copy ends, and in place of what was queued for it meanwhile.
+   */
+  #resendOutput(resumed: ReadonlySet<string>, receivedOutput: readonly ReceivedOutput[]): void {
+    const held = new Map(receivedOutput.map((entry) => [outputKey(entry.lease_id, entry.atom_id), entry.bytes]));
+    for (const [key, record] of this.#outputs) {
+      if (resumed.has(record.ids.lease_id)) {
+        const atom = record.ids.atom_id;
+        this.#connection.dropQueued((message) => message.type === 'atom_output' && message.lease_id === record.ids.lease_id && message.atom_id === atom);
+        // An atom the master does not list holds nothing there.
+        for (const data of record.since(held.get(key) ?? 0)) this.#connection.send({ type: 'atom_output', ...record.ids, data });
+      }
+      if (record.isDone || !resumed.has(record.ids.lease_id)) this.#outputs.delete(key);
+    }
   }
 
   #handle(message: MasterMessage): void {
@@ -359,6 +381,7 @@ export class WorkerDaemon {
       workDir: this.#workDir,
       log: this.#log.child({ buildId: message.build_id, subjobId: message.subjob_id }),
       signal: abort.signal,
+      outputs: this.#outputs,
     }).catch((error: unknown) => {
       this.#log.error({ ...ids, err: error }, 'running the subjob failed');
       this.#connection.send({ type: 'subjob_finished', ...ids });
@@ -367,7 +390,7 @@ export class WorkerDaemon {
       void this.#maybeTeardown(message.build_id);
       if (this.#isDraining) void this.#finishDrain();
     });
-    this.#running.set(message.lease_id, { buildId: message.build_id, abort, done });
+    this.#running.set(message.lease_id, { buildId: message.build_id, subjobId: message.subjob_id, abort, done });
   }
 
   async #cancelBuild(buildId: number): Promise<void> {

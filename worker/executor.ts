@@ -7,6 +7,7 @@ import { killMarkedProcessesUntilGone, spawnShell } from '../shared/process.ts';
 import { MAX_OUTPUT_CHUNK_CHARS, type RunSubjobMessage } from '../shared/protocol.ts';
 import type { MasterConnection } from './connection.ts';
 import { hasArtifacts, sendArtifacts } from './artifacts.ts';
+import { OutputRecord, outputKey } from './output-record.ts';
 
 /** What an executor needs of the build it runs for. */
 export interface BuildContext {
@@ -76,6 +77,8 @@ export async function runSubjob(options: {
   workDir: string;
   log: Logger;
   signal: AbortSignal;
+  /** Where each running atom's output record is kept while it runs (key: outputKey). */
+  outputs: Map<string, OutputRecord>;
 }): Promise<void> {
   const { message, build, connection, signal } = options;
   const ids = { lease_id: message.lease_id, build_id: message.build_id, subjob_id: message.subjob_id };
@@ -102,7 +105,10 @@ export async function runSubjob(options: {
     // console; the rest is still read, so the command never blocks on a full pipe, but goes nowhere.
     const outputLimit = build.maxConsoleBytes + 4;
     let outputBytes = 0;
+    const record = new OutputRecord({ ...ids, atom_id: atom.atom_id });
+    options.outputs.set(outputKey(message.lease_id, atom.atom_id), record);
     const forward = (text: string) => {
+      record.add(text);
       for (let at = 0; at < text.length; at += MAX_OUTPUT_CHUNK_CHARS) {
         connection.send({ type: 'atom_output', ...ids, atom_id: atom.atom_id, data: text.slice(at, at + MAX_OUTPUT_CHUNK_CHARS) });
       }
@@ -165,7 +171,20 @@ export async function runSubjob(options: {
       stop_reason: result.stopReason,
       has_artifacts: withArtifacts,
     });
+    settleOutput(options.outputs, outputKey(message.lease_id, atom.atom_id), connection);
     releaseArtifactDir(artifactDir, isShared, !withArtifacts);
   }
+  for (const atom of message.atoms) settleOutput(options.outputs, outputKey(message.lease_id, atom.atom_id), connection);
   connection.send({ type: 'subjob_finished', ...ids });
+}
+
+/**
+ * An atom's output record is dropped once its output went to a live connection; sent while the master was
+ * away, it is kept until the next registration says how much of it the master holds.
+ */
+function settleOutput(outputs: Map<string, OutputRecord>, key: string, connection: MasterConnection): void {
+  const record = outputs.get(key);
+  if (!record) return;
+  if (connection.isRegistered) outputs.delete(key);
+  else record.isDone = true;
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
@@ -23,7 +24,7 @@ import { ProjectSnapshots } from './project-snapshot.ts';
 import { ConsoleWriter } from './console-files.ts';
 import type { StoredLease } from '../store/lease-store.ts';
 import { writeBuildArchives, type AtomResultFiles } from './archive.ts';
-import { atomFolderName, type ResultsLayout } from './results-layout.ts';
+import { atomFolderName, CONSOLE_FILE, type ResultsLayout } from './results-layout.ts';
 
 type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
 
@@ -179,11 +180,15 @@ export class BuildManager implements WorkerEvents {
         hasReleasedBuildExecutor: false,
         chain: Promise.resolve(),
         consoles: new Map(),
+        outputBytes: new Map(),
         uploads: new Map(),
       };
       for (const atomId of orphan.started) {
         const dir = this.#layout.atomDir(run.id, stored.subjobId, atomId);
-        lease.consoles.set(atomId, new ConsoleWriter(dir, this.#settings.maxConsoleBytes, { append: true }));
+        // What reached the disk before the restart: the worker sends the rest again from there.
+        const initialBytes = fileSize(join(dir, CONSOLE_FILE));
+        lease.consoles.set(atomId, new ConsoleWriter(dir, this.#settings.maxConsoleBytes, { append: true, initialBytes }));
+        lease.outputBytes.set(atomId, initialBytes);
       }
       worker.leases.set(id, lease);
       // It set the build up before the restart, and still has it.
@@ -419,6 +424,7 @@ export class BuildManager implements WorkerEvents {
       chain: Promise.resolve(),
       consoles: new Map(),
       uploads: new Map(),
+      outputBytes: new Map(),
     };
     worker.leases.set(lease.id, lease);
     this.#store.leases.add({
@@ -786,5 +792,14 @@ export class BuildManager implements WorkerEvents {
   /** For the API: the live run of a build, when it has one. */
   liveRun(buildId: number): BuildRun | undefined {
     return this.#runs.get(buildId);
+  }
+}
+
+/** The size of a file, 0 when there is none (an atom that had printed nothing yet has no console file). */
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
   }
 }

@@ -63,9 +63,13 @@ export class ConsoleWriter {
   #error: Error | null = null;
   readonly #flags: 'w' | 'a';
 
-  /** append: go on with the output of a run that started before this master did (a resumed lease). */
-  constructor(dir: string, maxBytes: number, options: { append?: boolean } = {}) {
+  /**
+   * append: go on with the output of a run that started before this master did (a resumed lease), whose
+   * file already holds initialBytes.
+   */
+  constructor(dir: string, maxBytes: number, options: { append?: boolean; initialBytes?: number } = {}) {
     this.#flags = options.append === true ? 'a' : 'w';
+    this.#bytes = options.initialBytes ?? 0;
     this.#dir = dir;
     this.#path = join(dir, CONSOLE_FILE);
     this.#maxBytes = maxBytes;

@@ -31,6 +31,11 @@ export interface Lease {
   chain: Promise<void>;
   readonly consoles: Map<number, ConsoleWriter>;
   readonly uploads: Map<number, ArtifactUpload>;
+  /**
+   * Console bytes received per started, unfinished atom, counted as frames arrive (before their I/O): what a
+   * worker that comes back is told the master holds.
+   */
+  readonly outputBytes: Map<number, number>;
 }
 
 export class WorkerEntry {

@@ -23,6 +23,15 @@ function sendTo(socket: WebSocket, message: MasterMessage): void {
   if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(message));
 }
 
+/** Per started atom of the resumed leases, the console bytes this master holds (SPEC: no output lost). */
+function receivedOutput(worker: WorkerEntry, leaseIds: readonly string[]): { lease_id: string; atom_id: number; bytes: number }[] {
+  const received: { lease_id: string; atom_id: number; bytes: number }[] = [];
+  for (const leaseId of leaseIds) {
+    for (const [atomId, bytes] of worker.leases.get(leaseId)?.outputBytes ?? []) received.push({ lease_id: leaseId, atom_id: atomId, bytes });
+  }
+  return received;
+}
+
 /** The worker is gone for good: its leases are given back (once). */
 export function markWorkerLost(worker: WorkerEntry, deps: SessionDeps, reason: string): void {
   if (!worker.isAlive || deps.registry.isClosed) return;
@@ -99,7 +108,10 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void 
         else if (!listed.has(lease.id)) deps.events.leaseDropped(previous, lease);
       }
       worker = previous;
-      sendTo(socket, { type: 'registered', worker_id: previous.id, master_session_id: deps.masterSessionId, resumed_leases: resumed });
+      sendTo(socket, {
+        type: 'registered', worker_id: previous.id, master_session_id: deps.masterSessionId, resumed_leases: resumed,
+        received_output: receivedOutput(previous, resumed),
+      });
       // What was said to it while it was away went nowhere (WorkerEntry.send drops it): say it again, or the
       // worker never drains, and a build canceled meanwhile is never torn down there.
       for (const [buildId, state] of previous.builds) {
@@ -123,7 +135,10 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void 
     deps.registry.add(worker);
     // A worker that outlived a restart of this master may go on with what it runs, if the master kept it.
     const resumed = message.resume ? deps.events.adoptLeases(worker, message.resume.leases) : [];
-    sendTo(socket, { type: 'registered', worker_id: id, master_session_id: deps.masterSessionId, resumed_leases: resumed });
+    sendTo(socket, {
+      type: 'registered', worker_id: id, master_session_id: deps.masterSessionId, resumed_leases: resumed,
+      received_output: receivedOutput(worker, resumed),
+    });
     log.info({ workerId: id, worker: message.name, executors: message.num_executors, resumed: resumed.length }, 'worker connected');
     deps.events.workerReady(worker);
   };
@@ -184,9 +199,16 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void 
           inOrder(lease, () => deps.events.subjobFinished(current, lease));
         }
         else if (lease.isRevoked) return;
-        else if (message.type === 'atom_started') inOrder(lease, () => deps.events.atomStarted(current, lease, message));
-        else if (message.type === 'atom_output') inOrder(lease, () => deps.events.atomOutput(current, lease, message));
-        else inOrder(lease, () => deps.events.atomFinished(current, lease, message));
+        else if (message.type === 'atom_started') {
+          lease.outputBytes.set(message.atom_id, lease.outputBytes.get(message.atom_id) ?? 0);
+          inOrder(lease, () => deps.events.atomStarted(current, lease, message));
+        } else if (message.type === 'atom_output') {
+          lease.outputBytes.set(message.atom_id, (lease.outputBytes.get(message.atom_id) ?? 0) + Buffer.byteLength(message.data));
+          inOrder(lease, () => deps.events.atomOutput(current, lease, message));
+        } else {
+          lease.outputBytes.delete(message.atom_id);
+          inOrder(lease, () => deps.events.atomFinished(current, lease, message));
+        }
         return;
       }
       default: {

@@ -97,4 +97,33 @@ describe('a master killed mid-build and started again', () => {
       db.close();
     }
   });
+
+  it('gets again the output that was on its way when the master died: the console has no hole', async () => {
+    const dir = tempDir('cr-restart-');
+    const project = tempDir('cr-restart-project-');
+    const pidFile = join(dir, 'master.pid');
+    // The atom prints, and at once kills the master: that line is in flight, or unread, or unwritten.
+    writeFileSync(join(project, 'clusterrunner.yaml'), [
+      'Killer:',
+      '  commands:',
+      `    - echo "before $N"; kill -9 $(cat ${pidFile}); sleep 1; echo "after $N"`,
+      '  atomizers:',
+      '    - N: seq 1 1',
+      '',
+    ].join('\n'));
+    const port = await freePort();
+    const secret = randomBytes(16).toString('hex');
+    const first = await startCliMaster(dir, port, secret);
+    writeFileSync(pidFile, String(first.process.child.pid));
+    await startTestWorker(first, { executors: 1 });
+    const buildId = await postBuild(first, { type: 'directory', project_directory: project, job_name: 'Killer' });
+    await first.process.exited;
+    const second = await startCliMaster(dir, port, secret);
+
+    const build = await waitForBuild(second, buildId, undefined, 60_000);
+    expect(build.status).toBe('SUCCESS');
+    const console = await api(second, 'GET', `/v1/build/${buildId}/subjob/0/atom/0/console?max_lines=10`);
+    const [atom] = await atomsOf(second, buildId);
+    expect({ content: console.body.content, attempts: atom.attempts }).toEqual({ content: 'before 1\nafter 1\n', attempts: 1 });
+  });
 });
