@@ -271,7 +271,8 @@ async function waitForGroupGone(pgid: number, timeoutMs: number): Promise<boolea
   }
 }
 
-function isGroupAlive(pgid: number): boolean {
+/** Whether any live process is left in the group (a command's background processes after it exited). */
+export function isGroupAlive(pgid: number): boolean {
   try {
     process.kill(-pgid, 0);
   } catch (error) {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { commandEnvironment } from '../shared/conf.ts';
 import type { Logger } from '../shared/log.ts';
-import { killMarkedProcessesUntilGone, spawnShell } from '../shared/process.ts';
+import { isGroupAlive, killMarkedProcessesUntilGone, spawnShell } from '../shared/process.ts';
 import { MAX_OUTPUT_CHUNK_CHARS, type RunSubjobMessage } from '../shared/protocol.ts';
 import type { MasterConnection } from './connection.ts';
 import { hasArtifacts, sendArtifacts } from './artifacts.ts';
@@ -141,6 +141,11 @@ export async function runSubjob(options: {
       }, 20);
     };
     const result = await child.result;
+    // What a command left running in the background must not outlive it: it would hold the machine's
+    // resources, and could write into the next atom's ARTIFACT_DIR. Stopped (SIGTERM, then SIGKILL after the
+    // grace) without holding up the next atom.
+    const leftBehind = result.stopReason === null && child.pid > 0 && isGroupAlive(child.pid);
+    if (leftBehind) void child.stop('cancel');
     if (congestionTimer !== null) clearInterval(congestionTimer);
     const rest = decoder.end();
     if (rest && outputBytes <= outputLimit) forward(rest);
@@ -172,7 +177,7 @@ export async function runSubjob(options: {
       has_artifacts: withArtifacts,
     });
     settleOutput(options.outputs, outputKey(message.lease_id, atom.atom_id), connection);
-    releaseArtifactDir(artifactDir, isShared, !withArtifacts);
+    releaseArtifactDir(artifactDir, isShared, !withArtifacts && !leftBehind);
   }
   for (const atom of message.atoms) settleOutput(options.outputs, outputKey(message.lease_id, atom.atom_id), connection);
   connection.send({ type: 'subjob_finished', ...ids });

@@ -128,6 +128,23 @@ describe('stopping atoms leaves no process behind', () => {
   });
 });
 
+describe('an atom that exits normally', () => {
+  it('has what it left running in its process group stopped, even what ignores SIGTERM; the build passes', async () => {
+    const master = await startTestMaster();
+    const worker = await startFaultWorker(master, { name: workerName('leaver'), executors: 2 });
+    const id = await postBuild(master, {
+      type: 'directory', project_directory: tempDir('cr-project-'),
+      config: {
+        commands: ['if [ "$N" = 1 ]; then sleep 600 & else bash -c \'trap "" TERM; sleep 600\' & fi; echo "left one behind"'],
+        atomizers: [{ N: 'seq 1 2' }],
+      },
+    });
+    expect((await waitForBuild(master, id)).status).toBe('SUCCESS');
+    await expectNoProcessesLeft(worker.name, KILL_GRACE_MS + 5_000);
+    process.stderr.write(`FIGURE survivors normal-exit ${markedProcesses(worker.name).length}\n`);
+  });
+});
+
 describe('retries', () => {
   // One atom only: with a second atom keeping the other worker busy at that moment, the retry would run at
   // once on the worker it failed on ("another worker where possible"; the dispatcher does not wait for one).
