@@ -18,6 +18,7 @@ import { startMaster, type MasterServer } from '../master/server.ts';
 import { createSilentLogger } from '../shared/log.ts';
 import { signRequest } from '../shared/auth.ts';
 import { localConf } from '../cli/common.ts';
+import { seededRandom } from './prng.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SCALE = Number(process.env['BENCH_SCALE'] ?? 1);
@@ -30,20 +31,8 @@ interface Case {
   readonly durations: readonly number[];
 }
 
-/** mulberry32: a small seeded PRNG, so every run plans the same atoms. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function develocityCase(): Case {
-  const next = random(SEED);
+  const next = seededRandom(SEED);
   return { name: 'develocity', workers: 5, executorsPerWorker: 5, durations: Array.from({ length: 1000 }, () => (0.5 + next()) * SCALE) };
 }
 

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { computeDigest, DIGEST_HEADER, NONCE_HEADER, signRequest, TIMESTAMP_HEADER } from '../../shared/auth.ts';
 import {
-  api, cleanupAll, digest, eventually, postBuild, spawnCli, startTestMaster, startTestWorker, tempDir, waitForBuild, writeConf,
+  api, cleanupAll, digest, eventually, postBuild, readApiResponse, spawnCli, startTestMaster, startTestWorker, tempDir, waitForBuild, writeConf,
   type ApiResponse, type CliProcess, type TestMaster,
 } from '../support/cluster.ts';
 import { downloadArtifacts, freePort, listFiles, readText } from '../support/build-results.ts';
@@ -42,14 +42,7 @@ async function send(target: { url: string }, request: Sent): Promise<ApiResponse
   const response = await fetch(`${target.url}${request.path}`, {
     method: request.method, headers, body: request.method === 'GET' ? undefined : request.body,
   });
-  const text = await response.text();
-  let body: unknown = null;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = null;
-  }
-  return { status: response.status, body, text, headers: response.headers };
+  return readApiResponse(response);
 }
 
 /** Our clients' signed form with every part chosen by the test; the product signs `${timestampMs}` as a number. */

@@ -13,7 +13,7 @@ import { connect, type Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  api, cleanupAll, digest, postBuild, startTestMaster, tempDir, waitForBuild, type ApiResponse, type TestMaster,
+  api, cleanupAll, digest, postBuild, readApiResponse, startTestMaster, tempDir, waitForBuild, type ApiResponse, type TestMaster,
 } from '../support/cluster.ts';
 import { expectFailure } from '../support/http-expect.ts';
 
@@ -57,14 +57,7 @@ async function sendBytes(target: TestMaster, method: string, path: string, bytes
   const response = await fetch(`${target.url}${path}`, {
     method, body: bytes, headers: { 'Content-Type': 'application/json', [DIGEST]: bytesDigest(target.secret, bytes), ...headers },
   });
-  const text = await response.text();
-  let body: unknown = null;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = null;
-  }
-  return { status: response.status, body, text, headers: response.headers };
+  return readApiResponse(response);
 }
 
 /**

@@ -115,7 +115,11 @@ export async function api<T = any>(base: { url: string; secret: string }, method
   if (options.sign !== false && (body !== undefined || method !== 'GET')) {
     headers['ClusterRunner-Message-Authentication-Digest'] ??= digest(base.secret, body ?? '');
   }
-  const response = await fetch(`${base.url}${path}`, { method, body, headers, redirect: 'manual' });
+  return readApiResponse<T>(await fetch(`${base.url}${path}`, { method, body, headers, redirect: 'manual' }));
+}
+
+/** A response read whole: its text, and that text as JSON (null when it is not JSON). */
+export async function readApiResponse<T = any>(response: Response): Promise<ApiResponse<T>> {
   const text = await response.text();
   let parsed: unknown = null;
   try {
