@@ -86,6 +86,18 @@ export interface Conf {
   readonly remoteFileTimeoutMs: number;
   /** Most bytes a worker unpacks from the master's snapshot of a project (default 4 GiB). */
   readonly maxSnapshotBytes: number;
+  /** Key keep_builds_days; finished builds older than this are pruned, files and rows (default 30 days). */
+  readonly keepBuildsMs: number;
+  /** Results (console, artifacts, archives) kept in all; the oldest finished builds go first (default 20 GiB). */
+  readonly maxResultsBytes: number;
+  /** A log file written through stderr is rotated past this size (default 20 MiB). */
+  readonly logMaxBytes: number;
+  /** Rotated log files kept beside the live one (default 5). */
+  readonly logKeepFiles: number;
+  /** Old build workspaces and git caches a worker keeps in all, least recently used go first (default 20 GiB). */
+  readonly maxWorkspaceBytes: number;
+  /** Free disk space under the worker's base directory below which it reports disk pressure (default 1 GiB). */
+  readonly minDiskFreeBytes: number;
 }
 
 /** Keyed by INI key names, e.g. `{ port: 43001 }`; undefined values are ignored, null unsets a nullable key. */
@@ -192,6 +204,12 @@ const SETTINGS = {
   max_remote_file_bytes: setting(integer(1), 'a number of bytes >= 1'),
   remote_file_timeout_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
   max_snapshot_bytes: setting(integer(1), 'a number of bytes >= 1'),
+  keep_builds_days: setting(z.string().regex(DECIMAL_TEXT).pipe(z.coerce.number<string>().positive()), 'a number of days > 0'),
+  max_results_bytes: setting(integer(1), 'a number of bytes >= 1'),
+  log_max_bytes: setting(integer(1024), 'a number of bytes >= 1024'),
+  log_keep_files: setting(integer(1, 1000), 'an integer from 1 to 1000'),
+  max_workspace_bytes: setting(integer(1), 'a number of bytes >= 1'),
+  min_disk_free_bytes: setting(integer(0), 'a number of bytes >= 0 (0 = never report disk pressure)'),
 } as const;
 
 export type ConfKey = keyof typeof SETTINGS;
@@ -332,6 +350,12 @@ export function loadConf(options: {
     maxRemoteFileBytes: get('max_remote_file_bytes') ?? 1073741824,
     remoteFileTimeoutMs: toMs(get('remote_file_timeout_seconds') ?? 300),
     maxSnapshotBytes: get('max_snapshot_bytes') ?? 4294967296,
+    keepBuildsMs: Math.round((get('keep_builds_days') ?? 30) * 86_400_000),
+    maxResultsBytes: get('max_results_bytes') ?? 21474836480,
+    logMaxBytes: get('log_max_bytes') ?? 20971520,
+    logKeepFiles: get('log_keep_files') ?? 5,
+    maxWorkspaceBytes: get('max_workspace_bytes') ?? 21474836480,
+    minDiskFreeBytes: get('min_disk_free_bytes') ?? 1073741824,
   });
 }
 

@@ -87,6 +87,12 @@ describe('loadConf', () => {
       maxRemoteFileBytes: 1073741824,
       remoteFileTimeoutMs: 300_000,
       maxSnapshotBytes: 4294967296,
+      keepBuildsMs: 30 * 86_400_000,
+      maxResultsBytes: 21474836480,
+      logMaxBytes: 20971520,
+      logKeepFiles: 5,
+      maxWorkspaceBytes: 21474836480,
+      minDiskFreeBytes: 1073741824,
     });
     expect(Object.isFrozen(conf)).toBe(true);
   });
