@@ -12,6 +12,7 @@ import { V1_TREE, V2_TREE, route, type ApiTree } from './api-tree.ts';
 import { addBuildRoutes } from './builds-routes.ts';
 import { addWorkerRoutes } from './workers-routes.ts';
 import { API_VERSION, addServiceRoutes, masterStatus } from './service-routes.ts';
+import { createLiveRoutes } from '../ui/live-routes.ts';
 
 export interface AppDeps {
   readonly store: Store;
@@ -66,6 +67,7 @@ export function createApp(deps: AppDeps): Express {
   const { requireDigest: digest, requireSignature: signature } = createAuthentication({
     secret: deps.secret, acceptLegacyDigest: deps.acceptLegacyDigest, log: deps.log,
   });
+  app.use(createLiveRoutes(deps)); // GET /v2/events and the dashboard /ui/ (master/ui/live-routes.ts)
   if (deps.authenticateReads) {
     app.use((req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? digest(req, res, next) : next()));
   }

@@ -41,6 +41,8 @@ export function createEventStore(db: Db, batcher: WriteBatcher) {
   const sinceId = db.prepare<[number, number], EventRow>('SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?');
   const sinceTime = db.prepare<[number, number], EventRow>('SELECT * FROM events WHERE timestamp > ? ORDER BY id LIMIT ?');
 
+  const listeners = new Set<(event: EventRecord) => void>();
+
   const toRecord = (row: EventRow): EventRecord => ({
     ...(JSON.parse(row.fields) as Record<string, unknown>),
     __id__: row.id,
@@ -54,7 +56,18 @@ export function createEventStore(db: Db, batcher: WriteBatcher) {
       const timestamp = Date.now() / 1000;
       const buildId = typeof fields['build_id'] === 'number' ? fields['build_id'] : null;
       const json = JSON.stringify(fields);
-      batcher.add(() => insert.run(tag, timestamp, buildId, json));
+      batcher.add(() => {
+        const { lastInsertRowid } = insert.run(tag, timestamp, buildId, json);
+        for (const listener of listeners) listener({ ...fields, __id__: Number(lastInsertRowid), __tag__: tag, __timestamp__: timestamp });
+      });
+    },
+    /**
+     * Tells the listener of each event once it has its id (inside the batch's transaction, so the listener
+     * must only take note, never write). The live event stream wakes on it. Returns the way to stop.
+     */
+    onAppend(listener: (event: EventRecord) => void): () => void {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
     },
     list(query: { sinceId?: number; sinceTimestamp?: number }): EventRecord[] {
       batcher.flush();
