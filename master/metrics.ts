@@ -21,7 +21,12 @@ export function createMetrics() {
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry],
   });
-  return { registry, buildsTotal, buildDuration, atomsTotal, queueDepth, workers, executors, httpDuration };
+  // Set by the pruner (master/maintenance) after each pass.
+  const resultsBytes = new Gauge({ name: 'clusterrunner_results_bytes', help: 'Disk used by build results (console output, artifacts, archives).', registers: [registry] });
+  const oldestBuildTimestampSeconds = new Gauge({
+    name: 'clusterrunner_oldest_build_timestamp_seconds', help: 'When the oldest build kept was queued (Unix time; 0 when none is kept).', registers: [registry],
+  });
+  return { registry, buildsTotal, buildDuration, atomsTotal, queueDepth, workers, executors, httpDuration, resultsBytes, oldestBuildTimestampSeconds };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -13,12 +13,14 @@ import { startLivenessSweep, type SessionDeps } from './workers/worker-session.t
 import { attachWorkerEndpoint } from './workers/worker-endpoint.ts';
 import { createMetrics } from './metrics.ts';
 import { createApp } from './http/app.ts';
+import { Pruner } from './maintenance/pruner.ts';
 import { join } from 'node:path';
 
 export type MasterConf = Pick<Conf,
   'secret' | 'baseDirectory' | 'port' | 'hostname' | 'database' | 'maxBodyBytes' | 'authenticateReads' | 'acceptLegacyDigest' |
   'heartbeatIntervalMs' | 'httpsCertFile' | 'httpsKeyFile' | 'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' |
   'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' |
+  'keepBuildsMs' | 'maxResultsBytes' |
   'allowLocalRepositories' | 'gitTimeoutMs' | 'httpRequestTimeoutMs' | 'httpHeadersTimeoutMs' | 'maxWorkerConnectsPerSecond'>;
 
 export interface MasterServer {
@@ -66,6 +68,12 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
   const liveness = startLivenessSweep(sessionDeps, Math.max(100, Math.min(1000, conf.heartbeatIntervalMs / 2)));
 
   manager.start();
+  const pruner = new Pruner({
+    db: store.db, resultsRoot: join(conf.baseDirectory, 'results'), checkoutsRoot: join(conf.baseDirectory, 'projects'),
+    keepBuildsMs: conf.keepBuildsMs, maxResultsBytes: conf.maxResultsBytes,
+    log: log.child({ component: 'pruner' }), gauges: metrics,
+  });
+  pruner.start();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(conf.port, options.host, () => {
@@ -87,6 +95,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
     close() {
       closing ??= (async () => {
         liveness.close();
+        await pruner.close();
         registry.close();
         server.close();
         endpoint.close();
