@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { applyBuildQuerySchema } from './build-query-schema.ts';
 
 export type Db = Database.Database;
 
@@ -101,6 +102,7 @@ export function openDatabase(path: string): Db {
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   migrate(db);
+  applyBuildQuerySchema(db);
   return db;
 }
 
