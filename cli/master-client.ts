@@ -1,70 +1,22 @@
 /**
  * The part of the master's HTTP API (SPEC §2) the command line uses, typed. Every state-changing request is
- * signed with our signed form (shared/auth.ts); failures become ClusterRunnerErrors whose message the CLI can
- * print as it is.
+ * signed with our signed form (shared/auth.ts); answers are parsed with the contract's schemas
+ * (shared/api/views.ts); failures become ClusterRunnerErrors whose message the CLI can print as it is.
  */
+import type { z } from 'zod';
 import { signRequest } from '../shared/auth.ts';
 import { ClusterRunnerError, errorMessage } from '../shared/errors.ts';
+import type { BuildRequestBody } from '../shared/api/requests.ts';
+import {
+  buildAnswerSchema, buildCanceledSchema, buildCreatedSchema, consolePageSchema, errorAnswerSchema, subjobListSchema,
+  workerListSchema, workersShutdownSchema, type BuildView, type ConsolePage, type SubjobView, type WorkerView,
+} from '../shared/api/views.ts';
 
-export const BUILD_STATUSES = ['QUEUED', 'PREPARING', 'BUILDING', 'SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'] as const;
-export type BuildStatus = (typeof BUILD_STATUSES)[number];
-export const TERMINAL_STATUSES: readonly BuildStatus[] = ['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'];
+export { BUILD_STATUSES, isTerminalStatus } from '../shared/api/statuses.ts';
+export type { AtomView, BuildView, ConsolePage, SubjobView, WorkerView } from '../shared/api/views.ts';
 
-export function isTerminalStatus(status: BuildStatus): boolean {
-  return TERMINAL_STATUSES.includes(status);
-}
-
-export interface AtomView {
-  readonly id: number;
-  readonly subjob_id: number;
-  readonly command_string: string;
-  readonly exit_code: number | null;
-  readonly state: string;
-}
-
-export interface SubjobView {
-  readonly id: number;
-  readonly atoms: readonly AtomView[];
-  readonly state: string;
-}
-
-export interface BuildView {
-  readonly id: number;
-  readonly status: BuildStatus;
-  readonly details: string | null;
-  readonly num_atoms: number | null;
-  readonly num_subjobs: number;
-  readonly failed_atoms: readonly AtomView[] | null;
-  readonly artifacts: string | null;
-  readonly error_message: string | null;
-  readonly job_name: string | null;
-}
-
-export interface WorkerView {
-  readonly id: number;
-  readonly name: string;
-  readonly is_alive: boolean;
-  readonly is_in_shutdown_mode: boolean;
-  readonly num_executors: number;
-}
-
-export interface ConsolePage {
-  readonly offset_line: number;
-  readonly num_lines: number;
-  readonly total_num_lines: number;
-  readonly content: string;
-}
-
-/** The body of POST /v1/build (SPEC §3), with the keys the CLI sets. */
-export interface BuildRequest {
-  readonly type: 'git' | 'directory';
-  readonly url?: string;
-  readonly branch?: string;
-  readonly hash?: string;
-  readonly project_directory?: string;
-  readonly job_name?: string;
-  readonly remote_files?: Readonly<Record<string, string>>;
-}
+/** The body of POST /v1/build (SPEC §3). */
+export type BuildRequest = BuildRequestBody;
 
 export type ShutdownRequest = { readonly shutdown_all: true } | { readonly workers: readonly number[] };
 
@@ -98,42 +50,41 @@ export class MasterClient {
   /** True when a ClusterRunner master answers GET / within timeoutMs (default 2 000). */
   async isUp(timeoutMs = 2_000): Promise<boolean> {
     try {
-      const body = await this.#request<{ master?: unknown }>('GET', '/', undefined, timeoutMs);
-      return typeof body === 'object' && body !== null && body.master !== undefined;
+      const body = await this.#request('GET', '/', undefined, timeoutMs);
+      return typeof body === 'object' && body !== null && (body as { master?: unknown }).master !== undefined;
     } catch {
       return false;
     }
   }
 
   async createBuild(request: BuildRequest): Promise<number> {
-    const body = await this.#send<{ build_id: number }>('POST', '/v1/build', request);
-    return body.build_id;
+    return (await this.#send('POST', '/v1/build', request, buildCreatedSchema)).build_id;
   }
 
   async getBuild(buildId: number): Promise<BuildView> {
-    return (await this.#get<{ build: BuildView }>(`/v1/build/${buildId}`)).build;
+    return (await this.#get(`/v1/build/${buildId}`, buildAnswerSchema)).build;
   }
 
   async listSubjobs(buildId: number): Promise<readonly SubjobView[]> {
-    return (await this.#get<{ subjobs: SubjobView[] }>(`/v1/build/${buildId}/subjob`)).subjobs;
+    return (await this.#get(`/v1/build/${buildId}/subjob`, subjobListSchema)).subjobs;
   }
 
   async cancelBuild(buildId: number): Promise<void> {
-    await this.#send('PUT', `/v1/build/${buildId}`, { status: 'canceled' });
+    await this.#send('PUT', `/v1/build/${buildId}`, { status: 'canceled' }, buildCanceledSchema);
   }
 
   /** The last maxLines complete lines of an atom's console output. */
   async atomConsoleTail(buildId: number, subjobId: number, atomId: number, maxLines: number): Promise<ConsolePage> {
-    return this.#get<ConsolePage>(`/v1/build/${buildId}/subjob/${subjobId}/atom/${atomId}/console?max_lines=${maxLines}`);
+    return this.#get(`/v1/build/${buildId}/subjob/${subjobId}/atom/${atomId}/console?max_lines=${maxLines}`, consolePageSchema);
   }
 
   async listWorkers(): Promise<readonly WorkerView[]> {
-    return (await this.#get<{ workers: WorkerView[] }>('/v1/worker')).workers;
+    return (await this.#get('/v1/worker', workerListSchema)).workers;
   }
 
   /** Returns the ids of the workers now draining. */
   async shutdownWorkers(request: ShutdownRequest): Promise<readonly number[]> {
-    return (await this.#send<{ workers: number[] }>('POST', '/v1/worker/shutdown', request)).workers;
+    return (await this.#send('POST', '/v1/worker/shutdown', request, workersShutdownSchema)).workers;
   }
 
   /**
@@ -156,17 +107,27 @@ export class MasterClient {
     }
   }
 
-  async #get<T>(path: string): Promise<T> {
-    return this.#request<T>('GET', path, undefined, this.#requestTimeoutMs);
+  async #get<S extends z.ZodType>(path: string, schema: S): Promise<z.output<S>> {
+    return this.#answer('GET', path, schema, await this.#request('GET', path, undefined, this.#requestTimeoutMs));
   }
 
-  async #send<T>(method: 'POST' | 'PUT', path: string, value: unknown): Promise<T> {
-    return this.#request<T>(method, path, JSON.stringify(value), this.#requestTimeoutMs);
+  async #send<S extends z.ZodType>(method: 'POST' | 'PUT', path: string, value: unknown, schema: S): Promise<z.output<S>> {
+    return this.#answer(method, path, schema, await this.#request(method, path, JSON.stringify(value), this.#requestTimeoutMs));
+  }
+
+  /** The answer checked against the contract: anything else is not the master we expect (another version, another program). */
+  #answer<S extends z.ZodType>(method: string, path: string, schema: S, body: unknown): z.output<S> {
+    const parsed = schema.safeParse(body);
+    if (parsed.success) return parsed.data;
+    const issue = parsed.error.issues[0]!;
+    throw new ClusterRunnerError(MASTER_BAD_ANSWER,
+      `${this.url} answered ${method} ${path} with JSON the API does not describe ("${issue.path.join('.')}": ${issue.message}); is it a ClusterRunner master of this version?`,
+      { status: 502 });
   }
 
   /** One JSON request, answer read in full, within timeoutMs. */
-  #request<T>(method: string, path: string, body: string | undefined, timeoutMs: number): Promise<T> {
-    return withDeadline(timeoutMs, async (signal) => this.#json<T>(method, path, await this.#fetch(method, path, body, signal)));
+  #request(method: string, path: string, body: string | undefined, timeoutMs: number): Promise<unknown> {
+    return withDeadline(timeoutMs, async (signal) => this.#json(method, path, await this.#fetch(method, path, body, signal)));
   }
 
   async #fetch(method: string, path: string, body: string | undefined, signal: AbortSignal): Promise<Response> {
@@ -187,7 +148,7 @@ export class MasterClient {
     return new ClusterRunnerError(MASTER_UNREACHABLE, `cannot reach the master at ${this.url} (${what})`, { status: 503, cause: error });
   }
 
-  async #json<T>(method: string, path: string, response: Response): Promise<T> {
+  async #json(method: string, path: string, response: Response): Promise<unknown> {
     if (response.status < 200 || response.status >= 300) throw await this.#refusal(method, path, response);
     let text: string;
     try {
@@ -199,7 +160,7 @@ export class MasterClient {
       });
     }
     try {
-      return JSON.parse(text) as T;
+      return JSON.parse(text) as unknown;
     } catch (error) {
       throw new ClusterRunnerError(MASTER_BAD_ANSWER, `${this.url} answered ${method} ${path} with something that is not JSON; is it a ClusterRunner master?`, {
         status: 502,
@@ -212,8 +173,8 @@ export class MasterClient {
     const text = await response.text().catch(() => '');
     let reason = text.slice(0, 500);
     try {
-      const body = JSON.parse(text) as { error?: unknown };
-      if (typeof body.error === 'string') reason = body.error;
+      const answer = errorAnswerSchema.safeParse(JSON.parse(text));
+      if (answer.success) reason = answer.data.error;
     } catch {
       // Not our JSON: the raw text (cut short) still tells the user something.
     }

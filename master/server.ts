@@ -14,13 +14,14 @@ import { attachWorkerEndpoint } from './workers/worker-endpoint.ts';
 import { createMetrics } from './metrics.ts';
 import { createApp } from './http/app.ts';
 import { Pruner } from './maintenance/pruner.ts';
+import { startLogRotation } from '../shared/log.ts';
 import { join } from 'node:path';
 
 export type MasterConf = Pick<Conf,
   'secret' | 'baseDirectory' | 'port' | 'hostname' | 'database' | 'maxBodyBytes' | 'authenticateReads' | 'acceptLegacyDigest' |
   'heartbeatIntervalMs' | 'httpsCertFile' | 'httpsKeyFile' | 'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' |
   'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' |
-  'keepBuildsMs' | 'maxResultsBytes' |
+  'keepBuildsMs' | 'maxResultsBytes' | 'logMaxBytes' | 'logKeepFiles' |
   'allowLocalRepositories' | 'gitTimeoutMs' | 'httpRequestTimeoutMs' | 'httpHeadersTimeoutMs' | 'maxWorkerConnectsPerSecond'>;
 
 export interface MasterServer {
@@ -74,6 +75,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
     log: log.child({ component: 'pruner' }), gauges: metrics,
   });
   pruner.start();
+  const logRotation = startLogRotation({ maxBytes: conf.logMaxBytes, keepFiles: conf.logKeepFiles, log });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(conf.port, options.host, () => {
@@ -96,6 +98,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
       closing ??= (async () => {
         liveness.close();
         await pruner.close();
+        logRotation.close();
         registry.close();
         server.close();
         endpoint.close();

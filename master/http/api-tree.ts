@@ -1,5 +1,7 @@
 import type { Request, RequestHandler, Router } from 'express';
+import type { z } from 'zod';
 import { badRequest } from '../../shared/errors.ts';
+import { unreadableRequest } from '../../shared/api/error-codes.ts';
 import { methodNotAllowed } from './http-errors.ts';
 
 /**
@@ -41,15 +43,15 @@ export function jsonBody(req: Request): unknown {
     // Fatal: bytes that are not UTF-8 would otherwise become U+FFFD and slip into names and commands.
     text = UTF8.decode(raw);
   } catch {
-    throw badRequest('The request body is not valid UTF-8.');
+    throw unreadableRequest('The request body is not valid UTF-8.');
   }
   let body: unknown;
   try {
     body = JSON.parse(text);
   } catch {
-    throw badRequest('The request body is not valid JSON.');
+    throw unreadableRequest('The request body is not valid JSON.');
   }
-  if (nestingDepth(body) > MAX_JSON_DEPTH) throw badRequest(`The request body is nested more than ${MAX_JSON_DEPTH} levels deep.`);
+  if (nestingDepth(body) > MAX_JSON_DEPTH) throw unreadableRequest(`The request body is nested more than ${MAX_JSON_DEPTH} levels deep.`);
   return body;
 }
 
@@ -78,4 +80,14 @@ export function objectBody(req: Request, known: readonly string[]): Record<strin
     if (!known.includes(key)) throw badRequest(`Unknown parameter "${key}". Known parameters: ${known.join(', ') || 'none'}.`);
   }
   return body as Record<string, unknown>;
+}
+
+/** objectBody, then the body's schema from shared/api/requests.ts; a failure names the field. */
+export function parseBody<T extends z.ZodType>(req: Request, known: readonly string[], schema: T): z.output<T> {
+  const parsed = schema.safeParse(objectBody(req, known));
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  throw badRequest(issue.path.length === 0 || issue.message.startsWith('"') || issue.message.startsWith('The ') || issue.message.startsWith('Give ')
+    ? issue.message
+    : `"${issue.path.join('.')}": ${issue.message}`);
 }

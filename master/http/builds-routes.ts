@@ -1,17 +1,18 @@
 import type { RequestHandler, Response, Router } from 'express';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { badRequest, notFound } from '../../shared/errors.ts';
+import { notFound } from '../../shared/errors.ts';
 import type { Store } from '../store/index.ts';
 import type { BuildManager } from '../builds/build-manager.ts';
 import type { BuildRecord } from '../store/build-store.ts';
 import { readConsolePage } from '../builds/console-files.ts';
-import { isTerminal } from '../builds/build-status.ts';
+import { isTerminalStatus } from '../../shared/api/statuses.ts';
+import { BUILD_REQUEST_KEYS, CANCEL_BUILD_KEYS, cancelBuildRequestSchema } from '../../shared/api/requests.ts';
 import { CONSOLE_FILE, type ResultsLayout } from '../builds/results-layout.ts';
 import { join } from 'node:path';
 import { atomShape, buildShape, subjobShape } from './shapes.ts';
 import { pagination, pathId, queryInt } from './request-values.ts';
-import { objectBody, route, type ApiTree } from './api-tree.ts';
+import { objectBody, parseBody, route, type ApiTree } from './api-tree.ts';
 
 export interface BuildRoutesDeps {
   readonly store: Store;
@@ -66,7 +67,7 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
     return build;
   };
   // failed_atoms is shown only for terminal builds: a list of running builds costs no query per build.
-  const shape = (build: BuildRecord) => isTerminal(build.status)
+  const shape = (build: BuildRecord) => isTerminalStatus(build.status)
     ? buildShape(build, store.atoms.listFailedAtoms(build.id), `${tree.prefix}${b}`)
     : buildShape(build, null, `${tree.prefix}${b}`, manager.waitingForWorkers(build.id));
   const loadSubjob = (build: BuildRecord, raw: string | string[] | undefined) => {
@@ -90,9 +91,8 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
       res.json({ builds: builds.map(shape), child_routes: { build: `${tree.prefix}${b}/[build_id]` } });
     }],
     post: [deps.requireDigest, (req, res) => {
-      const id = manager.createBuild(objectBody(req, [
-        'type', 'url', 'branch', 'hash', 'remote', 'project_directory', 'job_name', 'config', 'remote_files', 'atoms_override', 'priority',
-      ]));
+      // The manager validates the body against the schema of shared/api/requests.ts (build-request.ts).
+      const id = manager.createBuild(objectBody(req, BUILD_REQUEST_KEYS));
       res.status(202).json({ build_id: id, STATUS: 'SUCCESS' });
     }],
   });
@@ -103,10 +103,7 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
       res.json({ build: shape(build), child_routes: childRoutes });
     }],
     put: [deps.requireDigest, async (req, res) => {
-      const body = objectBody(req, ['status']);
-      if (typeof body['status'] !== 'string' || body['status'].toLowerCase() !== 'canceled') {
-        throw badRequest('The only update a build accepts is {"status": "canceled"}.');
-      }
+      parseBody(req, CANCEL_BUILD_KEYS, cancelBuildRequestSchema);
       const build = loadBuild(req.params['buildId']);
       await manager.cancel(build.id);
       res.json({ build_id: build.id, STATUS: 'SUCCESS' });

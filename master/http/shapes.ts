@@ -1,12 +1,14 @@
 import type { BuildRecord } from '../store/build-store.ts';
 import type { AtomRecord, SubjobRecord } from '../store/atom-store.ts';
-import { buildDetails, isTerminal } from '../builds/build-status.ts';
+import { buildDetails } from '../builds/build-status.ts';
 import { atomCommandString } from '../../shared/job-config.ts';
+import { isTerminalStatus } from '../../shared/api/statuses.ts';
+import type { AtomView, BuildView, SubjobView, WorkerView } from '../../shared/api/views.ts';
 import type { WorkerEntry } from '../workers/worker-registry.ts';
 
-/** The API's JSON shapes (SPEC §2.1); field names are the original's, for its clients. */
+/** The API's JSON shapes (SPEC §2.1), typed by the contract in shared/api/views.ts; field names are the original's, for its clients. */
 
-export function atomShape(atom: AtomRecord) {
+export function atomShape(atom: AtomRecord): AtomView {
   return {
     id: atom.id,
     subjob_id: atom.subjobId,
@@ -21,7 +23,7 @@ export function atomShape(atom: AtomRecord) {
   };
 }
 
-export function subjobShape(subjob: SubjobRecord, atoms: readonly AtomRecord[], command: string) {
+export function subjobShape(subjob: SubjobRecord, atoms: readonly AtomRecord[], command: string): SubjobView {
   return {
     id: subjob.id,
     command,
@@ -35,12 +37,12 @@ export function subjobShape(subjob: SubjobRecord, atoms: readonly AtomRecord[], 
 /** buildsPath: the builds collection of the tree the client asked in (`/v1/build`, `/v2/builds`), so links work as given. */
 /** waitingForWorkers: set while the build is ready to run but no worker is connected (BuildManager.waitingForWorkers). */
 export function buildShape(build: BuildRecord, failedAtoms: readonly AtomRecord[] | null, buildsPath: string,
-  waitingForWorkers: { since: number; gives_up_at: number | null } | null = null) {
-  const terminal = isTerminal(build.status);
+  waitingForWorkers: BuildView['waiting_for_workers'] = null): BuildView {
+  const terminal = isTerminalStatus(build.status);
   return {
     id: build.id,
     status: build.status,
-    result: terminal ? build.status : null,
+    result: isTerminalStatus(build.status) ? build.status : null,
     details: buildDetails(build.completedSubjobs, build.numSubjobs),
     num_atoms: build.numAtoms,
     num_subjobs: build.numSubjobs,
@@ -55,7 +57,7 @@ export function buildShape(build: BuildRecord, failedAtoms: readonly AtomRecord[
   };
 }
 
-export function workerShape(worker: WorkerEntry) {
+export function workerShape(worker: WorkerEntry): WorkerView {
   const buildIds = worker.currentBuildIds();
   return {
     id: worker.id,

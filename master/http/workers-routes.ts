@@ -1,10 +1,11 @@
 import type { RequestHandler, Router } from 'express';
-import { badRequest, notFound } from '../../shared/errors.ts';
+import { notFound } from '../../shared/errors.ts';
+import { SHUTDOWN_WORKERS_KEYS, shutdownWorkersRequestSchema } from '../../shared/api/requests.ts';
 import type { WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts';
 import { drainWorker } from '../workers/worker-session.ts';
 import { workerShape } from './shapes.ts';
 import { pagination, pathId } from './request-values.ts';
-import { objectBody, route, type ApiTree } from './api-tree.ts';
+import { objectBody, parseBody, route, type ApiTree } from './api-tree.ts';
 
 export interface WorkerRoutesDeps {
   readonly registry: WorkerRegistry;
@@ -36,18 +37,11 @@ export function addWorkerRoutes(router: Router, deps: WorkerRoutesDeps, tree: Ap
 
     route(router, `/${noun}/shutdown`, {
       post: [deps.requireDigest, (req, res) => {
-        const body = objectBody(req, ['shutdown_all', 'workers', 'slaves']);
-        let targets: WorkerEntry[];
-        if (body['shutdown_all'] === true) {
-          targets = registry.listed();
-        } else {
-          const ids = body['workers'] ?? body['slaves'];
-          if (!Array.isArray(ids) || ids.length === 0 || !ids.every((id) => Number.isInteger(id) && id >= 0)) {
-            throw badRequest('Give {"shutdown_all": true} or {"workers": [ids]} with a non-empty list of integer ids.');
-          }
-          // Every id is checked before any worker is touched: all or nothing.
-          targets = (ids as number[]).map((id) => find(String(id)));
-        }
+        const body = parseBody(req, SHUTDOWN_WORKERS_KEYS, shutdownWorkersRequestSchema);
+        // Every id is checked before any worker is touched: all or nothing.
+        const targets: WorkerEntry[] = 'shutdown_all' in body
+          ? registry.listed()
+          : ('workers' in body ? body.workers : body.slaves).map((id) => find(String(id)));
         for (const worker of targets) drainWorker(worker);
         res.json({ STATUS: 'SUCCESS', [listKey]: targets.map((worker) => worker.id) });
       }],

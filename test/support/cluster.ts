@@ -12,6 +12,7 @@ import { startMaster, type MasterConf, type MasterServer } from '../../master/se
 import { WorkerDaemon } from '../../worker/daemon.ts';
 import { createSilentLogger } from '../../shared/log.ts';
 import { loadConf } from '../../shared/conf.ts';
+import { isTerminalStatus } from '../../shared/api/statuses.ts';
 
 export const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = join(PROJECT_ROOT, 'bin', 'clusterrunner');
@@ -130,10 +131,9 @@ export async function readApiResponse<T = any>(response: Response): Promise<ApiR
   return { status: response.status, body: parsed as T, text, headers: response.headers };
 }
 
-export const TERMINAL = ['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'];
 
 /** Polls GET /v1/build/:id until pred holds (default: terminal); returns the build. */
-export async function waitForBuild(master: { url: string; secret: string }, id: number, pred: (build: any) => boolean = (b) => TERMINAL.includes(b.status), timeoutMs = 30_000): Promise<any> {
+export async function waitForBuild(master: { url: string; secret: string }, id: number, pred: (build: any) => boolean = (b) => isTerminalStatus(b.status), timeoutMs = 30_000): Promise<any> {
   const end = Date.now() + timeoutMs;
   let last: any = null;
   while (Date.now() < end) {

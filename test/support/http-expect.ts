@@ -4,17 +4,22 @@
  */
 import { expect } from 'vitest';
 import { api, eventually, type ApiResponse } from './cluster.ts';
+import { ERROR_CODES, type ErrorCode } from '../../shared/api/error-codes.ts';
 
 /** SPEC §1.1, word for word. */
 export const NOT_AUTHENTICATED = 'Message digest does not match header, message not authenticated.';
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** SPEC §1: every error is JSON `{"STATUS": "FAILURE", "error": "<words>"}` with the right code. */
+/**
+ * SPEC §1: every error is JSON `{"STATUS": "FAILURE", "error": "<words>", "code": "<CODE>"}` with the right
+ * status, and the code is the catalogue's for that status (shared/api/error-codes.ts).
+ */
 export function expectFailure(response: ApiResponse, status: number, error?: string | RegExp): void {
   expect(response.status, `${response.status} ${response.text.slice(0, 300)}`).toBe(status);
   expect(response.headers.get('content-type') ?? '').toMatch(/^application\/json/);
-  expect(response.body).toEqual({ STATUS: 'FAILURE', error: expect.any(String) });
+  expect(response.body).toEqual({ STATUS: 'FAILURE', error: expect.any(String), code: expect.any(String) });
+  expect(ERROR_CODES[response.body.code as ErrorCode]?.status, `code ${response.body.code} for a ${status}`).toBe(status);
   expect(response.body.error.length).toBeGreaterThan(0);
   if (typeof error === 'string') expect(response.body.error).toBe(error);
   else if (error !== undefined) expect(response.body.error).toMatch(error);
