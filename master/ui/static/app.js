@@ -126,16 +126,50 @@ function progress(build) {
   return el('span', {}, bar, ` ${build.details}${eta}`);
 }
 
+/**
+ * The §11 search language, applied to the page the master sent (a master that knows `q` has already
+ * narrowed it the same way): terms all match; key:value, -exclusions, "quoted phrases", running/done/failed.
+ * @param {string} search
+ */
+function searchMatcher(search) {
+  const terms = search.match(/-?(?:\w+:)?(?:"[^"]*"|\S+)/g) ?? [];
+  /** @type {((b: any) => boolean)[]} */
+  const tests = terms.map((raw) => {
+    const negate = raw.startsWith('-');
+    const term = negate ? raw.slice(1) : raw;
+    const colon = /^(\w+):(.*)$/.exec(term);
+    const unquote = (/** @type {string} */ v) => v.replace(/^"(.*)"$/, '$1').toLowerCase();
+    /** @type {(b: any) => boolean} */
+    let test;
+    if (colon) {
+      const [, key = '', value = ''] = colon;
+      const v = unquote(value);
+      const fields = { id: (/** @type {any} */ b) => String(b.id) === v, status: (/** @type {any} */ b) => String(b.status).toLowerCase() === v,
+        job: (/** @type {any} */ b) => String(b.job_name ?? '').toLowerCase().includes(v), branch: (/** @type {any} */ b) => String(b.branch ?? '').toLowerCase().includes(v),
+        repo: (/** @type {any} */ b) => `${b.repository ?? ''} ${b.repository_name ?? ''}`.toLowerCase().includes(v) };
+      test = /** @type {Record<string, (b: any) => boolean>} */ (fields)[key] ?? (() => false);
+    } else if (term === 'running') test = (b) => !TERMINAL.includes(b.status);
+    else if (term === 'done') test = (b) => TERMINAL.includes(b.status);
+    else if (term === 'failed') test = (b) => b.status === 'FAILURE' || b.status === 'ERROR';
+    else {
+      const v = unquote(term);
+      test = (b) => [b.job_name, b.repository, b.branch, b.commit_sha, b.run_start_reason, b.error_message].some((f) => String(f ?? '').toLowerCase().includes(v));
+    }
+    return negate ? (/** @type {any} */ b) => !test(b) : test;
+  });
+  return (/** @type {any} */ b) => tests.every((t) => t(b));
+}
+
 async function showBuilds(/** @type {URLSearchParams} */ params) {
   const search = params.get('q') ?? '';
   const offset = Math.max(0, Number(params.get('offset') ?? 0) || 0);
   const query = new URLSearchParams({ offset: String(offset), limit: String(PAGE_SIZE), order: 'desc' });
   if (search) query.set('q', search);
   const { builds } = await getJson(`/v2/builds?${query}`);
-  const needle = search.toLowerCase();
+  const matches = searchMatcher(search);
   /** @type {any[]} */
   const rows = builds
-    .filter((/** @type {any} */ b) => !needle || [b.id, b.job_name, b.status, b.repository, b.branch, b.error_message].some((v) => String(v ?? '').toLowerCase().includes(needle)))
+    .filter(matches)
     .sort((/** @type {any} */ a, /** @type {any} */ b) => b.id - a.id);
 
   const input = /** @type {HTMLInputElement} */ (el('input', { type: 'search', id: 'search', value: search, placeholder: 'job:name status:failure running' }));
@@ -257,6 +291,8 @@ async function showWorkers() {
 // ---- routing ----------------------------------------------------------------------------------------
 
 let currentPage = '';
+/** Reloads the current page's data with its current parameters (the stream's events call it). */
+let reload = () => undefined;
 
 function route() {
   const [path = '', queryText = ''] = location.hash.replace(/^#/, '').split('?');
@@ -276,17 +312,18 @@ function route() {
     const id = Number(buildMatch[1]);
     if (isNewPage) consoles.clear();
     load = () => showBuild(id, params).catch(reportError);
-    if (isNewPage) follow(`?build_id=${id}&console=true`, appendConsole, load);
+    if (isNewPage) follow(`?build_id=${id}&console=true`, appendConsole, () => reload());
   } else if (page === 'workers') {
     document.getElementById('nav-workers')?.setAttribute('aria-current', 'page');
     load = () => showWorkers().catch(reportError);
-    if (isNewPage) follow('?tags=WORKER_CONNECTED,WORKER_LOST,ATOM_START,ATOM_FINISH,BUILD_FINISHED', () => undefined, load);
+    if (isNewPage) follow('?tags=WORKER_CONNECTED,WORKER_LOST,ATOM_START,ATOM_FINISH,BUILD_FINISHED', () => undefined, () => reload());
   } else {
     document.getElementById('nav-builds')?.setAttribute('aria-current', 'page');
     load = () => showBuilds(params).catch(reportError);
-    if (isNewPage) follow('?tags=BUILD_STATUS,BUILD_PREPARE_FINISH,MASTER_RECEIVED_RESULT', () => undefined, load);
+    if (isNewPage) follow('?tags=BUILD_STATUS,BUILD_PREPARE_FINISH,MASTER_RECEIVED_RESULT', () => undefined, () => reload());
   }
-  void load();
+  reload = () => void load();
+  reload();
 }
 
 window.addEventListener('hashchange', route);
