@@ -1,6 +1,10 @@
+import { appendFileSync } from 'node:fs';
 import type { Reporter, TestModule } from 'vitest/node';
 
-/** Ends the run with one plain `N passed, N failed` line that CI reads. */
+/**
+ * Ends the run with one plain `N passed, N failed` line that CI reads. With CLUSTERRUNNER_TEST_COUNTS set
+ * to a file, the run also appends `passed failed` to it, so .ci/run can sum `npm test` and the browser run.
+ */
 export default class SummaryReporter implements Reporter {
   onTestRunEnd(testModules: ReadonlyArray<TestModule>): void {
     let passed = 0;
@@ -17,5 +21,7 @@ export default class SummaryReporter implements Reporter {
       if (module.state() === 'failed' && [...module.children.allTests()].length === 0) failed++;
     }
     process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
+    const countsFile = process.env['CLUSTERRUNNER_TEST_COUNTS'];
+    if (countsFile) appendFileSync(countsFile, `${passed} ${failed}\n`);
   }
 }
