@@ -26,6 +26,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   withCommonFlags(program.command('master').description('run the master service'))
     .option('-p, --port <port>', 'port to listen on (default 43000)')
+    .option('--eventlog-file <path>', 'also append the event log (GET /v1/eventlog) to this file as JSON lines, or STDOUT')
     .action((flags) => {
       result = runMasterCommand(flags);
     });
@@ -34,6 +35,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('-m, --master-url <url>', 'the master, e.g. http://build-master:43000')
     .option('-e, --num-executors <n>', 'executors (atoms run at once) on this machine (default 1)')
     .option('-n, --name <name>', 'worker name (default host:pid)')
+    .option('-p, --port <port>', "the original slave's port: ignored with a warning (a worker listens on no port)")
+    .option('--eventlog-file <path>', 'the original\'s event log file: ignored with a warning (workers keep no event log)')
     .action((flags) => {
       result = runWorkerCommand(flags);
     });

@@ -1,10 +1,15 @@
 import { WorkerDaemon } from '../worker/daemon.ts';
-import { commandLogger, loadCommandConf, onStopSignals, type CommonFlags } from './common.ts';
+import { loadCommandConf, onStopSignals, type CommonFlags } from './common.ts';
+import { logIgnoredSettings, serviceLogger } from './original-settings.ts';
 
 export interface WorkerFlags extends CommonFlags {
   readonly masterUrl?: string;
   readonly numExecutors?: string;
   readonly name?: string;
+  /** The original slave's --port: accepted and ignored (our workers connect out and listen on nothing). */
+  readonly port?: string;
+  /** The original's --eventlog-file: accepted and ignored with a warning (workers keep no event log). */
+  readonly eventlogFile?: string;
 }
 
 /**
@@ -12,8 +17,13 @@ export interface WorkerFlags extends CommonFlags {
  * one stops the atoms (the master runs them elsewhere) and exits within the kill grace.
  */
 export async function runWorkerCommand(flags: WorkerFlags): Promise<number> {
-  const conf = loadCommandConf('worker', flags, { master_url: flags.masterUrl, num_executors: flags.numExecutors });
-  const log = commandLogger('worker', conf);
+  const conf = loadCommandConf('worker', flags, {
+    master_url: flags.masterUrl, num_executors: flags.numExecutors, eventlog_filename: flags.eventlogFile,
+  });
+  const log = serviceLogger('worker', conf);
+  logIgnoredSettings(log, conf, flags.port === undefined ? [] : [
+    `--port ${flags.port} is ignored: a worker listens on no port, it connects to the master (${conf.masterUrl}) itself.`,
+  ]);
   const daemon = new WorkerDaemon({ ...conf, name: flags.name ?? `${conf.hostname}:${process.pid}`, log });
   const removeHandlers = onStopSignals(
     (signal) => {

@@ -22,7 +22,7 @@ export type MasterConf = Pick<Conf,
   'heartbeatIntervalMs' | 'httpsCertFile' | 'httpsKeyFile' | 'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' |
   'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' |
   'keepBuildsMs' | 'maxResultsBytes' | 'logMaxBytes' | 'logKeepFiles' |
-  'allowLocalRepositories' | 'gitTimeoutMs' | 'httpRequestTimeoutMs' | 'httpHeadersTimeoutMs' | 'maxWorkerConnectsPerSecond'>;
+  'allowLocalRepositories' | 'gitTimeoutMs' | 'httpRequestTimeoutMs' | 'httpHeadersTimeoutMs' | 'maxWorkerConnectsPerSecond' | 'compatibility'>;
 
 export interface MasterServer {
   readonly port: number;
@@ -48,6 +48,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
   const app = createApp({
     store, manager, registry, layout, metrics, log, sessionId, version: options.version, secret: conf.secret,
     maxBodyBytes: conf.maxBodyBytes, authenticateReads: conf.authenticateReads, acceptLegacyDigest: conf.acceptLegacyDigest,
+    compatibility: conf.compatibility,
   });
 
   // Slow or stalled clients must not hold sockets for ever. Node checks these timeouts only every

@@ -10,6 +10,7 @@ import path from 'node:path';
 import ini from 'ini';
 import { z } from 'zod';
 import { ClusterRunnerError, errorMessage } from './errors.ts';
+import { isOriginalKey, readOriginalKeys, type OriginalEntry } from './original-conf.ts';
 
 export const CONF_ROLES = ['master', 'worker', 'client'] as const;
 export type ConfRole = (typeof CONF_ROLES)[number];
@@ -98,6 +99,14 @@ export interface Conf {
   readonly maxWorkspaceBytes: number;
   /** Free disk space under the worker's base directory below which it reports disk pressure (default 1 GiB). */
   readonly minDiskFreeBytes: number;
+  /** Key compatibility: 'original' answers the original ClusterRunner's clients in its vocabulary (issue 17); default 'default'. */
+  readonly compatibility: 'default' | 'original';
+  /** The original's log_filename: log there instead of stderr; default null (stderr). */
+  readonly logFile: string | null;
+  /** The original's eventlog_filename (master only): events appended there as JSON lines; default null. */
+  readonly eventlogFile: string | null;
+  /** Keys of the original's that have no effect here, each with what we do instead; to be logged at start. */
+  readonly warnings: readonly string[];
 }
 
 /** Keyed by INI key names, e.g. `{ port: 43001 }`; undefined values are ignored, null unsets a nullable key. */
@@ -210,6 +219,7 @@ const SETTINGS = {
   log_keep_files: setting(integer(1, 1000), 'an integer from 1 to 1000'),
   max_workspace_bytes: setting(integer(1), 'a number of bytes >= 1'),
   min_disk_free_bytes: setting(integer(0), 'a number of bytes >= 0 (0 = never report disk pressure)'),
+  compatibility: setting(z.enum(['default', 'original']), 'default or original'),
 } as const;
 
 export type ConfKey = keyof typeof SETTINGS;
@@ -254,13 +264,21 @@ export function loadConf(options: {
   problems.push(...syntaxProblems.map((problem) => `${confFile} ${problem}`));
 
   const fileValues: RawValue[] = [];
+  // The original's own keys (shared/original-conf.ts), so that its conf files and flags keep working.
+  const originalEntries: OriginalEntry[] = [];
   for (const entry of entries) {
     const where = `${confFile} line ${entry.line}`;
     if (isConfKey(entry.key)) fileValues.push({ key: entry.key, value: entry.value, where, section: entry.section });
+    else if (isOriginalKey(entry.key)) originalEntries.push({ key: entry.key, value: entry.value, where, section: entry.section });
     else problems.push(`${where}: unknown key "${entry.key}" in [${entry.section}]`);
   }
   const envValues = readEnvValues(options.env ?? process.env);
-  const overrideValues = readOverrides(options.overrides ?? {}, problems);
+  const ownOverrides: ConfOverrides = {};
+  for (const [key, value] of Object.entries(options.overrides ?? {})) {
+    if (!isOriginalKey(key)) ownOverrides[key] = value;
+    else if (value !== undefined) originalEntries.push({ key, value: value === null ? null : String(value), where: 'command line' });
+  }
+  const overrideValues = readOverrides(ownOverrides, problems);
 
   // Every value is checked, even one in a section this role ignores or one overridden: a mistake is a mistake.
   const parsed = new Map<RawValue, Value>();
@@ -300,6 +318,8 @@ export function loadConf(options: {
     problems.push(`${confFile}: "https_cert_file" and "https_key_file" must be set together (HTTPS needs both)`);
   }
 
+  const original = readOriginalKeys(originalEntries, options.role, problems);
+
   if (problems.length > 0) {
     const unknownKeyHint = problems.some((problem) => problem.includes('unknown key'))
       ? `\nKnown keys: ${CONF_KEYS.join(', ')} (see clusterrunner.conf.example).`
@@ -323,7 +343,7 @@ export function loadConf(options: {
     hostname: get('hostname') ?? os.hostname(),
     port: get('port') ?? 43000,
     numExecutors: get('num_executors') ?? 1,
-    masterUrl: get('master_url') ?? 'http://127.0.0.1:43000',
+    masterUrl: get('master_url') ?? original.masterUrl ?? 'http://127.0.0.1:43000',
     heartbeatIntervalMs: toMs(get('heartbeat_interval') ?? 5),
     heartbeatFailureThreshold: get('heartbeat_failure_threshold') ?? 3,
     masterUnreachableMs: toMs(get('master_unreachable_seconds') ?? 600),
@@ -352,10 +372,14 @@ export function loadConf(options: {
     maxSnapshotBytes: get('max_snapshot_bytes') ?? 4294967296,
     keepBuildsMs: Math.round((get('keep_builds_days') ?? 30) * 86_400_000),
     maxResultsBytes: get('max_results_bytes') ?? 21474836480,
-    logMaxBytes: get('log_max_bytes') ?? 20971520,
+    logMaxBytes: get('log_max_bytes') ?? original.logMaxBytes ?? 20971520,
     logKeepFiles: get('log_keep_files') ?? 5,
     maxWorkspaceBytes: get('max_workspace_bytes') ?? 21474836480,
     minDiskFreeBytes: get('min_disk_free_bytes') ?? 1073741824,
+    compatibility: get('compatibility') ?? 'default',
+    logFile: original.logFile,
+    eventlogFile: original.eventlogFile,
+    warnings: Object.freeze([...original.warnings]),
   });
 }
 

@@ -8,7 +8,8 @@
  */
 import { z } from 'zod';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: mutual authentication (hello, register proof) and sealed master frames, see shared/worker-auth.ts. */
+export const PROTOCOL_VERSION = 2;
 export const WORKER_CONNECT_PATH = '/v1/worker/connect';
 /** Largest frame either side accepts; artifact chunks and output chunks stay well below it. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
@@ -20,6 +21,8 @@ export const CLOSE_UNAUTHENTICATED = 4401;
 export const CLOSE_PROTOCOL_ERROR = 4400;
 export const CLOSE_REPLACED = 4409;
 export const CLOSE_SHUTDOWN = 4000;
+/** Closed by the worker: the master did not prove it holds the secret, or sent a frame that was not sealed. */
+export const CLOSE_MASTER_UNAUTHENTICATED = 4403;
 
 const id = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const leaseId = z.string().min(1).max(64);
@@ -39,6 +42,8 @@ export const registerMessage = z.strictObject({
   heartbeat_failure_threshold: z.number().int().min(1).max(100),
   /** Set on reconnect: the id the master gave and the leases still running or finished but unreported. */
   resume: z.strictObject({ worker_id: id, leases: z.array(leaseId).max(1024) }).nullable(),
+  /** registerProof() over this connection's binding: a login captured elsewhere does not pass here. */
+  proof: z.string().regex(/^[0-9a-f]{64}$/),
 });
 
 export const heartbeatMessage = z.strictObject({ type: z.literal('heartbeat') });
@@ -127,6 +132,18 @@ export const artifactChunkHeader = z.strictObject({
 export type ArtifactChunkHeader = z.infer<typeof artifactChunkHeader>;
 
 // ---- master -> worker -------------------------------------------------------------------------------
+
+/**
+ * The master's first frame, the only one not sealed: its nonce for this connection and its answer to the
+ * worker's challenge. Every later frame is a sealed envelope (shared/worker-auth.ts) around one of masterMessage.
+ */
+export const helloMessage = z.strictObject({
+  type: z.literal('hello'),
+  protocol_version: z.number().int(),
+  master_nonce: z.string().regex(/^[0-9a-f]{64}$/),
+  proof: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type HelloMessage = z.infer<typeof helloMessage>;
 
 export const registeredMessage = z.strictObject({
   type: z.literal('registered'),

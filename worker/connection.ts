@@ -1,10 +1,13 @@
 import WebSocket from 'ws';
 import type { Logger } from '../shared/log.ts';
-import { signRequest } from '../shared/auth.ts';
+import { NONCE_HEADER, signRequest } from '../shared/auth.ts';
 import {
-  CLOSE_SHUTDOWN, CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES, WORKER_CONNECT_PATH, masterMessage, parseFrame,
-  type MasterMessage, type RegisteredMessage, type RegisterMessage, type WorkerMessage,
+  CLOSE_MASTER_UNAUTHENTICATED, CLOSE_SHUTDOWN, CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES, PROTOCOL_VERSION, WORKER_CONNECT_PATH,
+  helloMessage, masterMessage, parseFrame, type MasterMessage, type RegisteredMessage, type RegisterMessage, type WorkerMessage,
 } from '../shared/protocol.ts';
+import {
+  FrameOpener, WORKER_CHALLENGE_HEADER, createNonce, isMasterProofValid, registerProof, type ConnectionBinding,
+} from '../shared/worker-auth.ts';
 
 export interface ConnectionOptions {
   readonly masterUrl: string;
@@ -15,7 +18,7 @@ export interface ConnectionOptions {
   /** Give up (onUnreachable) after this long without a registered connection. */
   readonly masterUnreachableMs: number;
   /** The register message for the next connection (it carries the leases to resume). */
-  readonly registration: () => RegisterMessage;
+  readonly registration: () => Omit<RegisterMessage, 'proof'>;
   readonly onMessage: (message: MasterMessage) => void;
   /**
    * Called after each successful registration, with the leases the master resumed and how much console
@@ -176,22 +179,56 @@ export class MasterConnection {
     const base = new URL(this.#options.masterUrl);
     const scheme = base.protocol === 'https:' ? 'wss:' : 'ws:';
     const url = `${scheme}//${base.host}${WORKER_CONNECT_PATH}`;
+    const challenge = createNonce();
+    const signed = signRequest(this.#options.secret, 'GET', WORKER_CONNECT_PATH);
     const socket = new WebSocket(url, {
-      headers: signRequest(this.#options.secret, 'GET', WORKER_CONNECT_PATH),
+      headers: { ...signed, [WORKER_CHALLENGE_HEADER]: challenge },
       maxPayload: MAX_FRAME_BYTES,
       handshakeTimeout: 10_000,
     });
     this.#socket = socket;
+    /** Set once the master answered the challenge; until then nothing it says is acted on. */
+    let opener: FrameOpener | null = null;
+    const refuseMaster = (reason: string) => {
+      this.#options.log.error({ master: this.#options.masterUrl, reason }, 'the master did not authenticate; closing without running anything');
+      socket.close(CLOSE_MASTER_UNAUTHENTICATED, 'master not authenticated');
+      // A peer that never completes the close must not keep us waiting for the closing handshake.
+      setTimeout(() => socket.terminate(), 2000).unref();
+    };
     socket.on('open', () => {
       this.#lastHeardMs = Date.now();
-      socket.send(JSON.stringify(this.#options.registration()));
       // Checked from here, not from 'registered': a link that dies before the answer would otherwise hang for ever.
       this.#heartbeatTimer = setInterval(() => this.#heartbeat(socket), this.#options.heartbeatIntervalMs);
     });
     socket.on('message', (data, isBinary) => {
+      if (isBinary || socket.readyState !== WebSocket.OPEN) return;
+      if (opener === null) {
+        const hello = parseFrame(helloMessage, data.toString());
+        if (!hello.ok) {
+          refuseMaster(`its first frame is not a valid hello (${hello.error})`);
+          return;
+        }
+        if (hello.message.protocol_version !== PROTOCOL_VERSION) {
+          refuseMaster(`it speaks protocol version ${hello.message.protocol_version}, this worker ${PROTOCOL_VERSION}`);
+          return;
+        }
+        const binding: ConnectionBinding = { challenge, upgradeNonce: signed[NONCE_HEADER] ?? '', masterNonce: hello.message.master_nonce };
+        if (!isMasterProofValid(this.#options.secret, binding, hello.message.proof)) {
+          refuseMaster('its answer to the challenge is wrong: it does not hold this worker\'s secret');
+          return;
+        }
+        this.#lastHeardMs = Date.now();
+        opener = new FrameOpener(this.#options.secret, binding);
+        socket.send(JSON.stringify({ ...this.#options.registration(), proof: registerProof(this.#options.secret, binding) } satisfies RegisterMessage));
+        return;
+      }
+      const opened = opener.open(data.toString());
+      if (!opened.ok) {
+        refuseMaster(opened.error);
+        return;
+      }
       this.#lastHeardMs = Date.now();
-      if (isBinary) return;
-      const parsed = parseFrame(masterMessage, data.toString());
+      const parsed = parseFrame(masterMessage, opened.body);
       if (!parsed.ok) {
         this.#options.log.warn({ error: parsed.error }, 'ignoring an invalid message from the master');
         return;

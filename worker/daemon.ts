@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../shared/log.ts';
+import { startLogRotation, type LogRotation } from '../shared/log.ts';
+import { WorkerDiskBound } from './disk-bounds.ts';
 import { commandEnvironment, type Conf } from '../shared/conf.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { OutputTail } from '../shared/output-tail.ts';
@@ -19,7 +21,7 @@ import { downloadRemoteFiles } from '../shared/remote-files.ts';
 export type WorkerConf = Pick<Conf,
   'masterUrl' | 'secret' | 'numExecutors' | 'baseDirectory' | 'heartbeatIntervalMs' | 'heartbeatFailureThreshold' |
   'masterUnreachableMs' | 'killGraceMs' | 'allowLocalRepositories' | 'gitTimeoutMs' | 'maxSnapshotBytes' | 'maxRemoteFileBytes' |
-  'remoteFileTimeoutMs'>;
+  'remoteFileTimeoutMs' | 'maxWorkspaceBytes' | 'minDiskFreeBytes' | 'logMaxBytes' | 'logKeepFiles'>;
 
 export interface DaemonOptions extends WorkerConf {
   readonly name: string;
@@ -115,6 +117,9 @@ export class WorkerDaemon {
   readonly #outputs = new Map<string, OutputRecord>();
   readonly #workDir: string;
   readonly #git: GitCache;
+  /** Old workspaces and repository caches within max_workspace_bytes; disk pressure as a state (disk-bounds.ts). */
+  readonly #diskBound: WorkerDiskBound;
+  #logRotation: LogRotation | null = null;
   #workerId: number | null = null;
   #isDraining = false;
   #resolveExit: (code: number) => void = () => undefined;
@@ -127,6 +132,11 @@ export class WorkerDaemon {
     this.#workDir = join(options.baseDirectory, 'worker', `${process.pid}-${this.#sessionId.slice(0, 8)}`);
     // The repository cache outlives this process: the next build of a repository fetches only what changed.
     this.#git = new GitCache({ root: join(options.baseDirectory, 'git-cache'), timeoutMs: options.gitTimeoutMs, allowLocalRepositories: options.allowLocalRepositories });
+    this.#diskBound = new WorkerDiskBound({
+      workDir: this.#workDir, gitCacheRoot: join(options.baseDirectory, 'git-cache'), diskPath: options.baseDirectory,
+      maxBytes: options.maxWorkspaceBytes, minFreeBytes: options.minDiskFreeBytes, log: options.log.child({ component: 'disk' }),
+      buildsInUse: () => [...this.#builds.values()].map((build) => build.message), mirrorPath: (url) => this.#git.mirrorPath(url),
+    });
     this.exited = new Promise((resolve) => {
       this.#resolveExit = resolve;
     });
@@ -151,6 +161,8 @@ export class WorkerDaemon {
     const killed = await killOrphansOfDeadWorkers(join(this.#options.baseDirectory, 'worker'));
     if (killed > 0) this.#log.warn({ killed }, 'killed processes left running by a worker process that died before this one');
     await mkdir(this.#workDir, { recursive: true });
+    this.#diskBound.start();
+    this.#logRotation = startLogRotation({ maxBytes: this.#options.logMaxBytes, keepFiles: this.#options.logKeepFiles, log: this.#log });
     this.#log.info({ master: this.#options.masterUrl, executors: this.#options.numExecutors, name: this.#options.name }, 'worker starting');
     this.#connection.start();
   }
@@ -169,7 +181,7 @@ export class WorkerDaemon {
     void this.#shutdown(0, 'worker_stop', false);
   }
 
-  #registration(): RegisterMessage {
+  #registration(): Omit<RegisterMessage, 'proof'> {
     return {
       type: 'register',
       protocol_version: PROTOCOL_VERSION,
@@ -459,6 +471,8 @@ export class WorkerDaemon {
         }
       }
       await this.#connection.close();
+      await this.#diskBound.close();
+      this.#logRotation?.close();
       await rm(this.#workDir, { recursive: true, force: true }).catch(() => undefined);
       this.#log.info({ code }, 'worker stopped');
       this.#resolveExit(code);

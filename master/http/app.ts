@@ -12,6 +12,7 @@ import { V1_TREE, V2_TREE, route, type ApiTree } from './api-tree.ts';
 import { addBuildRoutes } from './builds-routes.ts';
 import { addWorkerRoutes } from './workers-routes.ts';
 import { API_VERSION, addServiceRoutes, masterStatus } from './service-routes.ts';
+import { addCompatibility, normaliseOriginalRequests, type Compatibility } from './compat/compatibility.ts';
 import { createLiveRoutes } from '../ui/live-routes.ts';
 
 export interface AppDeps {
@@ -27,6 +28,8 @@ export interface AppDeps {
   readonly maxBodyBytes: number;
   readonly authenticateReads: boolean;
   readonly acceptLegacyDigest: boolean;
+  /** `[master] compatibility` (issue 17); default 'default'. */
+  readonly compatibility?: Compatibility;
 }
 
 function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signature: RequestHandler): express.Router {
@@ -44,6 +47,7 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
+  addCompatibility(app, deps.compatibility ?? 'default');
 
   app.use((req, res, next) => {
     const started = process.hrtime.bigint();
@@ -72,6 +76,7 @@ export function createApp(deps: AppDeps): Express {
     app.use((req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? digest(req, res, next) : next()));
   }
 
+  app.use(normaliseOriginalRequests(digest));
   app.use('/v2', createTree(deps, V2_TREE, digest, signature));
   app.use('/v1', createTree(deps, V1_TREE, digest, signature));
   app.use('/', createTree(deps, V1_TREE, digest, signature));

@@ -2,12 +2,35 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { NonceCache, verifyRequest } from '../../shared/auth.ts';
+import { NONCE_HEADER, NonceCache, verifyRequest } from '../../shared/auth.ts';
 import type { Logger } from '../../shared/log.ts';
-import { CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES, WORKER_CONNECT_PATH } from '../../shared/protocol.ts';
+import {
+  CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES, PROTOCOL_VERSION, WORKER_CONNECT_PATH, type HelloMessage,
+} from '../../shared/protocol.ts';
+import {
+  FrameSealer, WORKER_CHALLENGE_HEADER, createNonce, isNonce, isRegisterProofValid, masterProof, type ConnectionBinding,
+} from '../../shared/worker-auth.ts';
 import { attachWorkerSession, type SessionDeps } from './worker-session.ts';
 
 const CONNECT_PATHS = new Set([WORKER_CONNECT_PATH, WORKER_CONNECT_PATH.replace('worker', 'slave')]);
+
+function headerOf(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/**
+ * Every text frame the master sends after `hello` goes out sealed. Both senders (the session's replies and
+ * WorkerEntry.send for work) write through the socket's `send`, so sealing it here covers every frame that
+ * runs something, and no caller can forget. The master sends no binary frames.
+ */
+function sealOutgoingFrames(ws: WebSocket, sealer: FrameSealer): void {
+  const send = ws.send.bind(ws);
+  ws.send = ((data: unknown, ...rest: unknown[]) => {
+    if (typeof data !== 'string') throw new Error('the master sends workers text frames only');
+    (send as (data: string, ...more: unknown[]) => void)(sealer.seal(data), ...rest);
+  }) as WebSocket['send'];
+}
 
 export interface WorkerEndpointOptions {
   readonly secret: string;
@@ -72,7 +95,20 @@ export function attachWorkerEndpoint(server: Server, options: WorkerEndpointOpti
         ws.close(CLOSE_UNAUTHENTICATED, 'not authenticated');
         return;
       }
-      attachWorkerSession(ws, options.session);
+      const challenge = headerOf(req, WORKER_CHALLENGE_HEADER);
+      if (!isNonce(challenge)) {
+        const reason = `no worker challenge: this master speaks protocol version ${PROTOCOL_VERSION}; upgrade the worker`;
+        log.warn({ remote: req.socket.remoteAddress }, 'worker connection refused: no challenge (a worker older than this master)');
+        ws.send(JSON.stringify({ type: 'error', code: 'PROTOCOL_ERROR', message: reason }));
+        ws.close(CLOSE_PROTOCOL_ERROR, reason.slice(0, 120));
+        return;
+      }
+      const binding: ConnectionBinding = { challenge, upgradeNonce: headerOf(req, NONCE_HEADER) ?? '', masterNonce: createNonce() };
+      ws.send(JSON.stringify({
+        type: 'hello', protocol_version: PROTOCOL_VERSION, master_nonce: binding.masterNonce, proof: masterProof(options.secret, binding),
+      } satisfies HelloMessage));
+      sealOutgoingFrames(ws, new FrameSealer(options.secret, binding));
+      attachWorkerSession(ws, options.session, (proof) => isRegisterProofValid(options.secret, binding, proof));
     });
   };
 

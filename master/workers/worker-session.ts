@@ -1,7 +1,7 @@
 import type { WebSocket, RawData } from 'ws';
 import type { Logger } from '../../shared/log.ts';
 import {
-  CLOSE_PROTOCOL_ERROR, CLOSE_REPLACED, PROTOCOL_VERSION, decodeArtifactChunk, parseFrame, workerMessage,
+  CLOSE_PROTOCOL_ERROR, CLOSE_REPLACED, CLOSE_UNAUTHENTICATED, PROTOCOL_VERSION, decodeArtifactChunk, parseFrame, workerMessage,
   type MasterMessage, type RegisterMessage,
 } from '../../shared/protocol.ts';
 import { errorMessage } from '../../shared/errors.ts';
@@ -56,7 +56,7 @@ export function drainWorker(worker: WorkerEntry): void {
  * One authenticated WebSocket of one worker. Every frame is validated; a lease's frames are handled in
  * order, each after the previous one's I/O, while frames of other leases go on in parallel.
  */
-export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void {
+export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLoginValid: (proof: string) => boolean): void {
   let worker: WorkerEntry | null = null;
   const log = deps.log;
 
@@ -92,6 +92,13 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps): void 
     clearTimeout(registerTimer);
     if (message.protocol_version !== PROTOCOL_VERSION) {
       fail(`protocol version ${message.protocol_version} is not supported (the master speaks ${PROTOCOL_VERSION})`);
+      return;
+    }
+    // Bound to this connection's nonce: a login captured by a fake master or on the path is refused here.
+    if (!isLoginValid(message.proof)) {
+      log.warn({ worker: message.name }, 'worker login refused: its proof is not for this connection (a replay, or another secret)');
+      sendTo(socket, { type: 'error', code: 'NOT_AUTHENTICATED', message: 'register proof does not match this connection' });
+      socket.close(CLOSE_UNAUTHENTICATED, 'not authenticated');
       return;
     }
     const previous = message.resume ? deps.registry.get(message.resume.worker_id) : undefined;

@@ -78,7 +78,7 @@ describe('the worker endpoint closes a connection that sends', () => {
     ['register with an unknown field', JSON.stringify({ type: 'register', protocol_version: 1, name: 'w', num_executors: 1, session_id: 's', heartbeat_interval_ms: 1000, heartbeat_failure_threshold: 3, resume: null, is_admin: true }), /invalid message/],
     ['register with a 300-character name', JSON.stringify({ type: 'register', protocol_version: 1, name: huge, num_executors: 1, session_id: 's', heartbeat_interval_ms: 1000, heartbeat_failure_threshold: 3, resume: null }), /invalid message at name/],
     ['register with 100,000 executors', JSON.stringify({ type: 'register', protocol_version: 1, name: 'w', num_executors: 100_000, session_id: 's', heartbeat_interval_ms: 1000, heartbeat_failure_threshold: 3, resume: null }), /invalid message at num_executors/],
-    ['register with another protocol version', JSON.stringify({ type: 'register', protocol_version: 99, name: 'w', num_executors: 1, session_id: 's', heartbeat_interval_ms: 1000, heartbeat_failure_threshold: 3, resume: null }), /protocol version 99 is not supported/],
+    ['register with another protocol version', JSON.stringify({ type: 'register', protocol_version: 99, name: 'w', num_executors: 1, session_id: 's', heartbeat_interval_ms: 1000, heartbeat_failure_threshold: 3, resume: null, proof: '0'.repeat(64) }), /protocol version 99 is not supported/],
     ['JSON nested 100,000 deep', nested, /invalid message|not valid JSON/],
     ['a binary frame before register', Buffer.from([0, 0, 0, 2, 123, 125]), /binary frame before "register"/],
   ])('%s: an error message naming it, then close 4400', async (_label, frame, expected) => {
@@ -91,7 +91,7 @@ describe('the worker endpoint closes a connection that sends', () => {
   });
 
   it.each<[string, (client: ProtocolClient) => void, RegExp]>([
-    ['register twice', (client) => client.sendJson({ type: 'register', protocol_version: 1, name: 'again', num_executors: 1, session_id: 's', heartbeat_interval_ms: 1000, heartbeat_failure_threshold: 3, resume: null }), /already registered/],
+    ['register twice', (client) => client.sendJson({ type: 'register', protocol_version: 1, name: 'again', num_executors: 1, session_id: 's', heartbeat_interval_ms: 1000, heartbeat_failure_threshold: 3, resume: null, proof: '0'.repeat(64) }), /already registered/],
     ['a binary frame shorter than its header', (client) => client.sendRaw(Buffer.from([0, 0]), { binary: true }), /invalid artifact frame/],
     ['a binary frame whose header length is out of range', (client) => client.sendRaw(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2]), { binary: true }), /invalid artifact frame/],
     ['a binary frame whose header is not an artifact chunk', (client) => {

@@ -5,7 +5,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import { signRequest } from '../../shared/auth.ts';
+import { NONCE_HEADER, signRequest } from '../../shared/auth.ts';
+import { WORKER_CHALLENGE_HEADER, createNonce, registerProof } from '../../shared/worker-auth.ts';
 import {
   encodeArtifactChunk, PROTOCOL_VERSION, WORKER_CONNECT_PATH, type ArtifactChunkHeader, type MasterMessage,
   type WorkerMessage,
@@ -55,7 +56,9 @@ export function closeAllProtocolClients(): void {
 
 export function connectProtocolClient(masterUrl: string, options: ConnectOptions): ProtocolClient {
   const path = options.path ?? WORKER_CONNECT_PATH;
-  const headers = options.headers ?? (options.secret === null ? {} : signRequest(options.secret, 'GET', path));
+  // Protocol 2: a fresh challenge unless the test sends its own headers with one (a replay).
+  const headers: Record<string, string> = { [WORKER_CHALLENGE_HEADER]: createNonce(), ...(options.headers ?? (options.secret === null ? {} : signRequest(options.secret, 'GET', path))) };
+  let masterNonce = '';
   const socket = new WebSocket(`${masterUrl.replace(/^http/, 'ws')}${path}`, { headers, perMessageDeflate: false });
   const received: unknown[] = [];
   const taken = new Set<number>();
@@ -70,7 +73,10 @@ export function connectProtocolClient(masterUrl: string, options: ConnectOptions
     if (isBinary) return;
     const text = data.toString();
     try {
-      received.push(JSON.parse(text));
+      const message = JSON.parse(text) as { type?: string; body?: string; master_nonce?: string };
+      if (message.type === 'hello') masterNonce = message.master_nonce ?? '';
+      // The master seals every frame after hello (shared/worker-auth.ts); tests read what is inside.
+      received.push(message.type === 'sealed' && typeof message.body === 'string' ? JSON.parse(message.body) : message);
     } catch {
       received.push(text);
     }
@@ -85,6 +91,8 @@ export function connectProtocolClient(masterUrl: string, options: ConnectOptions
   const send = (data: string | Buffer, binary: boolean) => {
     void whenOpen.then(() => socket.send(data, { binary }), () => undefined);
   };
+
+  const helloNonce = () => eventually('the master\'s hello', () => masterNonce || null, 10_000);
 
   const client: ProtocolClient = {
     socket,
@@ -106,6 +114,9 @@ export function connectProtocolClient(masterUrl: string, options: ConnectOptions
         heartbeat_interval_ms: 60_000,
         heartbeat_failure_threshold: 3,
         resume: null,
+        proof: registerProof(options.secret ?? '', {
+          challenge: headers[WORKER_CHALLENGE_HEADER] ?? '', upgradeNonce: headers[NONCE_HEADER] ?? '', masterNonce: await helloNonce(),
+        }),
       });
       return (await client.next('registered')).worker_id;
     },

@@ -93,6 +93,10 @@ describe('loadConf', () => {
       logKeepFiles: 5,
       maxWorkspaceBytes: 21474836480,
       minDiskFreeBytes: 1073741824,
+      compatibility: 'default',
+      logFile: null,
+      eventlogFile: null,
+      warnings: [],
     });
     expect(Object.isFrozen(conf)).toBe(true);
   });

@@ -5,7 +5,7 @@ describe('protocol', () => {
   it('accepts a valid register message', () => {
     const parsed = parseFrame(workerMessage, JSON.stringify({
       type: 'register', protocol_version: 1, name: 'w', num_executors: 2, session_id: 's', heartbeat_interval_ms: 1000,
-      heartbeat_failure_threshold: 3, resume: null,
+      heartbeat_failure_threshold: 3, resume: null, proof: 'ab'.repeat(32),
     }));
     expect(parsed.ok).toBe(true);
   });
