@@ -2,7 +2,6 @@ import { appendFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSafeExtractor } from '../../shared/archive.ts';
 import { ClusterRunnerError, errorMessage } from '../../shared/errors.ts';
-import type { ArtifactUpload } from '../workers/worker-registry.ts';
 import { ConsoleWriter } from './console-files.ts';
 import { CONSOLE_FILE } from './results-layout.ts';
 
@@ -12,6 +11,13 @@ import { CONSOLE_FILE } from './results-layout.ts';
  * atom: SQLite holds those values, and the archive writes the files from them (archive.ts), which saves
  * several file operations on every atom's path.
  */
+
+/** An atom's artifact tar.gz arriving in chunks, unpacked as it comes. */
+export interface ArtifactUpload {
+  write(bytes: Buffer): Promise<void>;
+  finish(): Promise<void>;
+  abort(): void;
+}
 
 /** The writer of a run's live console output; a retry or requeued run starts from a clean folder. */
 export async function startAtomFolder(dir: string, maxConsoleBytes: number, isFirstRun: boolean): Promise<ConsoleWriter> {

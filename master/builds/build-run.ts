@@ -1,13 +1,11 @@
-import type { StoredJob } from '../store/build-store.ts';
+import type { StoredJob } from '../model/stored-job.ts';
 import type { BuildRequest } from './build-request.ts';
+import type { BuildStatus } from '../model/build-status.ts';
+import { transitionRunPhase, type RunPhase } from '../model/run-phase.ts';
+import type { WorkItem } from '../model/work-item.ts';
+import type { RunSnapshot } from '../scheduling/dispatcher.ts';
 
-/** Work waiting for an executor: a subjob, or the atoms of it that still need a result. */
-export interface WorkItem {
-  readonly subjobId: number;
-  readonly atomIds: readonly number[];
-  /** A retried atom prefers another worker than the one it failed on. */
-  readonly avoidWorkerId: number | null;
-}
+export type { WorkItem } from '../model/work-item.ts';
 
 export interface RunAtom {
   readonly variable: string;
@@ -17,17 +15,16 @@ export interface RunAtom {
 /**
  * The live side of one unfinished build on the master: what waits to run, who runs what, and the counters
  * that decide when it is done. SQLite holds the record; this holds what the dispatcher needs without a query.
- *
- * phase: preparing (not dispatchable yet) -> ready (dispatchable) -> finishing (no more dispatch; being
- * archived, canceled or errored).
+ * Its phase follows model/run-phase.ts; its status mirrors the one SQLite holds (model/build-status.ts).
  */
 export class BuildRun {
   readonly id: number;
   readonly priority: number;
   readonly request: BuildRequest;
   readonly abort = new AbortController();
-  phase: 'preparing' | 'ready' | 'finishing' = 'preparing';
-  hasWorker = false;
+  #phase: RunPhase = 'preparing';
+  /** The status SQLite holds for the build, as last written (build-status-writer.ts keeps them equal). */
+  status: BuildStatus = 'QUEUED';
   job: StoredJob | null = null;
   projectDir: string | null = null;
   executorsInUse = 0;
@@ -76,6 +73,15 @@ export class BuildRun {
     }
   }
 
+  get phase(): RunPhase {
+    return this.#phase;
+  }
+
+  /** Throws IllegalTransitionError on a move model/run-phase.ts does not allow. */
+  enterPhase(to: RunPhase): void {
+    this.#phase = transitionRunPhase(this.id, this.#phase, to);
+  }
+
   get numSubjobs(): number {
     return this.atoms.length;
   }
@@ -88,42 +94,34 @@ export class BuildRun {
     return this.#front.length > 0 || this.#queueHead < this.#queue.length;
   }
 
-  /** May this build take one more executor (on this worker, when given)? */
-  wantsExecutor(workerId?: number): boolean {
-    if (this.phase !== 'ready' || !this.hasPendingWork || this.job === null) return false;
-    if (this.job.maxExecutors !== null && this.executorsInUse >= this.job.maxExecutors) return false;
-    if (workerId !== undefined && this.job.maxExecutorsPerWorker !== null) {
-      return (this.executorsPerWorker.get(workerId) ?? 0) < this.job.maxExecutorsPerWorker;
-    }
-    return true;
+  /** What the dispatcher plans with: the front, and the head of the queue up to what could be handed out. */
+  dispatchSnapshot(maxQueueItems: number): RunSnapshot {
+    const end = Math.min(this.#queue.length, this.#queueHead + maxQueueItems);
+    return {
+      id: this.id,
+      maxExecutors: this.job?.maxExecutors ?? null,
+      maxExecutorsPerWorker: this.job?.maxExecutorsPerWorker ?? null,
+      executorsInUse: this.executorsInUse,
+      executorsPerWorker: this.executorsPerWorker,
+      front: this.#front,
+      queue: this.#queue.slice(this.#queueHead, end),
+      pendingCount: this.pendingCount,
+    };
   }
 
-  /**
-   * The next work item for this worker. Items that would rather avoid it are passed over while another
-   * worker could take them (hasAlternative), else taken anyway: a retry must not wait for ever.
-   */
-  takeWork(workerId: number, hasAlternative: boolean | (() => boolean)): WorkItem | null {
-    // Asked only for an item that would rather avoid this worker: the answer costs a look at every worker.
-    const usable = (item: WorkItem) => item.avoidWorkerId !== workerId || !(typeof hasAlternative === 'function' ? hasAlternative() : hasAlternative);
-    const frontIndex = this.#front.findIndex(usable);
-    if (frontIndex >= 0) return this.#front.splice(frontIndex, 1)[0]!;
-    if (this.#queueHead < this.#queue.length) {
-      const item = this.#queue[this.#queueHead]!;
-      this.#queue[this.#queueHead++] = undefined as unknown as WorkItem;
-      if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
-        this.#queue = this.#queue.slice(this.#queueHead);
-        this.#queueHead = 0;
-      }
-      return item;
+  /** Takes a planned item out of the pending work: any front item, or the queue's head (the plan takes it in order). */
+  removePending(item: WorkItem): void {
+    const at = this.#front.indexOf(item);
+    if (at >= 0) {
+      this.#front.splice(at, 1);
+      return;
     }
-    return null;
-  }
-
-  /** The workers that requeued work would rather avoid (retries of atoms that failed there). */
-  avoidedWorkerIds(): Set<number> {
-    const ids = new Set<number>();
-    for (const item of this.#front) if (item.avoidWorkerId !== null) ids.add(item.avoidWorkerId);
-    return ids;
+    if (this.#queue[this.#queueHead] !== item) throw new Error(`build ${this.id}: planned work is not at the head of its queue`);
+    this.#queue[this.#queueHead++] = undefined as unknown as WorkItem;
+    if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
   }
 
   requeueFront(item: WorkItem): void {

@@ -6,7 +6,7 @@ import type { ProjectSource } from '../../shared/protocol.ts';
 import { parseJobDefinition, parseJobFile, joinCommands, RESERVED_VARIABLES, type JobConfig } from '../../shared/job-config.ts';
 import type { BuildRequest } from './build-request.ts';
 import { parseAtomsOverride, prepareError, runAtomizers, type AtomValue, type AtomizeLimits } from './atomize.ts';
-import type { StoredJob } from '../store/build-store.ts';
+import type { StoredJob } from '../model/stored-job.ts';
 
 export interface PreparedBuild {
   readonly projectDir: string;

@@ -1,3 +1,5 @@
+import { checkTransition, type TransitionTable } from './illegal-transition.ts';
+
 /**
  * The build's lifecycle (SPEC §5). QUEUED: accepted. PREPARING: fetching, reading the job, atomizing, and
  * waiting for the first worker. BUILDING: a worker has been assigned. The last four are terminal.
@@ -6,7 +8,8 @@ export const BUILD_STATUSES = ['QUEUED', 'PREPARING', 'BUILDING', 'SUCCESS', 'FA
 export type BuildStatus = (typeof BUILD_STATUSES)[number];
 export type TerminalStatus = Extract<BuildStatus, 'SUCCESS' | 'FAILURE' | 'ERROR' | 'CANCELED'>;
 
-const NEXT: Record<BuildStatus, readonly BuildStatus[]> = {
+/** The one table of legal status moves; the store enforces the same table in SQL (build-store.ts). */
+export const BUILD_STATUS_MOVES: TransitionTable<BuildStatus> = {
   QUEUED: ['PREPARING', 'CANCELED', 'ERROR'],
   // SUCCESS straight from PREPARING: a job with zero atoms has nothing to build.
   PREPARING: ['BUILDING', 'SUCCESS', 'CANCELED', 'ERROR'],
@@ -18,11 +21,21 @@ const NEXT: Record<BuildStatus, readonly BuildStatus[]> = {
 };
 
 export function canMove(from: BuildStatus, to: BuildStatus): boolean {
-  return NEXT[from].includes(to);
+  return BUILD_STATUS_MOVES[from].includes(to);
+}
+
+/** The status a build moves to; throws IllegalTransitionError when the table does not allow it. */
+export function transitionBuildStatus(buildId: number, from: BuildStatus, to: BuildStatus): BuildStatus {
+  return checkTransition('build status', BUILD_STATUS_MOVES, from, to, `build ${buildId}`);
+}
+
+/** The statuses a build may be in to move to `to` (the SQL guard's `status IN (...)`). */
+export function statusesMovingTo(to: BuildStatus): BuildStatus[] {
+  return BUILD_STATUSES.filter((from) => canMove(from, to));
 }
 
 export function isTerminal(status: BuildStatus): status is TerminalStatus {
-  return NEXT[status].length === 0;
+  return BUILD_STATUS_MOVES[status].length === 0;
 }
 
 export const ATOM_STATES = ['NOT_STARTED', 'IN_PROGRESS', 'COMPLETED'] as const;

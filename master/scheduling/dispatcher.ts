@@ -1,117 +1,150 @@
-import type { BuildRun, WorkItem } from '../builds/build-run.ts';
-import type { WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts';
+import type { WorkItem } from '../model/work-item.ts';
+import type { WorkerBuildState } from '../model/worker-build-state.ts';
 
-export interface DispatchActions {
-  /** The worker is to set the build up; no executor is used until it reports back. */
-  startSetup(run: BuildRun, worker: WorkerEntry): void;
-  /** Lease the work item to one free executor of the worker. */
-  assign(run: BuildRun, worker: WorkerEntry, item: WorkItem): void;
+/** A worker as the plan sees it. */
+export interface WorkerSnapshot {
+  readonly id: number;
+  /** Alive and not draining: it counts as serving the builds it has set up. */
+  readonly isUsable: boolean;
+  /** Usable and connected: it may be given new work now (when it has a free executor). */
+  readonly isConnected: boolean;
+  readonly freeExecutors: number;
+  /** Its state for each build it knows (no entry: nothing of that build there). */
+  readonly builds: ReadonlyMap<number, WorkerBuildState>;
 }
 
-/** Higher priority first, then the older build (SPEC §3 priority). */
-function runsFirst(a: BuildRun, b: BuildRun): number {
-  return b.priority - a.priority || a.id - b.id;
+/** A build ready to run, as the plan sees it. */
+export interface RunSnapshot {
+  readonly id: number;
+  readonly maxExecutors: number | null;
+  readonly maxExecutorsPerWorker: number | null;
+  readonly executorsInUse: number;
+  readonly executorsPerWorker: ReadonlyMap<number, number>;
+  /** Requeued work, taken first; an item may prefer to avoid a worker. */
+  readonly front: readonly WorkItem[];
+  /** The head of the main queue, in order: at most as many items as the plan could hand out. */
+  readonly queue: readonly WorkItem[];
+  /** All pending items, front and queue (the queue above may be cut short). */
+  readonly pendingCount: number;
+}
+
+export interface DispatchSnapshot {
+  readonly workers: readonly WorkerSnapshot[];
+  /** Ready builds in the order they are served: higher priority first, then the older build (SPEC §3). */
+  readonly runs: readonly RunSnapshot[];
+}
+
+export type Assignment =
+  /** The worker is to set the build up; no executor is used until it reports back. */
+  | { readonly kind: 'setup'; readonly buildId: number; readonly workerId: number }
+  /** Lease the item (the very object from the snapshot) to one free executor of the worker. */
+  | { readonly kind: 'run'; readonly buildId: number; readonly workerId: number; readonly item: WorkItem };
+
+/** The plan's own counters over a snapshot, which it never changes. */
+interface RunPlan {
+  readonly run: RunSnapshot;
+  executorsInUse: number;
+  readonly perWorker: Map<number, number>;
+  readonly front: WorkItem[];
+  queueHead: number;
 }
 
 /**
- * Decides which executor runs what. Event-driven: every event that may free or need an executor calls
- * schedule(), which coalesces into one pass on the next turn of the event loop. A pass looks only at the
- * workers with a free executor and the builds that are ready; nothing polls.
+ * Decides which executor runs what: a pure function of the snapshot. Every worker with a free executor is
+ * offered to the ready builds in order; a worker that has not set a build up is asked to (only when the
+ * workers already set up cannot take the build's pending work); a worker set up for it takes items while
+ * it has free executors and the build's limits allow.
  */
-export class Dispatcher {
-  readonly #registry: WorkerRegistry;
-  readonly #actions: DispatchActions;
-  readonly #runs: BuildRun[] = [];
-  #scheduled: NodeJS.Immediate | null = null;
+export function planDispatch(snapshot: DispatchSnapshot): Assignment[] {
+  const assignments: Assignment[] = [];
+  const free = new Map(snapshot.workers.map((worker) => [worker.id, worker.freeExecutors]));
+  const setups = new Set<string>();
+  const stateOf = (worker: WorkerSnapshot, buildId: number): WorkerBuildState | undefined =>
+    setups.has(`${worker.id}/${buildId}`) ? 'setting_up' : worker.builds.get(buildId);
+  const isAvailable = (worker: WorkerSnapshot) => worker.isUsable && worker.isConnected && free.get(worker.id)! > 0;
+  const plans = snapshot.runs.map((run): RunPlan => ({
+    run, executorsInUse: run.executorsInUse, perWorker: new Map(run.executorsPerWorker), front: [...run.front], queueHead: 0,
+  }));
+  const pendingOf = (plan: RunPlan) => plan.front.length + plan.run.pendingCount - plan.run.front.length - plan.queueHead;
+  const hasPending = (plan: RunPlan) => plan.front.length > 0 || plan.queueHead < plan.run.queue.length;
 
-  constructor(registry: WorkerRegistry, actions: DispatchActions) {
-    this.#registry = registry;
-    this.#actions = actions;
-  }
+  /** May this build take one more executor on this worker? */
+  const wantsExecutor = (plan: RunPlan, workerId: number): boolean => {
+    if (!hasPending(plan)) return false;
+    if (plan.run.maxExecutors !== null && plan.executorsInUse >= plan.run.maxExecutors) return false;
+    return plan.run.maxExecutorsPerWorker === null || (plan.perWorker.get(workerId) ?? 0) < plan.run.maxExecutorsPerWorker;
+  };
 
-  addRun(run: BuildRun): void {
-    if (this.#runs.includes(run)) return;
-    const at = this.#runs.findIndex((other) => runsFirst(run, other) < 0);
-    if (at < 0) this.#runs.push(run);
-    else this.#runs.splice(at, 0, run);
-    this.schedule();
-  }
-
-  removeRun(run: BuildRun): void {
-    const at = this.#runs.indexOf(run);
-    if (at >= 0) this.#runs.splice(at, 1);
-  }
-
-  get runs(): readonly BuildRun[] {
-    return this.#runs;
-  }
-
-  schedule(): void {
-    this.#scheduled ??= setImmediate(() => {
-      this.#scheduled = null;
-      this.dispatchNow();
-    });
-  }
-
-  close(): void {
-    if (this.#scheduled) clearImmediate(this.#scheduled);
-    this.#scheduled = null;
-  }
+  const isServing = (worker: WorkerSnapshot, buildId: number) => {
+    const state = stateOf(worker, buildId);
+    return worker.isUsable && (state === 'ready' || state === 'setting_up');
+  };
 
   /**
    * Setup costs time on a worker (a checkout, an `npm ci`): only bring in another worker when the executors
    * of the workers already set up (or setting up) for this build cannot take its pending work.
    */
-  #needsAnotherWorker(run: BuildRun): boolean {
+  const needsAnotherWorker = (plan: RunPlan): boolean => {
     let capacity = 0;
-    for (const worker of this.#registry.all()) {
-      const state = worker.builds.get(run.id);
-      if (!worker.isAlive || worker.isDraining || (state !== 'ready' && state !== 'setting_up')) continue;
-      const perWorkerLimit = run.job?.maxExecutorsPerWorker ?? Number.POSITIVE_INFINITY;
-      capacity += Math.min(worker.freeExecutorCount, perWorkerLimit - (run.executorsPerWorker.get(worker.id) ?? 0));
+    const perWorkerLimit = plan.run.maxExecutorsPerWorker ?? Number.POSITIVE_INFINITY;
+    for (const worker of snapshot.workers) {
+      if (isServing(worker, plan.run.id)) capacity += Math.min(free.get(worker.id)!, perWorkerLimit - (plan.perWorker.get(worker.id) ?? 0));
     }
-    const limit = run.job?.maxExecutors ?? Number.POSITIVE_INFINITY;
-    return capacity < Math.min(run.pendingCount, limit - run.executorsInUse);
-  }
+    const limit = plan.run.maxExecutors ?? Number.POSITIVE_INFINITY;
+    return capacity < Math.min(pendingOf(plan), limit - plan.executorsInUse);
+  };
 
   /**
    * A retry would rather run on another worker than the one it failed on. When no other worker is set up
    * for the build, one must be brought in: the worker it failed on passes it over while others are free.
    */
-  #retryNeedsAnotherWorker(run: BuildRun, candidate: WorkerEntry): boolean {
-    for (const avoided of run.avoidedWorkerIds()) {
-      if (avoided === candidate.id) continue;
-      const isServedElsewhere = [...this.#registry.all()].some((worker) => {
-        const state = worker.builds.get(run.id);
-        return worker.id !== avoided && worker.isAlive && !worker.isDraining && (state === 'ready' || state === 'setting_up');
-      });
-      if (!isServedElsewhere) return true;
+  const retryNeedsAnotherWorker = (plan: RunPlan, candidate: WorkerSnapshot): boolean => {
+    for (const item of plan.front) {
+      const avoided = item.avoidWorkerId;
+      if (avoided === null || avoided === candidate.id) continue;
+      if (!snapshot.workers.some((worker) => worker.id !== avoided && isServing(worker, plan.run.id))) return true;
     }
     return false;
-  }
+  };
 
-  dispatchNow(): void {
-    const available = this.#registry.available();
-    if (available.length === 0) return;
-    for (const worker of available) {
-      for (const run of this.#runs) {
-        if (!worker.isAvailable) break;
-        if (!run.wantsExecutor(worker.id)) continue;
-        const state = worker.builds.get(run.id);
-        if (state === undefined) {
-          if (this.#needsAnotherWorker(run) || this.#retryNeedsAnotherWorker(run, worker)) this.#actions.startSetup(run, worker);
-          continue;
+  const available = snapshot.workers.filter(isAvailable);
+  for (const worker of available) {
+    for (const plan of plans) {
+      if (!isAvailable(worker)) break;
+      if (!wantsExecutor(plan, worker.id)) continue;
+      const state = stateOf(worker, plan.run.id);
+      if (state === undefined) {
+        if (needsAnotherWorker(plan) || retryNeedsAnotherWorker(plan, worker)) {
+          setups.add(`${worker.id}/${plan.run.id}`);
+          assignments.push({ kind: 'setup', buildId: plan.run.id, workerId: worker.id });
         }
-        if (state !== 'ready') continue;
-        let alternative: boolean | null = null;
-        const hasAlternative = () =>
-          (alternative ??= available.some((other) => other !== worker && other.builds.get(run.id) !== 'failed' && run.wantsExecutor(other.id)));
-        while (worker.isAvailable && run.wantsExecutor(worker.id)) {
-          const item = run.takeWork(worker.id, hasAlternative);
-          if (item === null) break;
-          this.#actions.assign(run, worker, item);
-        }
+        continue;
+      }
+      if (state !== 'ready') continue;
+      // Asked only for an item that would rather avoid this worker: the answer costs a look at every worker.
+      let alternative: boolean | null = null;
+      const hasAlternative = () => (alternative ??= available.some((other) =>
+        other !== worker && stateOf(other, plan.run.id) !== 'failed' && wantsExecutor(plan, other.id)));
+      while (isAvailable(worker) && wantsExecutor(plan, worker.id)) {
+        const item = takeItem(plan, worker.id, hasAlternative);
+        if (item === null) break;
+        free.set(worker.id, free.get(worker.id)! - 1);
+        plan.executorsInUse++;
+        plan.perWorker.set(worker.id, (plan.perWorker.get(worker.id) ?? 0) + 1);
+        assignments.push({ kind: 'run', buildId: plan.run.id, workerId: worker.id, item });
       }
     }
   }
+  return assignments;
+}
+
+/**
+ * The next item for this worker. Items that would rather avoid it are passed over while another worker
+ * could take them, else taken anyway: a retry must not wait for ever.
+ */
+function takeItem(plan: RunPlan, workerId: number, hasAlternative: () => boolean): WorkItem | null {
+  const frontIndex = plan.front.findIndex((item) => item.avoidWorkerId !== workerId || !hasAlternative());
+  if (frontIndex >= 0) return plan.front.splice(frontIndex, 1)[0]!;
+  if (plan.queueHead < plan.run.queue.length) return plan.run.queue[plan.queueHead++]!;
+  return null;
 }

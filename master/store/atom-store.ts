@@ -1,5 +1,5 @@
 import type { Db } from './database.ts';
-import type { AtomState } from '../builds/build-status.ts';
+import type { AtomState } from '../model/build-status.ts';
 import type { StopReason } from '../../shared/process.ts';
 
 export interface AtomRecord {

@@ -1,23 +1,7 @@
 import type { Db } from './database.ts';
-import type { BuildStatus } from '../builds/build-status.ts';
-import type { ProjectSource } from '../../shared/protocol.ts';
-
-/** The resolved job a build runs, kept with the build so a restarted master can go on with it. */
-export interface StoredJob {
-  /** Where workers get the project: the same folder, or the same repository at the same commit. */
-  readonly project: ProjectSource;
-  readonly remoteFiles: Readonly<Record<string, string>>;
-  /** Where this job's timing history lives: the same folder or repository (and sub-folder) and job name. */
-  readonly timingKey: string;
-  readonly name: string;
-  readonly command: string;
-  readonly setupCommand: string | null;
-  readonly teardownCommand: string | null;
-  readonly maxExecutors: number | null;
-  readonly maxExecutorsPerWorker: number | null;
-  readonly atomTimeoutMs: number | null;
-  readonly retries: number;
-}
+import { isTerminal, statusesMovingTo, type BuildStatus } from '../model/build-status.ts';
+import { IllegalTransitionError } from '../model/illegal-transition.ts';
+import type { StoredJob } from '../model/stored-job.ts';
 
 export interface BuildRecord {
   readonly id: number;
@@ -92,7 +76,8 @@ export function createBuildStore(db: Db) {
   );
   const updateStatus = db.prepare(
     `UPDATE builds SET status = @status, error_message = COALESCE(@errorMessage, error_message),
-       state_timestamps = json_patch(state_timestamps, @timestamps) WHERE id = @id`,
+       state_timestamps = json_patch(state_timestamps, @timestamps)
+     WHERE id = @id AND status IN (SELECT value FROM json_each(@from))`,
   );
   const updatePrepared = db.prepare(
     `UPDATE builds SET project_dir = @projectDir, job = @job, job_name = @jobName, num_atoms = @numAtoms,
@@ -128,10 +113,16 @@ export function createBuildStore(db: Db) {
       return selectByStatus.all().map(toRecord);
     },
 
+    /**
+     * Moves the build's status, in SQL only from a status the model's table allows (model/build-status.ts):
+     * whatever memory believes, a terminal build never changes again. A refused move throws.
+     */
     setStatus(id: number, status: BuildStatus, errorMessage: string | null = null): void {
       const stamp: Record<string, number> = { [status.toLowerCase()]: nowSeconds() };
-      if (['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'].includes(status)) stamp['finished'] = stamp[status.toLowerCase()]!;
-      updateStatus.run({ id, status, errorMessage, timestamps: JSON.stringify(stamp) });
+      if (isTerminal(status)) stamp['finished'] = stamp[status.toLowerCase()]!;
+      const from = JSON.stringify(statusesMovingTo(status));
+      const result = updateStatus.run({ id, status, errorMessage, timestamps: JSON.stringify(stamp), from });
+      if (result.changes === 0) throw new IllegalTransitionError('build status', selectOne.get(id)?.status ?? 'missing', status, `build ${id}`);
     },
 
     setPrepared(id: number, input: { projectDir: string; job: StoredJob; numAtoms: number; numSubjobs: number }): void {

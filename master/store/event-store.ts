@@ -58,12 +58,14 @@ export function createEventStore(db: Db, batcher: WriteBatcher) {
       const json = JSON.stringify(fields);
       batcher.add(() => {
         const { lastInsertRowid } = insert.run(tag, timestamp, buildId, json);
-        for (const listener of listeners) listener({ ...fields, __id__: Number(lastInsertRowid), __tag__: tag, __timestamp__: timestamp });
-      });
+        // Listeners hear of the event once it is committed: a rolled-back batch announces nothing.
+        return () => {
+          for (const listener of listeners) listener({ ...fields, __id__: Number(lastInsertRowid), __tag__: tag, __timestamp__: timestamp });
+        };
+      }, buildId);
     },
     /**
-     * Tells the listener of each event once it has its id (inside the batch's transaction, so the listener
-     * must only take note, never write). The live event stream wakes on it. Returns the way to stop.
+     * Tells the listener of each event once it is committed, with its id. The live event stream wakes on it. Returns the way to stop.
      */
     onAppend(listener: (event: EventRecord) => void): () => void {
       listeners.add(listener);

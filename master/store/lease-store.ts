@@ -36,13 +36,13 @@ export function createLeaseStore(db: Db, batcher: WriteBatcher) {
   return {
     add(lease: StoredLease): void {
       batcher.add(() => insert.run(lease.id, lease.buildId, lease.subjobId, lease.workerName, lease.sessionId,
-        lease.executorIndex, lease.buildExecutorIndex, JSON.stringify(lease.atomIds)));
+        lease.executorIndex, lease.buildExecutorIndex, JSON.stringify(lease.atomIds)), lease.buildId);
     },
     remove(id: string): void {
       batcher.add(() => remove.run(id));
     },
     removeBuild(buildId: number): void {
-      batcher.add(() => removeBuild.run(buildId));
+      batcher.add(() => removeBuild.run(buildId), buildId);
     },
     listBuild(buildId: number): StoredLease[] {
       batcher.flush();

@@ -1,5 +1,5 @@
 import type { Db } from './database.ts';
-import type { WriteBatcher } from './write-batcher.ts';
+import type { WriteBatcher, WriteOwner } from './write-batcher.ts';
 
 /**
  * How much a new duration moves an atom's expected time. Recent runs matter most (tests get slower or
@@ -24,8 +24,8 @@ export function createTimingStore(db: Db, batcher: WriteBatcher) {
       return new Map(selectJob.all(jobKey).map((row) => [row.atom, row.seconds]));
     },
     /** Rides in the batched transaction of the result it comes with. */
-    record(jobKey: string, atom: string, seconds: number): void {
-      batcher.add(() => upsert.run({ jobKey, atom, seconds, now: Date.now() / 1000, weight: NEW_SAMPLE_WEIGHT }));
+    record(jobKey: string, atom: string, seconds: number, owner: WriteOwner = null): void {
+      batcher.add(() => upsert.run({ jobKey, atom, seconds, now: Date.now() / 1000, weight: NEW_SAMPLE_WEIGHT }), owner);
     },
   };
 }

@@ -1,19 +1,14 @@
 import type { WebSocket } from 'ws';
 import type { MasterMessage } from '../../shared/protocol.ts';
-import type { ConsoleWriter } from '../builds/console-files.ts';
+import type { WorkerBuildState } from '../model/worker-build-state.ts';
 
-/** A worker's relation to one build: setup running or done, teardown running, or setup failed there. */
-export type WorkerBuildState = 'setting_up' | 'ready' | 'tearing_down' | 'failed';
-
-export interface ArtifactUpload {
-  write(bytes: Buffer): Promise<void>;
-  finish(): Promise<void>;
-  abort(): void;
-}
+export type { WorkerBuildState } from '../model/worker-build-state.ts';
 
 /**
  * One subjob (or what is left of it) handed to one executor. A result is accepted only through a live
- * lease and only once per atom; a revoked lease's messages are ignored.
+ * lease and only once per atom; a revoked lease's messages are ignored. Only protocol state lives here:
+ * leases are created, revoked, adopted and resumed by master/builds/lease-book.ts alone, and the files
+ * they write belong to master/builds/lease-files.ts.
  */
 export interface Lease {
   readonly id: string;
@@ -29,8 +24,6 @@ export interface Lease {
   hasReleasedBuildExecutor: boolean;
   /** Messages of one lease are handled strictly in order, each after the previous one's I/O. */
   chain: Promise<void>;
-  readonly consoles: Map<number, ConsoleWriter>;
-  readonly uploads: Map<number, ArtifactUpload>;
   /**
    * Console bytes received per started, unfinished atom, counted as frames arrive (before their I/O): what a
    * worker that comes back is told the master holds.
@@ -52,6 +45,7 @@ export class WorkerEntry {
   /** Set while the socket is gone but the worker may still come back and resume its leases. */
   disconnectTimer: NodeJS.Timeout | null = null;
   readonly leases = new Map<string, Lease>();
+  /** Its state per build; written only by master/builds/worker-setups.ts, through model/worker-build-state.ts. */
   readonly builds = new Map<number, WorkerBuildState>();
   readonly #freeExecutors: number[];
 

@@ -70,6 +70,39 @@ describe('architecture', () => {
     expect(cycles).toEqual([]);
   });
 
+  it('has no import cycles between the folders inside master/ and worker/', () => {
+    // A folder is a part a reader learns as a whole (builds, model, store, workers, scheduling, http): a
+    // cycle between two folders means neither can be understood, or changed, without the other.
+    // Files right in master/ or worker/ (the composition root, metrics) are parts of their own.
+    const folderOf = (file: string) => (dirname(file) === 'master' || dirname(file) === 'worker' ? file : dirname(file));
+    const folders = new Map<string, Set<string>>();
+    for (const [file, targets] of graph) {
+      if (!file.startsWith('master/') && !file.startsWith('worker/')) continue;
+      const from = folderOf(file);
+      const edges = folders.get(from) ?? new Set<string>();
+      folders.set(from, edges);
+      for (const target of targets) {
+        const to = folderOf(target);
+        if (to !== from && (to.startsWith('master') || to.startsWith('worker'))) edges.add(to);
+      }
+    }
+    const cycles: string[] = [];
+    const state = new Map<string, 'visiting' | 'done'>();
+    const visit = (folder: string, path: string[]) => {
+      if (state.get(folder) === 'done') return;
+      if (state.get(folder) === 'visiting') {
+        cycles.push([...path.slice(path.indexOf(folder)), folder].join(' -> '));
+        return;
+      }
+      state.set(folder, 'visiting');
+      for (const next of folders.get(folder) ?? []) visit(next, [...path, folder]);
+      state.set(folder, 'done');
+    };
+    for (const folder of folders.keys()) visit(folder, []);
+    expect(folders.size).toBeGreaterThan(4);
+    expect(cycles).toEqual([]);
+  });
+
   it('resolves every relative import to a file that exists', () => {
     const missing = [...graph].flatMap(([file, targets]) => targets.filter((t) => !graph.has(t)).map((t) => `${file} -> ${t}`));
     expect(missing).toEqual([]);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BuildRun } from '../../master/builds/build-run.ts';
 import type { BuildRequest } from '../../master/builds/build-request.ts';
-import type { StoredJob } from '../../master/store/build-store.ts';
+import type { StoredJob } from '../../master/model/stored-job.ts';
 
 const REQUEST = { type: 'directory', projectDirectory: '/p' } as BuildRequest;
 const JOB: StoredJob = { project: { type: 'directory', path: '/p' }, remoteFiles: {}, timingKey: 'k', name: 'j', command: 'true', setupCommand: null, teardownCommand: null, maxExecutors: null, maxExecutorsPerWorker: null, atomTimeoutMs: null, retries: 0 };
@@ -13,38 +13,38 @@ function run(subjobs: number, atomsEach = 1, job: Partial<StoredJob> = {}): Buil
     id,
     atoms: Array.from({ length: atomsEach }, (_, atomId) => ({ id: atomId, variable: 'X', value: `${id}.${atomId}`, isComplete: false })),
   })));
-  r.phase = 'ready';
+  r.enterPhase('ready');
   return r;
 }
 
 describe('a build run', () => {
-  it('hands out subjobs in order and requeued work first', () => {
+  it('offers the front (requeued work) and the head of the queue, and takes planned items out', () => {
     const r = run(3);
-    expect(r.takeWork(1, false)?.subjobId).toBe(0);
+    const first = r.dispatchSnapshot(10);
+    expect(first.queue.map((item) => item.subjobId)).toEqual([0, 1, 2]);
+    expect(r.dispatchSnapshot(2).queue).toHaveLength(2);
+    r.removePending(first.queue[0]!);
     r.requeueFront({ subjobId: 0, atomIds: [0], avoidWorkerId: null });
-    expect(r.takeWork(1, false)?.subjobId).toBe(0);
-    expect(r.takeWork(1, false)?.subjobId).toBe(1);
-    expect(r.takeWork(1, false)?.subjobId).toBe(2);
-    expect(r.takeWork(1, false)).toBeNull();
+    const second = r.dispatchSnapshot(10);
+    expect(second.front.map((item) => item.subjobId)).toEqual([0]);
+    expect(second.queue.map((item) => item.subjobId)).toEqual([1, 2]);
+    expect(second.pendingCount).toBe(3);
+    r.removePending(second.front[0]!);
+    r.removePending(second.queue[0]!);
+    r.removePending(second.queue[1]!);
     expect(r.hasPendingWork).toBe(false);
   });
 
-  it('keeps a retry away from the worker it failed on while another could take it', () => {
-    const r = run(0);
-    r.requeueFront({ subjobId: 4, atomIds: [0], avoidWorkerId: 7 });
-    expect(r.takeWork(7, true)).toBeNull();
-    expect(r.takeWork(7, false)?.subjobId).toBe(4);
+  it('refuses to take an item that is not next in its queue', () => {
+    const r = run(3);
+    expect(() => r.removePending(r.dispatchSnapshot(3).queue[1]!)).toThrow('not at the head');
   });
 
-  it('honours max_executors and max_executors_per_worker', () => {
-    const r = run(10, 1, { maxExecutors: 3, maxExecutorsPerWorker: 2 });
-    r.takeBuildExecutor(1);
-    r.takeBuildExecutor(1);
-    expect(r.wantsExecutor(1)).toBe(false);
-    expect(r.wantsExecutor(2)).toBe(true);
-    r.takeBuildExecutor(2);
-    expect(r.wantsExecutor(2)).toBe(false);
-    expect(r.wantsExecutor()).toBe(false);
+  it('moves between phases only along model/run-phase.ts', () => {
+    const r = run(1);
+    expect(() => r.enterPhase('preparing')).toThrow('cannot move from ready to preparing');
+    r.enterPhase('finishing');
+    expect(r.phase).toBe('finishing');
   });
 
   it('gives the lowest free BUILD_EXECUTOR_INDEX back out', () => {
@@ -72,15 +72,9 @@ describe('a build run', () => {
       { id: 0, atoms: [{ id: 0, variable: 'X', value: 'a', isComplete: true }] },
       { id: 1, atoms: [{ id: 0, variable: 'X', value: 'b', isComplete: true }, { id: 1, variable: 'X', value: 'c', isComplete: false }] },
     ]);
-    r.phase = 'ready';
+    r.enterPhase('ready');
     expect(r.completedSubjobs).toBe(1);
     expect(r.remainingAtoms).toBe(1);
-    expect(r.takeWork(1, false)).toEqual({ subjobId: 1, atomIds: [1], avoidWorkerId: null });
-  });
-
-  it('is not dispatchable before it is ready', () => {
-    const r = run(1);
-    r.phase = 'preparing';
-    expect(r.wantsExecutor()).toBe(false);
+    expect(r.dispatchSnapshot(5).queue).toEqual([{ subjobId: 1, atomIds: [1], avoidWorkerId: null }]);
   });
 });

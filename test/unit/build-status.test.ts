@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BUILD_STATUSES, buildDetails, canMove, isTerminal } from '../../master/builds/build-status.ts';
+import { BUILD_STATUSES, buildDetails, canMove, isTerminal } from '../../master/model/build-status.ts';
 
 describe('build lifecycle', () => {
   it('moves forward only along SPEC §5', () => {

@@ -1,173 +1,115 @@
 import { describe, expect, it } from 'vitest';
-import type { WebSocket } from 'ws';
-import { Dispatcher } from '../../master/scheduling/dispatcher.ts';
-import { BuildRun, type WorkItem } from '../../master/builds/build-run.ts';
-import { WorkerEntry, WorkerRegistry } from '../../master/workers/worker-registry.ts';
-import type { BuildRequest } from '../../master/builds/build-request.ts';
-import type { StoredJob } from '../../master/store/build-store.ts';
+import { planDispatch, type RunSnapshot, type WorkerSnapshot } from '../../master/scheduling/dispatcher.ts';
+import type { WorkItem } from '../../master/model/work-item.ts';
+import type { WorkerBuildState } from '../../master/model/worker-build-state.ts';
 
-const openSocket = { readyState: 1, OPEN: 1, send: () => undefined } as unknown as WebSocket;
-
-function worker(id: number, executors: number): WorkerEntry {
-  return new WorkerEntry({ id, name: `w${id}`, sessionId: `s${id}`, numExecutors: executors, heartbeatIntervalMs: 1000, heartbeatFailureThreshold: 3, socket: openSocket });
+/** A connected, usable worker with this many free executors and these build states. */
+function worker(id: number, freeExecutors: number, builds: Record<number, WorkerBuildState> = {}, more: Partial<WorkerSnapshot> = {}): WorkerSnapshot {
+  return { id, isUsable: true, isConnected: true, freeExecutors, builds: new Map(Object.entries(builds).map(([k, v]) => [Number(k), v])), ...more };
 }
 
-function run(id: number, subjobs: number, priority = 0, job: Partial<StoredJob> = {}): BuildRun {
-  const r = new BuildRun(id, priority, { type: 'directory' } as BuildRequest);
-  r.job = { project: { type: 'directory', path: '/p' }, remoteFiles: {}, timingKey: 'k', name: 'j', command: 'true', setupCommand: null, teardownCommand: null, maxExecutors: null, maxExecutorsPerWorker: null, atomTimeoutMs: null, retries: 0, ...job };
-  r.load(Array.from({ length: subjobs }, (_, sid) => ({ id: sid, atoms: [{ id: 0, variable: 'X', value: String(sid), isComplete: false }] })));
-  r.phase = 'ready';
-  return r;
+/** A ready build with `subjobs` one-atom subjobs queued. */
+function run(id: number, subjobs: number, more: Partial<RunSnapshot> = {}): RunSnapshot {
+  const queue: WorkItem[] = Array.from({ length: subjobs }, (_, subjobId) => ({ subjobId, atomIds: [0], avoidWorkerId: null }));
+  const front = more.front ?? [];
+  return {
+    id, maxExecutors: null, maxExecutorsPerWorker: null, executorsInUse: 0, executorsPerWorker: new Map(), front, queue,
+    pendingCount: front.length + queue.length, ...more,
+  };
 }
 
-/** A dispatcher whose actions behave like the build manager's, recording what was decided. */
-function harness(workers: WorkerEntry[]) {
-  const registry = new WorkerRegistry();
-  for (const w of workers) registry.add(w);
-  const setups: string[] = [];
-  const assigned: { build: number; worker: number; item: WorkItem }[] = [];
-  const dispatcher = new Dispatcher(registry, {
-    startSetup: (r, w) => {
-      setups.push(`${r.id}@${w.id}`);
-      w.builds.set(r.id, 'ready');
-    },
-    assign: (r, w, item) => {
-      w.takeExecutor();
-      r.takeBuildExecutor(w.id);
-      assigned.push({ build: r.id, worker: w.id, item });
-    },
-  });
-  return { dispatcher, setups, assigned };
-}
+const setups = (plan: ReturnType<typeof planDispatch>) => plan.filter((a) => a.kind === 'setup').map((a) => `${a.buildId}@${a.workerId}`);
+const runs = (plan: ReturnType<typeof planDispatch>) =>
+  plan.flatMap((a) => (a.kind === 'run' ? [{ build: a.buildId, worker: a.workerId, subjob: a.item.subjobId }] : []));
 
-describe('dispatcher', () => {
+describe('planDispatch', () => {
   it('sets a build up on a worker before giving it work there', () => {
-    const w = worker(1, 2);
-    const { dispatcher, setups, assigned } = harness([w]);
-    const r = run(1, 3);
-    dispatcher.addRun(r);
-    dispatcher.dispatchNow();
-    expect(setups).toEqual(['1@1']);
-    dispatcher.dispatchNow();
-    expect(assigned.map((a) => a.item.subjobId)).toEqual([0, 1]);
-    expect(w.freeExecutorCount).toBe(0);
+    expect(planDispatch({ workers: [worker(1, 2)], runs: [run(1, 3)] })).toEqual([{ kind: 'setup', buildId: 1, workerId: 1 }]);
+    const plan = planDispatch({ workers: [worker(1, 2, { 1: 'ready' })], runs: [run(1, 3)] });
+    expect(runs(plan)).toEqual([{ build: 1, worker: 1, subjob: 0 }, { build: 1, worker: 1, subjob: 1 }]);
   });
 
-  it('serves higher priority first, then the older build', () => {
-    const w = worker(1, 3);
-    w.builds.set(1, 'ready');
-    w.builds.set(2, 'ready');
-    w.builds.set(3, 'ready');
-    const { dispatcher, assigned } = harness([w]);
-    dispatcher.addRun(run(1, 5, 0));
-    dispatcher.addRun(run(3, 1, 5));
-    dispatcher.addRun(run(2, 1, 5));
-    dispatcher.dispatchNow();
-    expect(assigned.map((a) => a.build)).toEqual([2, 3, 1]);
+  it('hands out the very items of the snapshot, requeued work first', () => {
+    const retry: WorkItem = { subjobId: 9, atomIds: [3], avoidWorkerId: null };
+    const snapshot = run(1, 2, { front: [retry] });
+    const plan = planDispatch({ workers: [worker(1, 2, { 1: 'ready' })], runs: [snapshot] });
+    expect(plan.map((a) => (a.kind === 'run' ? a.item : null))).toEqual([retry, snapshot.queue[0]]);
+    expect((plan[0] as { item: WorkItem }).item).toBe(retry);
+  });
+
+  it('serves the builds in the order given (higher priority first, then the older build)', () => {
+    const plan = planDispatch({ workers: [worker(1, 3, { 1: 'ready', 2: 'ready', 3: 'ready' })], runs: [run(2, 1), run(3, 1), run(1, 5)] });
+    expect(runs(plan).map((a) => a.build)).toEqual([2, 3, 1]);
   });
 
   it('honours max_executors across workers and hands the rest to the next build', () => {
-    const a = worker(1, 2);
-    const b = worker(2, 2);
-    for (const w of [a, b]) {
-      w.builds.set(1, 'ready');
-      w.builds.set(2, 'ready');
-    }
-    const { dispatcher, assigned } = harness([a, b]);
-    dispatcher.addRun(run(1, 10, 1, { maxExecutors: 3 }));
-    dispatcher.addRun(run(2, 10, 0));
-    dispatcher.dispatchNow();
-    expect(assigned.filter((x) => x.build === 1)).toHaveLength(3);
-    expect(assigned.filter((x) => x.build === 2)).toHaveLength(1);
+    const both = { 1: 'ready', 2: 'ready' } as const;
+    const plan = planDispatch({ workers: [worker(1, 2, both), worker(2, 2, both)], runs: [run(1, 10, { maxExecutors: 3 }), run(2, 10)] });
+    expect(runs(plan).filter((a) => a.build === 1)).toHaveLength(3);
+    expect(runs(plan).filter((a) => a.build === 2)).toHaveLength(1);
+  });
+
+  it('counts executors the build already uses', () => {
+    const plan = planDispatch({
+      workers: [worker(1, 4, { 1: 'ready' })],
+      runs: [run(1, 10, { maxExecutors: 3, maxExecutorsPerWorker: 2, executorsInUse: 2, executorsPerWorker: new Map([[1, 1]]) })],
+    });
+    expect(runs(plan)).toHaveLength(1);
   });
 
   it('honours max_executors_per_worker', () => {
-    const a = worker(1, 4);
-    a.builds.set(1, 'ready');
-    const { dispatcher, assigned } = harness([a]);
-    dispatcher.addRun(run(1, 10, 0, { maxExecutorsPerWorker: 2 }));
-    dispatcher.dispatchNow();
-    expect(assigned).toHaveLength(2);
+    const plan = planDispatch({ workers: [worker(1, 4, { 1: 'ready' })], runs: [run(1, 10, { maxExecutorsPerWorker: 2 })] });
+    expect(runs(plan)).toHaveLength(2);
   });
 
-  it('gives nothing to a draining worker or one whose setup failed', () => {
-    const draining = worker(1, 2);
-    draining.builds.set(1, 'ready');
-    draining.isDraining = true;
-    const failed = worker(2, 2);
-    failed.builds.set(1, 'failed');
-    const { dispatcher, assigned, setups } = harness([draining, failed]);
-    dispatcher.addRun(run(1, 4));
-    dispatcher.dispatchNow();
-    expect(assigned).toHaveLength(0);
-    expect(setups).toHaveLength(0);
+  it('gives nothing to a draining or disconnected worker, or one whose setup failed or is tearing down', () => {
+    const plan = planDispatch({
+      workers: [
+        worker(1, 2, { 1: 'ready' }, { isUsable: false }),
+        worker(2, 2, { 1: 'failed' }),
+        worker(3, 2, { 1: 'ready' }, { isConnected: false }),
+        worker(4, 2, { 1: 'tearing_down' }),
+      ],
+      runs: [run(1, 4)],
+    });
+    expect(plan).toEqual([]);
   });
 
-  it('stops dispatching a removed build', () => {
-    const w = worker(1, 2);
-    w.builds.set(1, 'ready');
-    const { dispatcher, assigned } = harness([w]);
-    const r = run(1, 4);
-    dispatcher.addRun(r);
-    dispatcher.removeRun(r);
-    dispatcher.dispatchNow();
-    expect(assigned).toHaveLength(0);
+  it('plans nothing without pending work or free executors', () => {
+    expect(planDispatch({ workers: [worker(1, 2, { 1: 'ready' })], runs: [run(1, 0)] })).toEqual([]);
+    expect(planDispatch({ workers: [worker(1, 0, { 1: 'ready' })], runs: [run(1, 3)] })).toEqual([]);
   });
 });
 
-describe('dispatcher setup decisions', () => {
+describe('planDispatch setup decisions', () => {
   it('brings in another worker only when the ones set up cannot take the pending work', () => {
-    const a = worker(1, 4);
-    const b = worker(2, 4);
-    const { dispatcher, setups } = harness([a, b]);
-    dispatcher.addRun(run(1, 2));
-    dispatcher.dispatchNow();
-    expect(setups).toEqual(['1@1']);
+    expect(setups(planDispatch({ workers: [worker(1, 4), worker(2, 4)], runs: [run(1, 2)] }))).toEqual(['1@1']);
+  });
+
+  it('counts a worker still setting up as serving the build', () => {
+    expect(setups(planDispatch({ workers: [worker(1, 4, { 1: 'setting_up' }), worker(2, 4)], runs: [run(1, 2)] }))).toEqual([]);
   });
 
   it('sets up as many workers as the work needs', () => {
-    const workers = [worker(1, 2), worker(2, 2), worker(3, 2)];
-    const { dispatcher, setups } = harness(workers);
-    dispatcher.addRun(run(1, 3));
-    dispatcher.dispatchNow();
-    expect(setups).toEqual(['1@1', '1@2']);
+    expect(setups(planDispatch({ workers: [worker(1, 2), worker(2, 2), worker(3, 2)], runs: [run(1, 3)] }))).toEqual(['1@1', '1@2']);
   });
 
   it('does not set up workers that max_executors would leave idle', () => {
-    const workers = [worker(1, 2), worker(2, 2), worker(3, 2)];
-    const { dispatcher, setups } = harness(workers);
-    dispatcher.addRun(run(1, 10, 0, { maxExecutors: 2 }));
-    dispatcher.dispatchNow();
-    expect(setups).toEqual(['1@1']);
+    expect(setups(planDispatch({ workers: [worker(1, 2), worker(2, 2), worker(3, 2)], runs: [run(1, 10, { maxExecutors: 2 })] }))).toEqual(['1@1']);
   });
 
   it('sets up another worker for a retry when the worker it failed on is the only one set up', () => {
-    const failedOn = worker(1, 1);
-    const other = worker(2, 1);
-    failedOn.builds.set(1, 'ready');
-    const { dispatcher, setups, assigned } = harness([failedOn, other]);
-    const r = run(1, 1);
-    r.takeWork(failedOn.id, false);
-    // The other worker finished its share and was torn down before the atom failed here.
-    r.requeueFront({ subjobId: 0, atomIds: [0], avoidWorkerId: failedOn.id });
-    dispatcher.addRun(r);
-    dispatcher.dispatchNow();
-    expect(setups).toEqual(['1@2']);
-    dispatcher.dispatchNow();
-    expect(assigned.map((a) => a.worker)).toEqual([other.id]);
+    const retry = { subjobId: 0, atomIds: [0], avoidWorkerId: 1 };
+    const snapshot = { workers: [worker(1, 1, { 1: 'ready' }), worker(2, 1)], runs: [run(1, 0, { front: [retry], pendingCount: 1 })] };
+    expect(planDispatch(snapshot)).toEqual([{ kind: 'setup', buildId: 1, workerId: 2 }]);
+    // Once the other worker is set up, the retry goes there.
+    const later = { workers: [worker(1, 1, { 1: 'ready' }), worker(2, 1, { 1: 'ready' })], runs: snapshot.runs };
+    expect(runs(planDispatch(later))).toEqual([{ build: 1, worker: 2, subjob: 0 }]);
   });
 
   it('runs a retry on the worker it failed on when no other can take it', () => {
-    const failedOn = worker(1, 1);
-    const busy = worker(2, 1);
-    failedOn.builds.set(1, 'ready');
-    busy.takeExecutor();
-    const { dispatcher, assigned } = harness([failedOn, busy]);
-    const r = run(1, 1);
-    r.takeWork(failedOn.id, false);
-    r.requeueFront({ subjobId: 0, atomIds: [0], avoidWorkerId: failedOn.id });
-    dispatcher.addRun(r);
-    dispatcher.dispatchNow();
-    expect(assigned.map((a) => a.worker)).toEqual([failedOn.id]);
+    const retry = { subjobId: 0, atomIds: [0], avoidWorkerId: 1 };
+    const plan = planDispatch({ workers: [worker(1, 1, { 1: 'ready' }), worker(2, 0)], runs: [run(1, 0, { front: [retry], pendingCount: 1 })] });
+    expect(runs(plan)).toEqual([{ build: 1, worker: 1, subjob: 0 }]);
   });
 });

@@ -1,0 +1,117 @@
+import type { Logger } from '../../shared/log.ts';
+import { errorMessage } from '../../shared/errors.ts';
+import type { ArtifactChunkHeader, WorkerMessage } from '../../shared/protocol.ts';
+import { atomCommandString } from '../../shared/job-config.ts';
+import type { Store } from '../store/index.ts';
+import type { Metrics } from '../metrics.ts';
+import type { TerminalStatus } from '../model/build-status.ts';
+import type { Lease, WorkerEntry } from '../workers/worker-registry.ts';
+import type { BuildRun } from './build-run.ts';
+import type { BuildSettings } from './build-settings.ts';
+import { closeAtomFiles, createArtifactUpload, startAtomFolder } from './atom-files.ts';
+import type { LeaseFiles } from './lease-files.ts';
+import { atomFolderName, type ResultsLayout } from './results-layout.ts';
+
+type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
+
+/**
+ * What workers send about atoms, recorded: console output and artifacts to the atom's folder, starts and
+ * results to SQLite. Decides a failed atom's retry; says when the build has every result.
+ */
+export class ResultRecorder {
+  readonly #store: Store;
+  readonly #settings: BuildSettings;
+  readonly #log: Logger;
+  readonly #layout: ResultsLayout;
+  readonly #metrics: Metrics;
+  readonly #runs: ReadonlyMap<number, BuildRun>;
+  readonly #files: LeaseFiles;
+  readonly #finishInBackground: (run: BuildRun, status: TerminalStatus | 'OUTCOME', errorText?: string) => void;
+
+  constructor(deps: {
+    store: Store; settings: BuildSettings; log: Logger; layout: ResultsLayout; metrics: Metrics; runs: ReadonlyMap<number, BuildRun>;
+    files: LeaseFiles; finishInBackground: (run: BuildRun, status: TerminalStatus | 'OUTCOME', errorText?: string) => void;
+  }) {
+    this.#store = deps.store;
+    this.#settings = deps.settings;
+    this.#log = deps.log;
+    this.#layout = deps.layout;
+    this.#metrics = deps.metrics;
+    this.#runs = deps.runs;
+    this.#files = deps.files;
+    this.#finishInBackground = deps.finishInBackground;
+  }
+
+  async atomStarted(worker: WorkerEntry, lease: Lease, message: Message<'atom_started'>): Promise<void> {
+    const run = this.#runs.get(lease.buildId);
+    if (!run || !lease.unfinished.has(message.atom_id)) return;
+    const attempt = run.countAttempt(lease.subjobId, message.atom_id);
+    const dir = this.#layout.atomDir(run.id, lease.subjobId, message.atom_id);
+    this.#files.setConsole(lease.id, message.atom_id, await startAtomFolder(dir, this.#settings.maxConsoleBytes, attempt === 1));
+    this.#store.batcher.add(() => this.#store.atoms.markStarted(run.id, lease.subjobId, message.atom_id, worker.name), run.id);
+    this.#store.events.append('ATOM_START', {
+      build_id: run.id, subjob_id: lease.subjobId, atom_id: message.atom_id, worker: worker.name, attempt,
+    });
+  }
+
+  atomOutput(lease: Lease, message: Message<'atom_output'>): void {
+    this.#files.console(lease.id, message.atom_id)?.write(message.data);
+  }
+
+  async artifactChunk(lease: Lease, header: ArtifactChunkHeader, bytes: Buffer): Promise<void> {
+    if (!lease.unfinished.has(header.atom_id)) return;
+    const upload = this.#files.upload(lease.id, header.atom_id, () =>
+      createArtifactUpload(this.#layout.atomDir(lease.buildId, lease.subjobId, header.atom_id), {
+        maxBytes: this.#settings.maxArtifactBytes, maxEntries: this.#settings.maxArtifactFiles,
+      }));
+    if (bytes.length > 0) await upload.write(bytes);
+    if (header.final) await upload.finish().catch(() => undefined);
+  }
+
+  async atomFinished(worker: WorkerEntry, lease: Lease, message: Message<'atom_finished'>): Promise<void> {
+    const run = this.#runs.get(lease.buildId);
+    if (!run || run.phase === 'finishing' || !lease.unfinished.has(message.atom_id)) return;
+    const atomId = message.atom_id;
+    const { console, upload } = this.#files.take(lease.id, atomId);
+    const atom = run.atoms[lease.subjobId]![atomId]!;
+    const dir = this.#layout.atomDir(run.id, lease.subjobId, atomId);
+    let exitCode: number;
+    try {
+      exitCode = await closeAtomFiles({ dir, console, upload, hasArtifacts: message.has_artifacts, exitCode: message.exit_code });
+    } catch (error) {
+      // Without its files the result cannot be trusted, and running the atom again would most likely meet
+      // the same full disk: the build ends in ERROR, saying why, rather than SUCCESS with output missing.
+      this.#log.error({ buildId: run.id, subjobId: lease.subjobId, atomId, err: error }, 'could not store atom result');
+      this.#finishInBackground(run, 'ERROR', `The master could not store the output of atom ${atomFolderName(lease.subjobId, atomId)} ` +
+        `in ${dir}: ${errorMessage(error)}. Is the master's disk full?`);
+      return;
+    }
+    if (lease.isRevoked || run.phase !== 'ready' || !lease.unfinished.delete(atomId)) return;
+    const log = this.#log.child({ buildId: run.id, subjobId: lease.subjobId, atomId, workerId: worker.id });
+    const attempt = run.attemptsOf(lease.subjobId, atomId);
+    if (exitCode !== 0 && message.stop_reason === null && attempt <= run.job!.retries) {
+      log.info({ exitCode, attempt }, 'atom failed; retrying it');
+      this.#store.batcher.add(() => this.#store.atoms.markRetrying(run.id, lease.subjobId, atomId), run.id);
+      run.requeueFront({ subjobId: lease.subjobId, atomIds: [atomId], avoidWorkerId: worker.id });
+      return;
+    }
+    this.#store.batcher.add(() =>
+      this.#store.atoms.markFinished(run.id, lease.subjobId, atomId, exitCode, message.time_s, message.stop_reason), run.id);
+    this.#store.events.append('ATOM_FINISH', {
+      build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, exit_code: exitCode, time: message.time_s, worker: worker.name,
+    });
+    this.#store.events.append('MASTER_RECEIVED_RESULT', { build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, worker: worker.name });
+    this.#metrics.atomsTotal.inc({ result: exitCode === 0 ? 'success' : 'failure' });
+    if (message.stop_reason === null || message.stop_reason === 'timeout') {
+      this.#store.timings.record(run.job!.timingKey, atomCommandString(atom.variable, atom.value), message.time_s, run.id);
+    }
+    if (run.completeAtom(lease.subjobId, atomId)) {
+      const completed = run.completedSubjobs;
+      this.#store.batcher.add(() => {
+        this.#store.atoms.setSubjobState(run.id, lease.subjobId, 'COMPLETED');
+        this.#store.builds.setCompletedSubjobs(run.id, completed);
+      }, run.id);
+    }
+    if (run.remainingAtoms === 0) this.#finishInBackground(run, 'OUTCOME');
+  }
+}
