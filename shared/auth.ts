@@ -87,6 +87,11 @@ function header(headers: VerifyOptions['headers'], name: string): string | undef
   return Array.isArray(value) ? value[0] : value;
 }
 
+function isBodilessMethod(method: string): boolean {
+  const upper = method.toUpperCase();
+  return upper === 'GET' || upper === 'HEAD';
+}
+
 /**
  * Accepts our signed form (timestamp + nonce headers present) or, when allowed, the original's digest of
  * the body alone, which old clients send.
@@ -105,5 +110,8 @@ export function verifyRequest(options: VerifyOptions): VerifyResult {
     return options.nonces.remember(nonce, nowMs) ? 'ok' : 'replayed';
   }
   if (!options.acceptLegacyDigest) return 'mismatch';
+  // The original's digest covers the body only, so every GET (empty body) carries the same one: one captured
+  // read would open every read for ever. Reads need the signed form; writes keep the original's trade-off.
+  if (isBodilessMethod(options.method)) return 'mismatch';
   return digestMatches(computeDigest(options.secret, options.body), digest) ? 'ok' : 'mismatch';
 }

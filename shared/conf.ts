@@ -581,7 +581,10 @@ function createConfFile(file: string): void {
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     const secret = randomBytes(32).toString('hex');
     // 'wx': if another process created the file meanwhile, keep its secret rather than overwrite it.
-    writeFileSync(file, `[general]\nsecret = ${secret}\n`, { mode: 0o600, flag: 'wx' });
+    // New confs refuse the original's body-only digest, which can be replayed (README "Security"); confs
+    // written before keep what they say.
+    const text = `[general]\nsecret = ${secret}\naccept_legacy_digest = false\n`;
+    writeFileSync(file, text, { mode: 0o600, flag: 'wx' });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return;
     throw badConf(`Cannot create the configuration file ${file}: ${errorMessage(error)}`, error);

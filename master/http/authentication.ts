@@ -11,6 +11,9 @@ const MESSAGES: Record<string, string> = {
   replayed: `${NOT_AUTHENTICATED} (This request was already received.)`,
 };
 
+/** Loggers already warned about accept_legacy_digest: the API and the live pages both build a check. */
+const warnedLoggers = new WeakSet<Logger>();
+
 /** How a request proved it knows the secret, remembered so a second check on the same request agrees. */
 type Proof = 'signed' | 'legacy';
 
@@ -24,6 +27,10 @@ export function createAuthentication(options: { secret: string; acceptLegacyDige
   requireSignature: RequestHandler;
 } {
   const nonces = new NonceCache();
+  if (options.acceptLegacyDigest && !warnedLoggers.has(options.log)) {
+    warnedLoggers.add(options.log);
+    options.log.warn('accept_legacy_digest is on: a captured unsigned write can be replayed; set it to false once no client of the original remains');
+  }
   const check = (needsSignature: boolean): RequestHandler => (req, res, next) => {
     const proven = res.locals['proof'] as Proof | undefined;
     if (proven === 'signed' || (proven === 'legacy' && !needsSignature)) {

@@ -305,7 +305,7 @@ describe('loadConf', () => {
     const file = path.join(folder, 'nested', 'dir', 'clusterrunner.conf');
     const conf = loadConf({ file, role: 'master', env: {}, createIfMissing: true });
     expect(conf.secret).toMatch(/^[0-9a-f]{64}$/);
-    expect(readFileSync(file, 'utf8')).toBe(`[general]\nsecret = ${conf.secret}\n`);
+    expect(readFileSync(file, 'utf8')).toBe(`[general]\nsecret = ${conf.secret}\naccept_legacy_digest = false\n`);
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
     // A second load reads the same file rather than making a new secret.
