@@ -44,6 +44,8 @@ export const registerMessage = z.strictObject({
   resume: z.strictObject({ worker_id: id, leases: z.array(leaseId).max(1024) }).nullable(),
   /** registerProof() over this connection's binding: a login captured elsewhere does not pass here. */
   proof: z.string().regex(/^[0-9a-f]{64}$/),
+  /** Optional: the worker's disk health (worker/disk-bounds.ts); free_bytes null where it cannot tell. */
+  disk: z.strictObject({ state: z.enum(['ok', 'disk_pressure']), free_bytes: z.number().int().min(0).nullable() }).optional(),
 });
 
 export const heartbeatMessage = z.strictObject({ type: z.literal('heartbeat') });

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../shared/log.ts';
 import { startLogRotation, type LogRotation } from '../shared/log.ts';
@@ -160,11 +160,25 @@ export class WorkerDaemon {
   async start(): Promise<void> {
     const killed = await killOrphansOfDeadWorkers(join(this.#options.baseDirectory, 'worker'));
     if (killed > 0) this.#log.warn({ killed }, 'killed processes left running by a worker process that died before this one');
+    await this.#protectBaseDirectory();
     await mkdir(this.#workDir, { recursive: true });
     this.#diskBound.start();
     this.#logRotation = startLogRotation({ maxBytes: this.#options.logMaxBytes, keepFiles: this.#options.logKeepFiles, log: this.#log });
     this.#log.info({ master: this.#options.masterUrl, executors: this.#options.numExecutors, name: this.#options.name }, 'worker starting');
     this.#connection.start();
+  }
+
+  /**
+   * Workspaces, repository caches, remote files and archives may hold credentials and private sources: what
+   * this worker writes under base_directory is for its user only (issue 10 item 9). The umask covers every
+   * file made later, by us or a build; the folders made before it are narrowed here.
+   */
+  async #protectBaseDirectory(): Promise<void> {
+    process.umask(0o077);
+    for (const dir of [join(this.#options.baseDirectory, 'worker'), join(this.#options.baseDirectory, 'git-cache')]) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await chmod(dir, 0o700);
+    }
   }
 
   /** Finish what runs, take nothing new, tear down, disconnect, exit 0. */
@@ -190,6 +204,7 @@ export class WorkerDaemon {
       session_id: this.#sessionId,
       heartbeat_interval_ms: this.#options.heartbeatIntervalMs,
       heartbeat_failure_threshold: this.#options.heartbeatFailureThreshold,
+      disk: { state: this.#diskBound.state, free_bytes: this.#diskBound.freeBytes },
       // A subjob that ended while the master was away still has its results queued: it is resumed too.
       resume: this.#workerId === null ? null : {
         worker_id: this.#workerId,

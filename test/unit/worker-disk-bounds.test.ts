@@ -7,6 +7,7 @@ import { WorkerDiskBound, type BuildInUse } from '../../worker/disk-bounds.ts';
 import { cleanupAll, tempDir } from '../support/cluster.ts';
 import { createRepo } from '../support/git-repo.ts';
 import { folderBytes } from '../../shared/folder-size.ts';
+import { registerMessage } from '../../shared/protocol.ts';
 
 afterEach(cleanupAll);
 
@@ -92,4 +93,20 @@ describe('WorkerDiskBound', () => {
     relieved.start();
     await Promise.all([relieved.close(), relieved.close()]);
   }, 60_000);
+});
+
+describe('the disk state on registration', () => {
+  const register = {
+    type: 'register', protocol_version: 2, name: 'w', num_executors: 1, session_id: 's', heartbeat_interval_ms: 1000,
+    heartbeat_failure_threshold: 3, resume: null, proof: 'a'.repeat(64),
+  };
+
+  it('is optional, and when sent is checked field by field', () => {
+    expect(registerMessage.safeParse(register).success).toBe(true);
+    expect(registerMessage.safeParse({ ...register, disk: { state: 'disk_pressure', free_bytes: 1024 } }).success).toBe(true);
+    expect(registerMessage.safeParse({ ...register, disk: { state: 'ok', free_bytes: null } }).success).toBe(true);
+    const bad = registerMessage.safeParse({ ...register, disk: { state: 'full', free_bytes: -1 } });
+    expect(bad.success).toBe(false);
+    expect(bad.error?.issues.map((issue) => issue.path.join('.'))).toEqual(['disk.state', 'disk.free_bytes']);
+  });
 });
