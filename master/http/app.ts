@@ -11,6 +11,8 @@ import { errorHandler, notFoundHandler } from './http-errors.ts';
 import { V1_TREE, V2_TREE, route, type ApiTree } from './api-tree.ts';
 import { addBuildRoutes } from './builds-routes.ts';
 import { addWorkerRoutes } from './workers-routes.ts';
+import { addSearchRoutes } from './search-routes.ts';
+import { addAttachmentRoutes } from './attachments-routes.ts';
 import { API_VERSION, addServiceRoutes, masterStatus } from './service-routes.ts';
 import { addCompatibility, normaliseOriginalRequests, type Compatibility } from './compat/compatibility.ts';
 import { createLiveRoutes } from '../ui/live-routes.ts';
@@ -36,6 +38,11 @@ function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signat
   const router = express.Router({ strict: false });
   route(router, '/', { get: [(_req, res) => res.json(masterStatus(deps.registry, tree))] });
   addServiceRoutes(router, deps, tree);
+  if (tree.isPaginated) {
+    // Before the build routes: /v2/builds/latest is not a build id (SPEC §11, §12).
+    addSearchRoutes(router, { store: deps.store, manager: deps.manager }, tree);
+    addAttachmentRoutes(router, { store: deps.store, layout: deps.layout }, tree);
+  }
   addBuildRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest, requireSignature: signature }, tree);
   addWorkerRoutes(router, { registry: deps.registry, requireDigest: digest }, tree);
   return router;

@@ -11,6 +11,8 @@ import { BUILD_REQUEST_KEYS, CANCEL_BUILD_KEYS, cancelBuildRequestSchema } from 
 import { CONSOLE_FILE, type ResultsLayout } from '../builds/results-layout.ts';
 import { join } from 'node:path';
 import { atomShape, buildShape, subjobShape } from './shapes.ts';
+import { findingChildRoutes } from './search-routes.ts';
+import { createBuildQuery } from '../store/build-query.ts';
 import { pagination, pathId, queryInt } from './request-values.ts';
 import { objectBody, parseBody, route, type ApiTree } from './api-tree.ts';
 
@@ -57,6 +59,7 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
     'artifacts.tar.gz': `${tree.prefix}${b}/[build_id]/artifacts.tar.gz`,
     'artifacts.zip': `${tree.prefix}${b}/[build_id]/artifacts.zip`,
     result: `${tree.prefix}${b}/[build_id]/result`,
+    ...findingChildRoutes(tree),
   };
 
   const loadBuild = (raw: string | string[] | undefined): BuildRecord => {
@@ -67,9 +70,14 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
     return build;
   };
   // failed_atoms is shown only for terminal builds: a list of running builds costs no query per build.
-  const shape = (build: BuildRecord) => isTerminalStatus(build.status)
-    ? buildShape(build, store.atoms.listFailedAtoms(build.id), `${tree.prefix}${b}`)
-    : buildShape(build, null, `${tree.prefix}${b}`, manager.waitingForWorkers(build.id));
+  const query = createBuildQuery(store.db);
+  const shape = (build: BuildRecord) => ({
+    ...(isTerminalStatus(build.status)
+      ? buildShape(build, store.atoms.listFailedAtoms(build.id), `${tree.prefix}${b}`)
+      : buildShape(build, null, `${tree.prefix}${b}`, manager.waitingForWorkers(build.id))),
+    // SPEC §11: when and why it started, and from which repository, branch and commit.
+    ...query.identity(build.id),
+  });
   const loadSubjob = (build: BuildRecord, raw: string | string[] | undefined) => {
     const id = pathId(raw, 'subjob');
     const subjob = store.atoms.getSubjob(build.id, id);

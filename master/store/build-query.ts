@@ -1,5 +1,6 @@
 import type { Statement } from 'better-sqlite3';
 import type { Db } from './database.ts';
+import type { AtomRecord } from './atom-store.ts';
 import { BUILD_STATUSES, isTerminal, type BuildStatus } from '../model/build-status.ts';
 import { SearchSyntaxError, type SearchTerm } from '../../shared/api/build-search.ts';
 import { badRequest } from '../../shared/errors.ts';
@@ -47,6 +48,16 @@ function statusesIn(statuses: readonly BuildStatus[], isNegated = false): { sql:
   return { sql: `status ${isNegated ? 'NOT IN' : 'IN'} (${statuses.map(() => '?').join(', ')})`, params: [...statuses] };
 }
 
+/**
+ * A URL (it holds '/' or ':') matches the repository as shown, anything else its name: one indexed column
+ * either way, where an OR of both would make SQLite read every row to count.
+ */
+function repositorySql(value: string): { sql: string; params: unknown[] } {
+  return /[/:]/.test(value)
+    ? { sql: 'repository = ? COLLATE NOCASE', params: [value] }
+    : { sql: 'repository_name = ? COLLATE NOCASE', params: [value] };
+}
+
 function escapeLike(text: string): string {
   return text.replace(/[\\%_]/g, (char) => `\\${char}`);
 }
@@ -66,7 +77,7 @@ function termSql(term: SearchTerm): { sql: string; params: unknown[] } {
     case 'field':
       switch (term.field) {
         case 'repo':
-          return { sql: '(repository = ? COLLATE NOCASE OR repository_name = ? COLLATE NOCASE)', params: [term.value, term.value] };
+          return repositorySql(term.value);
         case 'branch':
           return { sql: 'branch = ? COLLATE NOCASE', params: [term.value] };
         case 'job':
@@ -110,9 +121,7 @@ export function compileFilters(filters: BuildFilters): { sql: string; params: un
   if (filters.statuses !== undefined && filters.statuses.length > 0) add(statusesIn(filters.statuses));
   if (filters.jobName !== undefined) add({ sql: 'job_name = ? COLLATE NOCASE', params: [filters.jobName] });
   if (filters.branch !== undefined) add({ sql: 'branch = ? COLLATE NOCASE', params: [filters.branch] });
-  if (filters.repository !== undefined) {
-    add({ sql: '(repository = ? COLLATE NOCASE OR repository_name = ? COLLATE NOCASE)', params: [filters.repository, filters.repository] });
-  }
+  if (filters.repository !== undefined) add(repositorySql(filters.repository));
   if (filters.createdAfter !== undefined) add({ sql: 'created_at > ?', params: [filters.createdAfter] });
   if (filters.createdBefore !== undefined) add({ sql: 'created_at < ?', params: [filters.createdBefore] });
   if (filters.isDone !== undefined) add(statusesIn(TERMINAL, !filters.isDone));
@@ -140,9 +149,24 @@ export interface BuildStats {
 }
 
 export interface FailedAtomsPage {
-  /** The first MAX_LISTED_FAILED_ATOMS failed atoms, in (subjob, atom) order, as `store.atoms` ids. */
-  readonly atoms: readonly { readonly subjobId: number; readonly atomId: number }[];
+  /** The first MAX_LISTED_FAILED_ATOMS failed atoms, in (subjob, atom) order. */
+  readonly atoms: readonly AtomRecord[];
   readonly total: number;
+}
+
+interface FailedAtomRow {
+  build_id: number;
+  subjob_id: number;
+  id: number;
+  variable: string;
+  value: string;
+  state: AtomRecord['state'];
+  exit_code: number | null;
+  expected_time: number | null;
+  actual_time: number | null;
+  attempts: number;
+  worker: string | null;
+  stop_reason: AtomRecord['stopReason'];
 }
 
 /** Dynamic filter SQL takes few shapes; preparing each once keeps a list query in microseconds of planning. */
@@ -179,8 +203,10 @@ export function createBuildQuery(db: Db) {
        coalesce(sum(state = 'COMPLETED'), 0) AS completed
      FROM subjobs WHERE build_id = ?`,
   );
-  const selectFailed = db.prepare<[number, number], { subjob_id: number; id: number }>(
-    `SELECT subjob_id, id FROM atoms WHERE build_id = ? AND exit_code IS NOT NULL AND exit_code != 0 ORDER BY subjob_id, id LIMIT ?`,
+  // One read per build for its page of failed atoms, rather than one per atom.
+  const selectFailed = db.prepare<[number, number], FailedAtomRow>(
+    `SELECT build_id, subjob_id, id, variable, value, state, exit_code, expected_time, actual_time, attempts, worker, stop_reason
+     FROM atoms WHERE build_id = ? AND exit_code IS NOT NULL AND exit_code != 0 ORDER BY subjob_id, id LIMIT ?`,
   );
   const countFailed = db.prepare<[number], { total: number }>(
     'SELECT count(*) AS total FROM atoms WHERE build_id = ? AND exit_code IS NOT NULL AND exit_code != 0',
@@ -222,7 +248,11 @@ export function createBuildQuery(db: Db) {
     },
 
     failedAtoms(buildId: number): FailedAtomsPage {
-      const atoms = selectFailed.all(buildId, MAX_LISTED_FAILED_ATOMS).map((row) => ({ subjobId: row.subjob_id, atomId: row.id }));
+      const atoms = selectFailed.all(buildId, MAX_LISTED_FAILED_ATOMS).map((row): AtomRecord => ({
+        buildId: row.build_id, subjobId: row.subjob_id, id: row.id, variable: row.variable, value: row.value, state: row.state,
+        exitCode: row.exit_code, expectedTime: row.expected_time, actualTime: row.actual_time, attempts: row.attempts,
+        worker: row.worker, stopReason: row.stop_reason,
+      }));
       const total = atoms.length < MAX_LISTED_FAILED_ATOMS ? atoms.length : countFailed.get(buildId)!.total;
       return { atoms, total };
     },

@@ -34,7 +34,7 @@ export class SearchSyntaxError extends ClusterRunnerError {
   readonly expected: string;
 
   constructor(position: number, expected: string, detail = '') {
-    super('BAD_SEARCH', `Query parameter q: at position ${position}, expected ${expected}${detail === '' ? '' : ` (${detail})`}.`, { status: 400 });
+    super('VALIDATION_FAILED', `Query parameter q: at position ${position}, expected ${expected}${detail === '' ? '' : ` (${detail})`}.`, { status: 400 });
     this.name = 'SearchSyntaxError';
     this.position = position;
     this.expected = expected;

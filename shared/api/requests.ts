@@ -4,11 +4,13 @@
  */
 import { isAbsolute, normalize } from 'node:path';
 import { z } from 'zod';
+import { START_REASON_KEYS, startReasonFields } from './start-reason.ts';
 
 /** The keys of POST /v1/build, either type; any other key is refused by name. */
 export const BUILD_REQUEST_KEYS = [
   'type', 'url', 'branch', 'hash', 'remote', 'project_directory', 'job_name', 'config', 'remote_files',
   'atoms_override', 'priority',
+  ...START_REASON_KEYS,
 ] as const;
 
 export const BUILD_TYPES = ['git', 'directory'] as const;
@@ -25,6 +27,7 @@ const projectDirectory = z.string('"project_directory" must be a string.').min(1
 
 /** Keys both types take. */
 const COMMON = {
+  ...startReasonFields,
   job_name: z.string('"job_name" must be a string.').min(1, '"job_name" must not be empty.').max(255).optional(),
   config: z.record(z.string(), z.unknown(), '"config" must be an object holding a job definition.').optional(),
   remote_files: z.record(

@@ -305,6 +305,7 @@ describe('stats and failed atoms', () => {
     const page = createBuildQuery(store.db).failedAtoms(id!);
     expect(page.total).toBe(149);
     expect(page.atoms).toHaveLength(MAX_LISTED_FAILED_ATOMS);
-    expect(page.atoms.slice(6, 8)).toEqual([{ subjobId: 0, atomId: 6 }, { subjobId: 0, atomId: 8 }]);
+    expect(page.atoms.slice(6, 8).map((atom) => atom.id)).toEqual([6, 8]);
+    expect(page.atoms[0]).toEqual(store.atoms.getAtom(id!, 0, 0));
   });
 });

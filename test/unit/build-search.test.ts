@@ -92,7 +92,7 @@ describe('parseBuildSearch: the refusals name the position and what was expected
       const error = refusal(q);
       expect(error.position).toBe(position);
       expect(error.status).toBe(400);
-      expect(error.code).toBe('BAD_SEARCH');
+      expect(error.code).toBe('VALIDATION_FAILED');
       expect(error.message).toMatch(new RegExp(`^Query parameter q: at position ${position}, `));
       expect(error.message).toMatch(message);
     });
