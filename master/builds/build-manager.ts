@@ -33,10 +33,10 @@ type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T
  */
 export class BuildManager implements WorkerEvents {
   readonly #runs = new Map<number, BuildRun>();
+  readonly #snapshots = new ProjectSnapshots();
   readonly #log: Logger;
   readonly #metrics: Metrics;
   readonly #store: Store;
-  readonly #snapshots = new ProjectSnapshots();
   readonly #layout: ResultsLayout;
   readonly #leases: LeaseBook;
   readonly #setups: WorkerSetups;
@@ -81,7 +81,10 @@ export class BuildManager implements WorkerEvents {
       giveUp: (run, text) => finishInBackground(run, 'ERROR', text),
     });
     this.#preparer = new Preparer({ store, settings, log, registry, git: deps.git, checkoutDir, finish, makeReady: (run) => this.#makeReady(run) });
-    this.#intake = new BuildIntake({ store, settings, log, runs, prepare: (run) => this.#enqueue(run), finish });
+    this.#intake = new BuildIntake({ store, settings, log, runs, finish, prepare: (run) => {
+      this.#preparer.enqueue(run);
+      this.#updateQueueDepth();
+    } });
     this.#recorder = new ResultRecorder({ store, settings, log, layout, metrics, runs, files, finishInBackground });
     store.batcher.setFailurePolicy({
       logFailure: (owner, error) => log.error({ buildId: owner ?? undefined, err: error }, 'a database write failed'),
@@ -103,13 +106,9 @@ export class BuildManager implements WorkerEvents {
     this.#updateQueueDepth();
   }
 
-  createBuild(body: unknown): number {
-    return this.#intake.createBuild(body);
-  }
+  createBuild(body: unknown): number { return this.#intake.createBuild(body); }
 
-  cancel(buildId: number): Promise<void> {
-    return this.#intake.cancel(buildId);
-  }
+  cancel(buildId: number): Promise<void> { return this.#intake.cancel(buildId); }
 
   async close(): Promise<void> {
     if (this.#isClosed) return;
@@ -139,11 +138,6 @@ export class BuildManager implements WorkerEvents {
     return this.#snapshots.get(buildId, run.projectDir, this.#layout.snapshot(buildId));
   }
 
-  #enqueue(run: BuildRun): void {
-    this.#preparer.enqueue(run);
-    this.#updateQueueDepth();
-  }
-
   #makeReady(run: BuildRun): void {
     run.enterPhase('ready');
     this.#loop.add(run);
@@ -169,15 +163,11 @@ export class BuildManager implements WorkerEvents {
   workerLost(worker: WorkerEntry, reason: string): void {
     this.#log.warn({ workerId: worker.id, worker: worker.name, reason, leases: worker.leases.size }, 'worker lost; its work goes back to the queue');
     this.#store.events.append('WORKER_LOST', { worker_id: worker.id, worker: worker.name, reason });
-    this.#releaseWorker(worker);
+    this.workerLeft(worker, false);
   }
 
-  workerLeft(worker: WorkerEntry): void {
-    this.#log.info({ workerId: worker.id, worker: worker.name }, 'worker left after draining');
-    this.#releaseWorker(worker);
-  }
-
-  #releaseWorker(worker: WorkerEntry): void {
+  workerLeft(worker: WorkerEntry, isDrained = true): void {
+    if (isDrained) this.#log.info({ workerId: worker.id, worker: worker.name }, 'worker left after draining');
     this.#leases.releaseWorker(worker);
     this.#setups.forgetWorker(worker);
     this.#watch.check();
@@ -199,17 +189,12 @@ export class BuildManager implements WorkerEvents {
     this.#loop.schedule();
   }
 
-  atomStarted(worker: WorkerEntry, lease: Lease, message: Message<'atom_started'>): Promise<void> {
-    return this.#recorder.atomStarted(worker, lease, message);
-  }
+  // Output is not news for dispatch: these three do not schedule.
+  atomStarted(worker: WorkerEntry, lease: Lease, message: Message<'atom_started'>): Promise<void> { return this.#recorder.atomStarted(worker, lease, message); }
 
-  atomOutput(_worker: WorkerEntry, lease: Lease, message: Message<'atom_output'>): void {
-    this.#recorder.atomOutput(lease, message);
-  }
+  atomOutput(_worker: WorkerEntry, lease: Lease, message: Message<'atom_output'>): void { this.#recorder.atomOutput(lease, message); }
 
-  artifactChunk(_worker: WorkerEntry, lease: Lease, header: ArtifactChunkHeader, bytes: Buffer): Promise<void> {
-    return this.#recorder.artifactChunk(lease, header, bytes);
-  }
+  artifactChunk(_worker: WorkerEntry, lease: Lease, header: ArtifactChunkHeader, bytes: Buffer): Promise<void> { return this.#recorder.artifactChunk(lease, header, bytes); }
 
   async atomFinished(worker: WorkerEntry, lease: Lease, message: Message<'atom_finished'>): Promise<void> {
     await this.#recorder.atomFinished(worker, lease, message);
