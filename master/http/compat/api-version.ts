@@ -32,9 +32,11 @@ export function resolveApiRoute(path: string, accept: string | undefined, mode: 
   if (first === 'v2') return { path, version: acceptedVersion(accept) ?? 2 };
   const isV1 = first === 'v1';
   const rest = isV1 ? segments.slice(2) : segments.slice(1);
-  const isUnversionedV2 = !isV1 && (V2_ONLY_ROOTS.has(first) || (mode === 'original' && first === 'version' && rest.length === 1));
+  // Paths only the v2 tree has are served by it whatever version is asked for.
+  const isOnlyInV2 = !isV1 && V2_ONLY_ROOTS.has(first);
+  const isUnversionedV2 = isOnlyInV2 || (!isV1 && mode === 'original' && first === 'version' && rest.length === 1);
   const version = acceptedVersion(accept) ?? (isUnversionedV2 ? 2 : 1);
-  if (version === 1 && !isUnversionedV2) return { path, version };
+  if (version === 1 && !isOnlyInV2) return { path, version };
   const v2Rest = rest.map((segment) => V2_NAMES[segment] ?? segment);
   return { path: ['', 'v2', ...v2Rest].join('/').replace(/\/$/, '') || '/v2', version };
 }
