@@ -93,17 +93,24 @@ function quoteName(name: string): string {
 /**
  * Gives freed pages back to the file system. SQLite only reuses the pages of deleted rows; without vacuuming,
  * a database that once held a busy year keeps that size for ever. A file created with auto_vacuum NONE (as
- * ours are) must be rewritten once by a full VACUUM to switch to INCREMENTAL; VACUUM blocks this process while
- * it copies the whole file, so it runs only when no build is running (the quiet moment). From then on each
- * pass frees at most `maxPages`, a few milliseconds of work, whatever runs.
+ * ours are) must be rewritten once by a full VACUUM to switch to INCREMENTAL. VACUUM blocks this process
+ * while it copies the whole file (about 1.5 s for 30 MB here), long enough for workers to miss heartbeats on a
+ * large file, so it runs only at a quiet moment: no build unfinished, and the file no larger than
+ * `maxVacuumBytes` (the master passes no limit at start, before it listens and before any worker is
+ * connected). From then on each pass frees at most `maxPages`, a few milliseconds of work, whatever runs.
  */
-export function compactDatabase(db: Db, options: { maxPages: number; isQuiet: boolean }): 'incremental' | 'vacuum' | 'skipped' {
+export function compactDatabase(
+  db: Db,
+  options: { maxPages: number; isQuiet: boolean; maxVacuumBytes: number },
+): 'incremental' | 'vacuum' | 'skipped' {
   const mode = db.pragma('auto_vacuum', { simple: true }) as number;
   if (mode === 2) {
     db.pragma(`incremental_vacuum(${Math.max(1, Math.floor(options.maxPages))})`);
     return 'incremental';
   }
   if (mode === 1 || !options.isQuiet) return 'skipped';
+  const bytes = (db.pragma('page_count', { simple: true }) as number) * (db.pragma('page_size', { simple: true }) as number);
+  if (bytes > options.maxVacuumBytes) return 'skipped';
   db.pragma('auto_vacuum = INCREMENTAL');
   db.exec('VACUUM');
   return 'vacuum';

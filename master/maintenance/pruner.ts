@@ -49,6 +49,8 @@ const DEFAULT_INTERVAL_MS = 10 * 60_000;
 const MIN_INTERVAL_MS = 1_000;
 const MAX_INTERVAL_MS = 60 * 60_000;
 const EVENTS_PER_DELETE = 5_000;
+/** A full VACUUM while serving is allowed up to this size (about 2 s of stall); larger files wait for a restart. */
+const MAX_VACUUM_BYTES_WHILE_SERVING = 64 * 1024 * 1024;
 
 /**
  * Keeps a master that runs for months within its disk: finished builds older than keep_builds_days, and the
@@ -78,6 +80,11 @@ export class Pruner {
     this.#now = options.now ?? Date.now;
     this.#intervalMs = Math.min(MAX_INTERVAL_MS, Math.max(MIN_INTERVAL_MS, options.intervalMs ?? DEFAULT_INTERVAL_MS));
     this.#maxBuildsPerPass = Math.max(1, options.maxBuildsPerPass ?? 200);
+    // Constructed as the master starts, before it listens: the one moment a full VACUUM stalls no worker.
+    if (options.db.name !== ':memory:') {
+      const outcome = compactDatabase(options.db, { maxPages: options.maxVacuumPages ?? 4096, isQuiet: !this.#queries.hasUnfinishedBuilds(), maxVacuumBytes: Infinity });
+      if (outcome === 'vacuum') options.log.info('database switched to incremental vacuum');
+    }
   }
 
   /** A first pass now, then one every interval. */
@@ -141,7 +148,9 @@ export class Pruner {
     const deletedEvents = this.#queries.deleteOldEvents(cutoffSeconds, EVENTS_PER_DELETE);
     const pruned = prunedByAge.length + prunedBySize.length;
     const compaction = pruned > 0 || deletedEvents > 0
-      ? compactDatabase(this.#options.db, { maxPages: this.#options.maxVacuumPages ?? 4096, isQuiet: !this.#queries.hasUnfinishedBuilds() })
+      ? compactDatabase(this.#options.db, {
+        maxPages: this.#options.maxVacuumPages ?? 4096, isQuiet: !this.#queries.hasUnfinishedBuilds(), maxVacuumBytes: MAX_VACUUM_BYTES_WHILE_SERVING,
+      })
       : 'skipped';
 
     const oldest = this.#queries.oldest();

@@ -165,28 +165,45 @@ describe('Pruner', () => {
     expect((await instance.runPass()).prunedByAge).toEqual(ids.slice(4));
   });
 
-  it('keeps SQLite compact: switches the file to incremental vacuum when no build runs, and the file shrinks', async () => {
+  it('keeps SQLite compact: a full VACUUM only when no build runs (a restart), then incremental vacuum each pass', async () => {
     const f = fixture();
     const start = Date.UTC(2026, 0, 1);
     const insertEvent = f.db.prepare(`INSERT INTO events (tag, timestamp, build_id, fields) VALUES ('ATOM_FINISH', ?, ?, ?)`);
-    const ids: number[] = [];
-    for (let n = 0; n < 20; n++) {
-      const id = addBuild(f, { status: 'SUCCESS', queuedMs: start + n, finishedMs: start + n + 1, bytes: 512 });
-      ids.push(id);
-      f.db.transaction(() => {
-        for (let e = 0; e < 200; e++) insertEvent.run(start / 1000, id, JSON.stringify({ filler: 'z'.repeat(500) }));
-      })();
-    }
+    const addOldBuilds = (count: number, offsetMs: number) => {
+      for (let n = 0; n < count; n++) {
+        const id = addBuild(f, { status: 'SUCCESS', queuedMs: start + offsetMs + n, finishedMs: start + offsetMs + n + 1, bytes: 512 });
+        f.db.transaction(() => {
+          for (let e = 0; e < 200; e++) insertEvent.run(start / 1000, id, JSON.stringify({ filler: 'z'.repeat(500) }));
+        })();
+      }
+    };
+    const running = addBuild(f, { status: 'BUILDING', queuedMs: start });
+    addOldBuilds(20, 1000);
     f.db.pragma('wal_checkpoint(TRUNCATE)');
     const pagesBefore = f.db.pragma('page_count', { simple: true }) as number;
-    expect(f.db.pragma('auto_vacuum', { simple: true })).toBe(0);
+    const clock = { ms: start + 40 * DAY_MS };
 
-    const { instance } = pruner(f, { ms: start + 40 * DAY_MS }, { maxBuildsPerPass: 100 });
-    const report = await instance.runPass();
+    // A build runs: no full VACUUM, neither at start nor after pruning.
+    const first = pruner(f, clock, { maxBuildsPerPass: 100 }).instance;
+    expect(f.db.pragma('auto_vacuum', { simple: true })).toBe(0);
+    const report = await first.runPass();
     expect(report.prunedByAge).toHaveLength(20);
-    expect(report.compaction).toBe('vacuum');
+    expect(report.compaction).toBe('skipped');
+    expect(f.db.pragma('page_count', { simple: true }) as number).toBeGreaterThanOrEqual(pagesBefore);
+
+    // It finished; the master restarts: the file is rewritten once, with incremental vacuum from then on.
+    f.db.prepare(`UPDATE builds SET status = 'SUCCESS', state_timestamps = ? WHERE id = ?`).run(JSON.stringify({ queued: start / 1000, finished: clock.ms / 1000 }), running);
+    const second = pruner(f, clock, { maxBuildsPerPass: 100 }).instance;
     expect(f.db.pragma('auto_vacuum', { simple: true })).toBe(2);
     expect(f.db.pragma('page_count', { simple: true }) as number).toBeLessThan(pagesBefore / 4);
+
+    addOldBuilds(20, 2000);
+    const grown = f.db.pragma('page_count', { simple: true }) as number;
+    const again = await second.runPass();
+    expect(again.prunedByAge).toHaveLength(20);
+    expect(again.compaction).toBe('incremental');
+    expect(f.db.pragma('page_count', { simple: true }) as number).toBeLessThan(grown / 4);
+    expect(f.db.pragma('freelist_count', { simple: true })).toBe(0);
     expect(f.db.pragma('integrity_check', { simple: true })).toBe('ok');
   });
 
