@@ -43,13 +43,8 @@ export function errorCodeForStatus(status: number): ErrorCode {
   }
 }
 
-export function isErrorCode(value: unknown): value is ErrorCode {
+function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && Object.hasOwn(ERROR_CODES, value);
-}
-
-/** An error the API answers with a code of ours, its status taken from the catalogue. */
-export function apiError(code: ErrorCode, message: string): ClusterRunnerError {
-  return new ClusterRunnerError(code, message, { status: ERROR_CODES[code].status });
 }
 
 /**

@@ -83,7 +83,6 @@ const ONLY_CANCEL = 'The only update a build accepts is {"status": "canceled"}.'
 export const cancelBuildRequestSchema = z.object({
   status: z.string(ONLY_CANCEL).refine((status) => status.toLowerCase() === 'canceled', ONLY_CANCEL),
 }, ONLY_CANCEL);
-export type CancelBuildRequestBody = z.input<typeof cancelBuildRequestSchema>;
 
 /** POST /v1/worker/shutdown; `slaves` is the original's word for `workers`. */
 export const SHUTDOWN_WORKERS_KEYS = ['shutdown_all', 'workers', 'slaves'] as const;
@@ -94,4 +93,3 @@ export const shutdownWorkersRequestSchema = z.union([
   z.object({ workers: workerIds }),
   z.object({ slaves: workerIds }),
 ], SHUTDOWN_FORMS);
-export type ShutdownWorkersRequestBody = z.input<typeof shutdownWorkersRequestSchema>;

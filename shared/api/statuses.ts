@@ -14,4 +14,3 @@ export function isTerminalStatus(status: string): status is TerminalStatus {
 }
 
 export const ATOM_STATES = ['NOT_STARTED', 'IN_PROGRESS', 'COMPLETED'] as const;
-export type AtomState = (typeof ATOM_STATES)[number];

@@ -80,7 +80,6 @@ export type ConsolePage = z.infer<typeof consolePageSchema>;
 
 const childRoutes = z.record(z.string(), z.string());
 
-export const buildListSchema = z.looseObject({ builds: z.array(buildViewSchema), child_routes: childRoutes });
 export const buildAnswerSchema = z.looseObject({ build: buildViewSchema, child_routes: childRoutes });
 export const subjobListSchema = z.looseObject({ subjobs: z.array(subjobViewSchema), child_routes: childRoutes });
 export const workerListSchema = z.looseObject({ workers: z.array(workerViewSchema), child_routes: childRoutes });
