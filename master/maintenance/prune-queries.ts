@@ -97,7 +97,7 @@ function quoteName(name: string): string {
  * while it copies the whole file (about 1.5 s for 30 MB here), long enough for workers to miss heartbeats on a
  * large file, so it runs only at a quiet moment: no build unfinished, and the file no larger than
  * `maxVacuumBytes` (the master passes no limit at start, before it listens and before any worker is
- * connected). From then on each pass frees at most `maxPages`, a few milliseconds of work, whatever runs.
+ * connected). From then on each pass frees at most `maxPages` (4 MiB: tens of milliseconds), whatever runs.
  */
 export function compactDatabase(
   db: Db,

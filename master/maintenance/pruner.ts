@@ -25,7 +25,7 @@ export interface PrunerOptions {
   readonly intervalMs?: number;
   /** Builds pruned per pass at most; the next pass goes on. Default 200. */
   readonly maxBuildsPerPass?: number;
-  /** Database pages (4 KiB) given back per pass at most; default 4096. */
+  /** Database pages (4 KiB) given back per pass at most; default 1024 (4 MiB, tens of milliseconds). */
   readonly maxVacuumPages?: number;
   /** Updated after every pass. */
   readonly gauges?: {
@@ -82,7 +82,7 @@ export class Pruner {
     this.#maxBuildsPerPass = Math.max(1, options.maxBuildsPerPass ?? 200);
     // Constructed as the master starts, before it listens: the one moment a full VACUUM stalls no worker.
     if (options.db.name !== ':memory:') {
-      const outcome = compactDatabase(options.db, { maxPages: options.maxVacuumPages ?? 4096, isQuiet: !this.#queries.hasUnfinishedBuilds(), maxVacuumBytes: Infinity });
+      const outcome = compactDatabase(options.db, { maxPages: options.maxVacuumPages ?? 1024, isQuiet: !this.#queries.hasUnfinishedBuilds(), maxVacuumBytes: Infinity });
       if (outcome === 'vacuum') options.log.info('database switched to incremental vacuum');
     }
   }
@@ -149,7 +149,7 @@ export class Pruner {
     const pruned = prunedByAge.length + prunedBySize.length;
     const compaction = pruned > 0 || deletedEvents > 0
       ? compactDatabase(this.#options.db, {
-        maxPages: this.#options.maxVacuumPages ?? 4096, isQuiet: !this.#queries.hasUnfinishedBuilds(), maxVacuumBytes: MAX_VACUUM_BYTES_WHILE_SERVING,
+        maxPages: this.#options.maxVacuumPages ?? 1024, isQuiet: !this.#queries.hasUnfinishedBuilds(), maxVacuumBytes: MAX_VACUUM_BYTES_WHILE_SERVING,
       })
       : 'skipped';
 
