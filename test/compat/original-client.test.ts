@@ -61,9 +61,15 @@ function lookup(known: Map<string, unknown>, name: string): unknown {
   return known.get(name);
 }
 
+/** `a.b.0.c`, and `list[key=value]` for the first item of a list whose key has that value (as text). */
 function at(body: unknown, dotted: string): unknown {
   let value: unknown = body;
-  for (const key of dotted.split('.')) value = typeof value === 'object' && value !== null ? (value as Json)[key] : undefined;
+  for (const segment of dotted.split('.')) {
+    const filter = /^(\w+)\[(\w+)=([^\]]*)\]$/.exec(segment);
+    const key = filter ? filter[1]! : segment;
+    value = typeof value === 'object' && value !== null ? (value as Json)[key] : undefined;
+    if (filter) value = Array.isArray(value) ? value.find((item: unknown) => String((item as Json)?.[filter[2]!]) === filter[3]) : undefined;
+  }
   return value;
 }
 
@@ -141,6 +147,11 @@ for (const mode of ['default', 'original'] as const) {
       const response = await fetch(`${master.url}${path}`, { headers: signRequest(master.secret, 'GET', path) });
       const body = (await response.json()) as { build: Json };
       expect(body.build).toMatchObject({ status: 'SUCCESS', result: 'SUCCESS' });
+    });
+
+    it("answers the dashboard (a browser's same-origin calls) in SPEC §2.1's vocabulary in this mode too", async () => {
+      const response = await api(master, 'GET', `/v1/build/${String(known.get('PASSING_BUILD'))}`, { headers: { 'Sec-Fetch-Site': 'same-origin' } });
+      expect(response.body.build).toMatchObject({ status: 'SUCCESS', result: 'SUCCESS' });
     });
   });
 }

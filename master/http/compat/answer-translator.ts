@@ -8,11 +8,15 @@ import { toOriginalVocabulary } from './original-vocabulary.ts';
  * Rewrites every JSON answer on its way out (errors included, as they are sent with res.json too):
  * `api_version` says the version the request was answered in, and under `compatibility = original` the
  * body is in the original's vocabulary. Our own CLI and workers sign every request with a timestamp and a
- * nonce, which the original's clients never do: they keep SPEC §2.1's vocabulary in both modes.
+ * nonce, which the original's clients never do, and the dashboard's calls are same-origin: both keep SPEC
+ * §2.1's vocabulary in both modes.
  */
 export function translateAnswers(mode: Compatibility): RequestHandler {
   return (req, res, next) => {
-    const isOurClient = req.headers[TIMESTAMP_HEADER] !== undefined && req.headers[NONCE_HEADER] !== undefined;
+    const isSigned = req.headers[TIMESTAMP_HEADER] !== undefined && req.headers[NONCE_HEADER] !== undefined;
+    // The dashboard is served by this master, so a browser marks its calls same-origin; the original's
+    // clients are not browsers and send no Sec-Fetch-* header.
+    const isOurClient = isSigned || req.headers['sec-fetch-site'] === 'same-origin';
     const inOriginalWords = mode === 'original' && !isOurClient;
     const send = res.json.bind(res);
     res.json = (body: unknown) => {
