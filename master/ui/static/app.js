@@ -160,7 +160,7 @@ function searchMatcher(search) {
   return (/** @type {any} */ b) => tests.every((t) => t(b));
 }
 
-async function showBuilds(/** @type {URLSearchParams} */ params) {
+async function showBuilds(/** @type {URLSearchParams} */ params, /** @type {() => boolean} */ isCurrent) {
   const search = params.get('q') ?? '';
   const offset = Math.max(0, Number(params.get('offset') ?? 0) || 0);
   const query = new URLSearchParams({ offset: String(offset), limit: String(PAGE_SIZE), order: 'desc' });
@@ -172,12 +172,6 @@ async function showBuilds(/** @type {URLSearchParams} */ params) {
     .filter(matches)
     .sort((/** @type {any} */ a, /** @type {any} */ b) => b.id - a.id);
 
-  const input = /** @type {HTMLInputElement} */ (el('input', { type: 'search', id: 'search', value: search, placeholder: 'job:name status:failure running' }));
-  const form = el('form', { class: 'toolbar', role: 'search' }, el('label', { for: 'search' }, 'Search builds'), input, el('button', { type: 'submit' }, 'Search'));
-  form.addEventListener('submit', (event) => {
-    event.preventDefault();
-    location.hash = `#/builds?${new URLSearchParams({ q: input.value })}`;
-  });
   const table = el('table', { id: 'builds' },
     el('thead', {}, el('tr', {}, ...['Build', 'Job', 'Status', 'Progress', 'Queued'].map((h) => el('th', { scope: 'col' }, h)))),
     el('tbody', {}, ...rows.map((b) => el('tr', { 'data-build-id': String(b.id) },
@@ -190,7 +184,21 @@ async function showBuilds(/** @type {URLSearchParams} */ params) {
   const pager = el('p', { class: 'toolbar' });
   if (offset > 0) pager.append(el('a', { href: `#/builds?${new URLSearchParams({ q: search, offset: String(Math.max(0, offset - PAGE_SIZE)) })}` }, 'Previous page'));
   if (builds.length === PAGE_SIZE) pager.append(el('a', { href: `#/builds?${new URLSearchParams({ q: search, offset: String(offset + PAGE_SIZE) })}` }, 'Next page'));
-  show(el('h1', {}, 'Builds'), form, rows.length ? table : el('p', { class: 'muted', id: 'no-builds' }, 'No builds.'), pager);
+  if (!isCurrent()) return;
+  // The search form is drawn once per visit: redrawing it on every live update would take the text out
+  // from under the person typing.
+  let results = document.getElementById('builds-results');
+  if (!results) {
+    const input = /** @type {HTMLInputElement} */ (el('input', { type: 'search', id: 'search', value: search, placeholder: 'job:name status:failure running' }));
+    const form = el('form', { class: 'toolbar', role: 'search' }, el('label', { for: 'search' }, 'Search builds'), input, el('button', { type: 'submit' }, 'Search'));
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      location.hash = `#/builds?${new URLSearchParams({ q: input.value })}`;
+    });
+    results = el('div', { id: 'builds-results' });
+    show(el('h1', {}, 'Builds'), form, results);
+  }
+  results.replaceChildren(rows.length ? table : el('p', { class: 'muted', id: 'no-builds' }, 'No builds.'), pager);
 }
 
 // ---- one build --------------------------------------------------------------------------------------
@@ -198,8 +206,8 @@ async function showBuilds(/** @type {URLSearchParams} */ params) {
 /** @type {Map<string, HTMLElement>} */
 const consoles = new Map();
 
-/** @param {number} id @param {URLSearchParams} params */
-async function showBuild(id, params) {
+/** @param {number} id @param {URLSearchParams} params @param {() => boolean} isCurrent */
+async function showBuild(id, params, isCurrent) {
   const offset = Math.max(0, Number(params.get('offset') ?? 0) || 0);
   const { build } = await getJson(`/v1/build/${id}`);
   const { subjobs } = await getJson(`/v2/builds/${id}/subjobs?offset=${offset}&limit=${PAGE_SIZE}`);
@@ -237,7 +245,7 @@ async function showBuild(id, params) {
       rows.push(el('tr', {},
         el('td', {}, String(subjob.id)), el('td', {}, String(atom.id)),
         el('td', {}, el('code', {}, atom.command_string)),
-        el('td', {}, badge(atom.state)),
+        el('td', {}, badge(atom.state === 'COMPLETED' && atom.exit_code !== 0 && atom.exit_code !== null ? 'FAILED' : atom.state)),
         el('td', {}, atom.exit_code === null ? '' : String(atom.exit_code)),
         el('td', {}, String(atom.attempts ?? '')),
         el('td', {}, atom.worker ?? subjob.worker ?? ''),
@@ -251,6 +259,7 @@ async function showBuild(id, params) {
   if (offset > 0) pager.append(el('a', { href: `#/builds/${id}?offset=${Math.max(0, offset - PAGE_SIZE)}` }, 'Previous subjobs'));
   if (subjobs.length === PAGE_SIZE) pager.append(el('a', { href: `#/builds/${id}?offset=${offset + PAGE_SIZE}` }, 'Next subjobs'));
   parts.push(pager);
+  if (!isCurrent()) return;
   show(...parts);
 }
 
@@ -275,7 +284,7 @@ function appendConsole(event) {
 
 // ---- workers ----------------------------------------------------------------------------------------
 
-async function showWorkers() {
+async function showWorkers(/** @type {() => boolean} */ isCurrent) {
   const { workers } = await getJson('/v2/workers?limit=200');
   const table = el('table', { id: 'workers' },
     el('thead', {}, el('tr', {}, ...['Worker', 'Alive', 'Executors in use', 'Builds', 'Draining'].map((h) => el('th', { scope: 'col' }, h)))),
@@ -285,6 +294,7 @@ async function showWorkers() {
       el('td', {}, (w.current_build_ids ?? []).map((/** @type {number} */ b) => `#${b}`).join(' ')),
       el('td', {}, w.is_in_shutdown_mode ? 'yes' : 'no'),
     ))));
+  if (!isCurrent()) return;
   show(el('h1', {}, 'Workers'), workers.length ? table : el('p', { class: 'muted' }, 'No workers connected.'));
 }
 
@@ -293,6 +303,7 @@ async function showWorkers() {
 let currentPage = '';
 /** Reloads the current page's data with its current parameters (the stream's events call it). */
 let reload = () => undefined;
+let loadGeneration = 0;
 
 function route() {
   const [path = '', queryText = ''] = location.hash.replace(/^#/, '').split('?');
@@ -311,18 +322,23 @@ function route() {
   if (buildMatch) {
     const id = Number(buildMatch[1]);
     if (isNewPage) consoles.clear();
-    load = () => showBuild(id, params).catch(reportError);
+    load = (/** @type {() => boolean} */ isCurrent) => showBuild(id, params, isCurrent).catch(reportError);
     if (isNewPage) follow(`?build_id=${id}&console=true`, appendConsole, () => reload());
   } else if (page === 'workers') {
     document.getElementById('nav-workers')?.setAttribute('aria-current', 'page');
-    load = () => showWorkers().catch(reportError);
+    load = (/** @type {() => boolean} */ isCurrent) => showWorkers(isCurrent).catch(reportError);
     if (isNewPage) follow('?tags=WORKER_CONNECTED,WORKER_LOST,ATOM_START,ATOM_FINISH,BUILD_FINISHED', () => undefined, () => reload());
   } else {
     document.getElementById('nav-builds')?.setAttribute('aria-current', 'page');
-    load = () => showBuilds(params).catch(reportError);
+    load = (/** @type {() => boolean} */ isCurrent) => showBuilds(params, isCurrent).catch(reportError);
     if (isNewPage) follow('?tags=BUILD_STATUS,BUILD_PREPARE_FINISH,MASTER_RECEIVED_RESULT', () => undefined, () => reload());
   }
-  reload = () => void load();
+  // Loads overlap (a stream event, then a search): only the latest may draw, or an older answer would
+  // overwrite a newer page.
+  reload = () => {
+    const generation = ++loadGeneration;
+    void load(() => generation === loadGeneration);
+  };
   reload();
 }
 
