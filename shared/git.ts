@@ -224,15 +224,18 @@ const MIRROR_QUEUES = new Map<string, Promise<void>>();
 
 /*
  * simple-git's own guard refuses the hardening settings themselves (an askpass program, an ssh command, a
- * config path, a protocol setting), because it cannot tell them from an attacker's. These four are opened
- * for our constants only: user values never reach an option position (they follow --end-of-options and were
- * validated), and every other category of the guard stays on.
+ * config path, a protocol setting, config from the environment, a credential helper), because it cannot tell
+ * them from an attacker's. These six are opened for our constants only: user values never reach an option
+ * position (they follow --end-of-options and were validated), and every other category of the guard stays on.
  */
 const SIMPLE_GIT_UNSAFE: NonNullable<SimpleGitOptions['unsafe']> = {
   allowUnsafeAskPass: true,
   allowUnsafeSshCommand: true,
   allowUnsafeConfigPaths: true,
   allowUnsafeProtocolOverride: true,
+  // Our credential helper (credentialsOutOfArguments); git's environment is built from nothing, so no other.
+  allowUnsafeConfigEnvCount: true,
+  allowUnsafeCredentialHelper: true,
 };
 
 /* Operator settings that git or its helpers need to reach a server: proxies, CA certificates, the ssh agent. */
@@ -264,6 +267,41 @@ export function gitEnvironment(allowedProtocols: string, ambient: NodeJS.Process
     if (value !== undefined && value !== '') env[name] = value;
   }
   return env;
+}
+
+/*
+ * An inline credential helper (git runs `!` helpers with sh): it answers "get" from the environment, so the
+ * helper's text holds variable names only. It is set through GIT_CONFIG_COUNT, not `-c`, which would be argv.
+ */
+const CREDENTIAL_HELPER =
+  '!f() { test "$1" = get || return 0; printf \'username=%s\\npassword=%s\\n\' "$CLUSTERRUNNER_GIT_USERNAME" "$CLUSTERRUNNER_GIT_PASSWORD"; }; f';
+
+/**
+ * Credentials in an http(s) URL leave git's arguments, which every local user can read with `ps`, for its
+ * environment (readable by this user and root only), whence the helper above hands them to git. Other URLs
+ * (ssh keys come from the agent or ~/.ssh) are returned unchanged.
+ */
+export function credentialsOutOfArguments(url: string): { url: string; env: Record<string, string> } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { url, env: {} };
+  }
+  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || (parsed.username === '' && parsed.password === '')) return { url, env: {} };
+  const env = {
+    GIT_CONFIG_COUNT: '2',
+    // An empty helper first clears any helper configured elsewhere, so ours is the only one asked.
+    GIT_CONFIG_KEY_0: 'credential.helper',
+    GIT_CONFIG_VALUE_0: '',
+    GIT_CONFIG_KEY_1: 'credential.helper',
+    GIT_CONFIG_VALUE_1: CREDENTIAL_HELPER,
+    CLUSTERRUNNER_GIT_USERNAME: decodeURIComponent(parsed.username),
+    CLUSTERRUNNER_GIT_PASSWORD: decodeURIComponent(parsed.password),
+  };
+  parsed.username = '';
+  parsed.password = '';
+  return { url: parsed.href, env };
 }
 
 function assertNever(value: never): never {
@@ -439,10 +477,11 @@ export class GitCache {
 
   async #fetchBranch(repository: string, source: GitSource, refs: TrackingRefs, signal: AbortSignal | undefined): Promise<void> {
     const shownUrl = maskGitUrl(source.url);
-    const run: GitRun = { cwd: repository, env: this.#remoteEnv, signal, what: `git fetch of ${shownUrl}` };
+    const remote = credentialsOutOfArguments(source.url);
+    const run: GitRun = { cwd: repository, env: { ...this.#remoteEnv, ...remote.env }, signal, what: `git fetch of ${shownUrl}` };
     try {
       await this.#git(
-        ['fetch', '--quiet', '--prune', '--no-write-fetch-head', '--end-of-options', source.url, ...refs.refspecs],
+        ['fetch', '--quiet', '--prune', '--no-write-fetch-head', '--end-of-options', remote.url, ...refs.refspecs],
         run,
         source.url,
       );
@@ -467,9 +506,10 @@ export class GitCache {
         `Commit ${hash} was not found in ${shownUrl} (branch "${source.branch}")${detail === '' ? '.' : `: ${tail(detail)}`}`,
         { status: 400, cause },
       );
-    const run: GitRun = { cwd: mirror, env: this.#remoteEnv, signal, what: `git fetch of ${hash} from ${shownUrl}` };
+    const remote = credentialsOutOfArguments(source.url);
+    const run: GitRun = { cwd: mirror, env: { ...this.#remoteEnv, ...remote.env }, signal, what: `git fetch of ${hash} from ${shownUrl}` };
     try {
-      await this.#git(['fetch', '--quiet', '--no-write-fetch-head', '--end-of-options', source.url, hash], run, source.url);
+      await this.#git(['fetch', '--quiet', '--no-write-fetch-head', '--end-of-options', remote.url, hash], run, source.url);
     } catch (error) {
       if (error instanceof GitCommandError) throw notFound(error.output, error);
       throw asClusterRunnerError(error, run.what);
