@@ -1,4 +1,4 @@
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Gauge } from 'prom-client';
@@ -132,6 +132,7 @@ export class Pruner {
     }
 
     const sizes = await this.#measureResults();
+    await this.#removeOrphans(sizes, cutoffSeconds * 1000);
     let resultsBytes = [...sizes.values()].reduce((sum, bytes) => sum + bytes, 0);
     const prunedBySize: number[] = [];
     if (resultsBytes > this.#options.maxResultsBytes) {
@@ -178,6 +179,27 @@ export class Pruner {
     }
     this.#finishedBytes.delete(buildId);
     return this.#queries.deleteRows(buildId);
+  }
+
+  /**
+   * A results folder with no build row (its rows went and the master stopped before its files did, or the
+   * database was replaced) is removed once it is as old as a build would be, so nothing is kept for ever.
+   */
+  async #removeOrphans(sizes: Map<number, number>, beforeMs: number): Promise<void> {
+    const known = this.#queries.allIds();
+    for (const id of [...sizes.keys()]) {
+      if (known.has(id) || this.#isClosed) continue;
+      const folder = join(this.#options.resultsRoot, String(id));
+      const modifiedMs = (await stat(folder).catch(() => null))?.mtimeMs ?? Number.POSITIVE_INFINITY;
+      if (modifiedMs >= beforeMs) continue;
+      try {
+        await rm(folder, { recursive: true, force: true, maxRetries: 2 });
+        sizes.delete(id);
+        this.#options.log.info({ folder }, 'removed a results folder of no build');
+      } catch (error) {
+        this.#options.log.warn({ folder, err: errorMessage(error) }, 'cannot remove a results folder of no build');
+      }
+    }
   }
 
   /** Bytes per build folder under results/ (folders of no build too: they take disk all the same). */

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -153,6 +153,28 @@ describe('Pruner', () => {
     expect(rowsOf(f.db, ids[3]!)).toEqual(ALL_ROWS);
     // A second pass finds nothing more to do.
     expect((await instance.runPass()).prunedBySize).toEqual([]);
+  });
+
+  it('removes old events of no build and old results folders of no build, and keeps recent ones', async () => {
+    const f = fixture();
+    const start = Date.UTC(2026, 0, 1);
+    const clock = { ms: start + 40 * DAY_MS };
+    const insertEvent = f.db.prepare(`INSERT INTO events (tag, timestamp, build_id, fields) VALUES ('WORKER_CONNECTED', ?, NULL, '{}')`);
+    insertEvent.run(start / 1000);
+    insertEvent.run((clock.ms - DAY_MS) / 1000);
+    const kept = addBuild(f, { status: 'SUCCESS', queuedMs: clock.ms - DAY_MS, finishedMs: clock.ms - DAY_MS });
+    // Folders no row points to: one written long ago, one written now (its build may be on its way).
+    for (const id of [900, 901]) mkdirSync(join(f.results, String(id), 'artifacts'), { recursive: true });
+    const longAgo = new Date(start);
+    utimesSync(join(f.results, '900'), longAgo, longAgo);
+
+    const report = await pruner(f, clock).instance.runPass();
+    const timestamps = (f.db.prepare('SELECT timestamp FROM events WHERE build_id IS NULL').all() as { timestamp: number }[]).map((row) => row.timestamp);
+    expect(timestamps).toEqual([(clock.ms - DAY_MS) / 1000]);
+    expect(existsSync(join(f.results, '900'))).toBe(false);
+    expect(existsSync(join(f.results, '901'))).toBe(true);
+    expect(rowsOf(f.db, kept)).toEqual(ALL_ROWS);
+    expect(report.oldestBuildId).toBe(kept);
   });
 
   it('prunes at most maxBuildsPerPass builds a pass and goes on at the next', async () => {
