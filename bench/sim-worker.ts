@@ -1,18 +1,13 @@
 /**
- * A simulated worker for benchmarks: it speaks the worker protocol (shared/protocol.ts) over a real signed
- * WebSocket, exactly as worker/connection.ts and worker/daemon.ts do, but runs nothing. Setup succeeds at
- * once, every atom of a subjob "finishes" at once with exit code 0 and no artifacts, and teardown succeeds
- * at once, so the master under test is the only thing doing real work per atom.
- *
- * Imports come from shared/ only: the benchmark must measure the master, not depend on the worker's code.
+ * A simulated worker for benchmarks: the worker's own connection (worker/connection.ts: signed upgrade,
+ * mutual authentication, registration, heartbeats) and protocol (shared/protocol.ts), but it runs nothing.
+ * Setup succeeds at once, every atom of a subjob "finishes" at once with exit code 0 and no artifacts, and
+ * teardown succeeds at once, so the master under test is the only thing doing real work per atom.
  */
 import { randomUUID } from 'node:crypto';
-import WebSocket from 'ws';
-import { signRequest } from '../shared/auth.ts';
-import {
-  CLOSE_SHUTDOWN, MAX_FRAME_BYTES, PROTOCOL_VERSION, WORKER_CONNECT_PATH, masterMessage, parseFrame,
-  type MasterMessage, type RunSubjobMessage, type WorkerMessage,
-} from '../shared/protocol.ts';
+import { createSilentLogger } from '../shared/log.ts';
+import { PROTOCOL_VERSION, type MasterMessage, type RunSubjobMessage } from '../shared/protocol.ts';
+import { MasterConnection } from '../worker/connection.ts';
 
 export interface SimWorkerOptions {
   /** The master's base URL, e.g. http://127.0.0.1:43000. */
@@ -52,76 +47,58 @@ export interface SimWorker {
 }
 
 const MAX_RECORDED_ERRORS = 20;
+/** A benchmark that cannot reach its master in this long has failed; there is nothing to wait for. */
+const MASTER_UNREACHABLE_MS = 30_000;
 
-/** Connects, registers and serves until close(); there is no reconnect: a benchmark wants to see a drop. */
+/** Connects, registers and serves until close(). A reconnect is recorded as an error: a benchmark wants to see a drop. */
 export function startSimWorker(options: SimWorkerOptions): SimWorker {
   const numExecutors = options.numExecutors ?? 8;
   const heartbeatIntervalMs = options.heartbeatIntervalMs ?? 5000;
+  const heartbeatFailureThreshold = options.heartbeatFailureThreshold ?? 3;
   const counts: SimWorkerCounts = { subjobs: 0, atoms: 0, setups: 0, teardowns: 0, cancels: 0, abortedLeases: 0, errors: [] };
   const recordError = (text: string) => {
     if (counts.errors.length < MAX_RECORDED_ERRORS) counts.errors.push(text);
   };
+  const sessionId = randomUUID();
 
-  const base = new URL(options.masterUrl);
-  const url = `${base.protocol === 'https:' ? 'wss:' : 'ws:'}//${base.host}${WORKER_CONNECT_PATH}`;
-  const socket = new WebSocket(url, {
-    headers: signRequest(options.secret, 'GET', WORKER_CONNECT_PATH),
-    maxPayload: MAX_FRAME_BYTES,
-    handshakeTimeout: 30_000,
-    // Results are many tiny frames: compression would cost both sides CPU for nothing.
-    perMessageDeflate: false,
-  });
-  const send = (message: WorkerMessage) => {
-    if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
-  };
-
-  let heartbeatTimer: NodeJS.Timeout | null = null;
-  let closing: Promise<void> | null = null;
+  let resolveRegistered: (workerId: number) => void = () => undefined;
+  let rejectRegistered: (error: Error) => void = () => undefined;
   const registered = new Promise<number>((resolve, reject) => {
-    socket.on('open', () => {
-      send({
-        type: 'register',
-        protocol_version: PROTOCOL_VERSION,
-        name: options.name,
-        num_executors: numExecutors,
-        session_id: randomUUID(),
-        heartbeat_interval_ms: heartbeatIntervalMs,
-        heartbeat_failure_threshold: options.heartbeatFailureThreshold ?? 3,
-        resume: null,
-      });
-    });
-    socket.on('error', (error) => {
-      recordError(`socket error: ${error.message}`);
-      reject(error);
-    });
-    socket.on('close', (code, reason) => {
-      if (heartbeatTimer) clearInterval(heartbeatTimer);
-      heartbeatTimer = null;
-      if (closing === null) recordError(`the master closed the connection: ${code} ${reason.toString()}`);
-      reject(new Error(`connection closed before registration (${code} ${reason.toString()})`));
-    });
-    socket.on('message', (data, isBinary) => {
-      if (isBinary) {
-        recordError('unexpected binary frame from the master');
-        return;
-      }
-      const parsed = parseFrame(masterMessage, data.toString());
-      if (!parsed.ok) {
-        recordError(parsed.error);
-        return;
-      }
-      const message = parsed.message;
-      if (message.type === 'registered') {
-        heartbeatTimer = setInterval(() => send({ type: 'heartbeat' }), heartbeatIntervalMs);
-        heartbeatTimer.unref();
-        resolve(message.worker_id);
-        return;
-      }
-      handle(message);
-    });
+    resolveRegistered = resolve;
+    rejectRegistered = reject;
   });
   // A failed registration is reported through `registered`; this keeps it from being an unhandled rejection.
   registered.catch(() => undefined);
+  let registrations = 0;
+
+  const connection = new MasterConnection({
+    masterUrl: options.masterUrl,
+    secret: options.secret,
+    log: createSilentLogger(),
+    heartbeatIntervalMs,
+    heartbeatFailureThreshold,
+    masterUnreachableMs: MASTER_UNREACHABLE_MS,
+    registration: () => ({
+      type: 'register',
+      protocol_version: PROTOCOL_VERSION,
+      name: options.name,
+      num_executors: numExecutors,
+      session_id: sessionId,
+      heartbeat_interval_ms: heartbeatIntervalMs,
+      heartbeat_failure_threshold: heartbeatFailureThreshold,
+      resume: null,
+    }),
+    onMessage: (message) => handle(message),
+    onRegistered: (workerId) => {
+      if (registrations++ > 0) recordError(`the connection dropped and registered again (worker ${workerId})`);
+      resolveRegistered(workerId);
+    },
+    onUnreachable: (reason) => {
+      recordError(`master unreachable: ${reason}`);
+      rejectRegistered(new Error(`cannot reach the master: ${reason}`));
+    },
+  });
+  const send = (message: Parameters<MasterConnection['send']>[0]) => connection.send(message);
 
   const runSubjob = (message: RunSubjobMessage) => {
     counts.subjobs++;
@@ -172,27 +149,12 @@ export function startSimWorker(options: SimWorkerOptions): SimWorker {
     }
   };
 
+  let closing: Promise<void> | null = null;
   const close = (): Promise<void> => {
-    closing ??= new Promise<void>((resolve) => {
-      if (heartbeatTimer) clearInterval(heartbeatTimer);
-      heartbeatTimer = null;
-      if (socket.readyState === WebSocket.CLOSED) {
-        resolve();
-        return;
-      }
-      const timer = setTimeout(() => {
-        socket.terminate();
-        resolve();
-      }, 2000);
-      socket.once('close', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      if (socket.readyState === WebSocket.CONNECTING) socket.terminate();
-      else socket.close(CLOSE_SHUTDOWN, 'simulated worker done');
-    });
+    closing ??= connection.close();
     return closing;
   };
 
+  connection.start();
   return { name: options.name, counts, registered, close };
 }

@@ -114,7 +114,8 @@ describe('grouping atoms into subjobs', () => {
     expect(names(many)).toEqual([['a'], ['b'], ['c', 'd']]);
   });
 
-  it('plans 100,000 atoms quickly enough to sit on the preparation path', () => {
+  // Only correctness is asserted: how fast the plan is made is the overhead bench's to measure, not a test's.
+  it('plans 100,000 atoms with history: every atom in exactly one subjob, ids in order', () => {
     const atoms = Array.from({ length: 100_000 }, (_, i) => atom(`x${i}`));
     const history = new Map(atoms.map((a, i) => [key(a.value), (i % 97) / 10]));
     const plan = groupAtoms(atoms, history, { executors: 200 });
