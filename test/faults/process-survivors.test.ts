@@ -201,7 +201,11 @@ describe('a result sent after a cancel', () => {
       worker.sendJson({ type: 'atom_finished', ...ids, atom_id: 0, exit_code: 0, time_s: 1, stop_reason: null, has_artifacts: false });
       worker.sendJson({ type: 'subjob_finished', ...ids });
     }
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // One ordered connection: once the master acknowledges a heartbeat sent after them, it has dispatched
+    // every late message (results on a revoked lease are dropped right there), so the checks below cannot
+    // pass merely because the master had not read them yet.
+    worker.sendJson({ type: 'heartbeat' });
+    await worker.next('heartbeat_ack');
     const build = await waitForBuild(master, id);
     expect(build.status).toBe('CANCELED');
     expect((await atomsOf(master, id)).filter((atom) => atom.state === 'COMPLETED')).toEqual([]);
