@@ -27,9 +27,6 @@ export const DEFAULT_EVENT_HUB_LIMITS: EventHubLimits = {
   maxStreams: 256, maxStreamsPerAddress: 8, maxBufferedBytes: 1024 * 1024, keepAliveMs: 15_000, consoleIntervalMs: 250, replayStallMs: 30_000,
 };
 
-/** Events read from the log per replay page; the page is written while the reader keeps up. */
-const REPLAY_PAGE = 500;
-
 /**
  * Fans the event log out to GET /v2/events streams (SPEC §14). New events come from the store's onAppend
  * hook and go out on the next turn of the event loop, once their batch is committed; a client that
@@ -100,38 +97,32 @@ export class EventHub {
   }
 
   async #start(client: StreamClient): Promise<void> {
-    if (client.filter.sinceId === null) {
-      // Only new events: everything up to now counts as seen.
-      client.lastId = this.#lastStoredId();
-    } else {
-      await this.#replay(client);
-    }
+    // Without a resume point the client wants only what comes next: live dispatch carries nothing older,
+    // so there is no need to look up where the log ends (a scan on a long history).
+    if (client.filter.sinceId === null) client.lastId = 0;
+    else await this.#replay(client);
     if (client.isClosed) return;
     client.isLive = true;
     if (client.filter.withConsole && client.filter.buildId !== null) await this.#watchConsole(client, client.filter.buildId);
   }
 
-  /** Sends the log after the client's id page by page, as fast as the client reads. */
+  /**
+   * Sends the log after the client's id, a page at a time, as fast as the client reads: the socket's buffer
+   * never holds much more than the per-client limit. The last (empty) read and the switch to live happen in
+   * the same turn of the event loop, so nothing committed in between is missed.
+   */
   async #replay(client: StreamClient): Promise<void> {
     for (;;) {
       if (client.isClosed) return;
-      const page = this.#store.events.list({ sinceId: client.lastId }).slice(0, REPLAY_PAGE);
+      const page = this.#store.events.list({ sinceId: client.lastId });
       if (page.length === 0) return;
-      for (const event of page) client.sendEvent(event);
-      if (!(await client.waitForRoom(this.#limits.replayStallMs))) {
-        client.drop('slow_reader');
-        return;
+      for (const event of page) {
+        client.sendEvent(event);
+        if (!client.isWritable && !(await client.waitForRoom(this.#limits.replayStallMs))) {
+          client.drop('slow_reader');
+          return;
+        }
       }
-    }
-  }
-
-  #lastStoredId(): number {
-    let last = 0;
-    // The log is read in pages; a master with a long history pays this once per stream that asks for "now".
-    for (;;) {
-      const page = this.#store.events.list({ sinceId: last });
-      if (page.length === 0) return last;
-      last = page[page.length - 1]!.__id__;
     }
   }
 

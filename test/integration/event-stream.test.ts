@@ -50,6 +50,7 @@ describe('GET /v2/events', () => {
       config: { commands: ['for i in 1 2 3; do echo "line $i of $X"; sleep 0.3; done'], atomizers: [{ X: 'seq 1 2' }] },
     });
     const stream = openStream(`${master.url}/v2/events?build_id=${id}&console=true&since_id=0`);
+    const statuses = openStream(`${master.url}/v2/events?tags=build_status,BUILD_FINISHED&since_id=0`);
     await waitForBuild(master, id);
     await expect.poll(() => stream.events.filter((e) => e.event === 'BUILD_STATUS').map((e) => e.data.status), { timeout: 20_000 })
       .toEqual(['QUEUED', 'PREPARING', 'BUILDING', 'SUCCESS']);
@@ -58,6 +59,12 @@ describe('GET /v2/events', () => {
     expect(consoleText).toContain('line 3 of 1');
     expect(consoleText).toContain('line 3 of 2');
     stream.close();
+    // Both builds, from the start of the log, and nothing but the tags asked for.
+    await expect.poll(() => statuses.events.filter((e) => e.event === 'BUILD_FINISHED').length, { timeout: 10_000 }).toBe(2);
+    expect(new Set(statuses.events.map((e) => e.event))).toEqual(new Set(['BUILD_STATUS', 'BUILD_FINISHED']));
+    expect(statuses.events.filter((e) => e.event === 'BUILD_STATUS').map((e) => `${e.data.build_id}:${e.data.status}`))
+      .toEqual([`${first}:QUEUED`, `${first}:PREPARING`, `${first}:BUILDING`, `${first}:SUCCESS`, `${id}:QUEUED`, `${id}:PREPARING`, `${id}:BUILDING`, `${id}:SUCCESS`]);
+    statuses.close();
   });
 
   it('resumes with Last-Event-ID after a dropped connection and after a master restart: every event exactly once', async () => {
