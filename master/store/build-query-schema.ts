@@ -1,89 +1,114 @@
 import type Database from 'better-sqlite3';
 
 /**
- * The columns, indexes and search table that finding builds needs (SPEC §11), as named schema steps kept
- * apart from the numbered migrations of database.ts: a step runs once per database, recorded in
- * `schema_steps`, and is never edited once shipped (add a new step instead).
+ * The tables finding builds needs (SPEC §11), as named schema steps kept apart from the numbered migrations
+ * of database.ts: a step runs once per database, recorded in `schema_steps`, and is never edited once
+ * shipped (add a new step instead).
  *
- * The derived columns are kept by triggers from what the build store already writes (the redacted request,
- * the parsed request, the job, the status), so every writer keeps them right without knowing they exist,
- * and a list query is plain indexed SQL.
+ * - `build_facts`: one narrow row per build with what lists filter on, indexed. The builds rows carry the
+ *   request and the job as JSON (hundreds of bytes each): a list that scanned or probed them would read
+ *   ten times the pages.
+ * - `build_text`: the identity fields lists show (status change time, commit, start reason) and the text a
+ *   bare search word is matched against, with `build_search`, an FTS5 trigram index over that text.
+ *
+ * Triggers on `builds` keep both from what the build store already writes (the redacted request, the parsed
+ * request, the job, the status), so every writer keeps them right without knowing they exist.
  */
 
+const NOW = `((julianday('now') - 2440587.5) * 86400.0)`;
+
+/** The repository as shown (credentials masked by the request redaction) of the row `r`; git builds only. */
+const repository = (r: string) => `CASE WHEN ${r}.project_type = 'git' THEN json_extract(${r}.request_params, '$.url') END`;
+
 /** The last path part of a repository URL without `.git`: `https://h/org/app.git/` and `git@h:org/app` ⇒ `app`. */
-function repositoryNameSql(url: string): string {
+function repositoryName(url: string): string {
   const trimmed = `rtrim(${url}, '/')`;
   // rtrim(x, <every character of x but the separators>) leaves x up to its last separator.
   const last = `substr(${trimmed}, length(rtrim(${trimmed}, replace(replace(${trimmed}, '/', ''), ':', ''))) + 1)`;
   return `CASE WHEN ${last} LIKE '%.git' THEN substr(${last}, 1, length(${last}) - 4) ELSE ${last} END`;
 }
 
+const branch = (r: string) => `CASE WHEN ${r}.project_type = 'git' THEN json_extract(${r}.request, '$.branch') END`;
+const commitSha = (r: string) => `CASE WHEN ${r}.project_type = 'git' THEN json_extract(${r}.job, '$.project.commit') END`;
+const createdAt = (r: string) => `coalesce(json_extract(${r}.state_timestamps, '$.queued'), ${NOW})`;
+const statusChangeTime = (r: string) =>
+  `coalesce(json_extract(${r}.state_timestamps, '$.' || lower(${r}.status)), json_extract(${r}.state_timestamps, '$.queued'), ${NOW})`;
+const reason = (r: string) => `json_extract(${r}.request_params, '$.run_start_reason')`;
+const reasonUrl = (r: string) => `json_extract(${r}.request_params, '$.run_start_reason_url')`;
+
 /** What a bare search word is matched against (SPEC §11): job, repository, branch, commit, start reason, error. */
-const SEARCH_BODY = `coalesce(job_name, '') || char(10) || coalesce(repository, '') || char(10) || coalesce(branch, '') || char(10) ||
-  coalesce(commit_sha, '') || char(10) || coalesce(run_start_reason, '') || char(10) || coalesce(error_message, '')`;
+const searchBody = (r: string) => [`${r}.job_name`, repository(r), branch(r), commitSha(r), reason(r), `${r}.error_message`]
+  .map((part) => `coalesce(${part}, '')`).join(` || char(10) || `);
 
-const REPOSITORY = `CASE WHEN project_type = 'git' THEN json_extract(request_params, '$.url') END`;
-const NOW = `((julianday('now') - 2440587.5) * 86400.0)`;
-
-/** Sets the derived columns of the rows `where` selects from what the build store wrote. */
-function deriveSql(where: string): string {
-  return `
-    UPDATE builds SET
-      created_at = coalesce(json_extract(state_timestamps, '$.queued'), ${NOW}),
-      status_change_time = coalesce(json_extract(state_timestamps, '$.' || lower(status)), json_extract(state_timestamps, '$.queued'), ${NOW}),
-      repository = ${REPOSITORY},
-      repository_name = ${repositoryNameSql(REPOSITORY)},
-      branch = CASE WHEN project_type = 'git' THEN json_extract(request, '$.branch') END,
-      commit_sha = CASE WHEN project_type = 'git' THEN json_extract(job, '$.project.commit') END,
-      run_start_reason = json_extract(request_params, '$.run_start_reason'),
-      run_start_reason_url = json_extract(request_params, '$.run_start_reason_url')
-    WHERE ${where};`;
-}
+const insertFacts = (r: string) => `
+  INSERT INTO build_facts (id, status, job_name, branch, repository, repository_name, created_at)
+  SELECT ${r}.id, ${r}.status, ${r}.job_name, ${branch(r)}, ${repository(r)}, ${repositoryName(repository(r))}, ${createdAt(r)}`;
+const insertText = (r: string) => `
+  INSERT INTO build_text (id, status_change_time, commit_sha, run_start_reason, run_start_reason_url, body)
+  SELECT ${r}.id, ${statusChangeTime(r)}, ${commitSha(r)}, ${reason(r)}, ${reasonUrl(r)}, ${searchBody(r)}`;
 
 const STEPS: readonly { readonly name: string; readonly sql: string }[] = [
   {
     name: 'build-query-1',
     sql: `
-      ALTER TABLE builds ADD COLUMN created_at REAL;
-      ALTER TABLE builds ADD COLUMN status_change_time REAL;
-      ALTER TABLE builds ADD COLUMN repository TEXT;
-      ALTER TABLE builds ADD COLUMN repository_name TEXT;
-      ALTER TABLE builds ADD COLUMN branch TEXT;
-      ALTER TABLE builds ADD COLUMN commit_sha TEXT;
-      ALTER TABLE builds ADD COLUMN run_start_reason TEXT;
-      ALTER TABLE builds ADD COLUMN run_start_reason_url TEXT;
-      ${deriveSql('1')}
+      CREATE TABLE build_facts (
+        id INTEGER PRIMARY KEY,
+        status TEXT NOT NULL,
+        job_name TEXT,
+        branch TEXT,
+        repository TEXT,
+        repository_name TEXT,
+        created_at REAL NOT NULL
+      );
+      -- Field matches ignore case (SPEC §11): NOCASE indexes serve them. Each ends in the id, so a filtered
+      -- page in id order and its count read the index only.
+      CREATE INDEX build_facts_by_status ON build_facts (status);
+      CREATE INDEX build_facts_by_job_name ON build_facts (job_name COLLATE NOCASE);
+      CREATE INDEX build_facts_by_branch ON build_facts (branch COLLATE NOCASE);
+      CREATE INDEX build_facts_by_repository ON build_facts (repository COLLATE NOCASE);
+      CREATE INDEX build_facts_by_repository_name ON build_facts (repository_name COLLATE NOCASE);
+      CREATE INDEX build_facts_by_created_at ON build_facts (created_at);
 
-      -- Field matches are case-insensitive (SPEC §11); NOCASE indexes serve them, each ending in the rowid so
-      -- that a filtered page in id order reads only its rows.
-      CREATE INDEX builds_by_job_name ON builds(job_name COLLATE NOCASE);
-      CREATE INDEX builds_by_branch ON builds(branch COLLATE NOCASE);
-      CREATE INDEX builds_by_repository ON builds(repository COLLATE NOCASE);
-      CREATE INDEX builds_by_repository_name ON builds(repository_name COLLATE NOCASE);
-      CREATE INDEX builds_by_created_at ON builds(created_at);
-
-      -- Substring search of any length >= 3 through trigrams; shorter words scan this table's text.
-      CREATE VIRTUAL TABLE build_search USING fts5(body, tokenize = 'trigram');
-      INSERT INTO build_search (rowid, body) SELECT id, ${SEARCH_BODY} FROM builds;
-
-      CREATE TRIGGER builds_derive_insert AFTER INSERT ON builds BEGIN
-        ${deriveSql('id = new.id')}
-        INSERT INTO build_search (rowid, body) SELECT id, ${SEARCH_BODY} FROM builds WHERE id = new.id;
+      CREATE TABLE build_text (
+        id INTEGER PRIMARY KEY,
+        status_change_time REAL NOT NULL,
+        commit_sha TEXT,
+        run_start_reason TEXT,
+        run_start_reason_url TEXT,
+        body TEXT NOT NULL
+      );
+      -- Substring search through trigrams (three characters or more); shorter words scan build_text.
+      CREATE VIRTUAL TABLE build_search USING fts5(body, content = 'build_text', content_rowid = 'id', tokenize = 'trigram');
+      CREATE TRIGGER build_text_insert AFTER INSERT ON build_text BEGIN
+        INSERT INTO build_search (rowid, body) VALUES (new.id, new.body);
       END;
-      CREATE TRIGGER builds_derive_status AFTER UPDATE OF status ON builds WHEN old.status IS NOT new.status BEGIN
-        UPDATE builds SET status_change_time = coalesce(json_extract(new.state_timestamps, '$.' || lower(new.status)), ${NOW})
+      CREATE TRIGGER build_text_body AFTER UPDATE OF body ON build_text BEGIN
+        INSERT INTO build_search (build_search, rowid, body) VALUES ('delete', old.id, old.body);
+        INSERT INTO build_search (rowid, body) VALUES (new.id, new.body);
+      END;
+      CREATE TRIGGER build_text_delete AFTER DELETE ON build_text BEGIN
+        INSERT INTO build_search (build_search, rowid, body) VALUES ('delete', old.id, old.body);
+      END;
+
+      ${insertFacts('b')} FROM builds AS b;
+      ${insertText('b')} FROM builds AS b;
+
+      CREATE TRIGGER builds_facts_insert AFTER INSERT ON builds BEGIN
+        ${insertFacts('b')} FROM builds AS b WHERE b.id = new.id;
+        ${insertText('b')} FROM builds AS b WHERE b.id = new.id;
+      END;
+      CREATE TRIGGER builds_facts_status AFTER UPDATE OF status ON builds WHEN old.status IS NOT new.status BEGIN
+        UPDATE build_facts SET status = new.status WHERE id = new.id;
+        UPDATE build_text SET status_change_time = (SELECT ${statusChangeTime('b')} FROM builds AS b WHERE b.id = new.id) WHERE id = new.id;
+      END;
+      CREATE TRIGGER builds_facts_job AFTER UPDATE OF job, job_name, error_message ON builds BEGIN
+        UPDATE build_facts SET job_name = new.job_name WHERE id = new.id;
+        UPDATE build_text SET (commit_sha, body) = (SELECT ${commitSha('b')}, ${searchBody('b')} FROM builds AS b WHERE b.id = new.id)
         WHERE id = new.id;
       END;
-      CREATE TRIGGER builds_derive_job AFTER UPDATE OF job ON builds BEGIN
-        UPDATE builds SET commit_sha = CASE WHEN project_type = 'git' THEN json_extract(new.job, '$.project.commit') END
-        WHERE id = new.id;
-        UPDATE build_search SET body = (SELECT ${SEARCH_BODY} FROM builds WHERE id = new.id) WHERE rowid = new.id;
-      END;
-      CREATE TRIGGER builds_derive_search AFTER UPDATE OF job_name, error_message ON builds BEGIN
-        UPDATE build_search SET body = (SELECT ${SEARCH_BODY} FROM builds WHERE id = new.id) WHERE rowid = new.id;
-      END;
-      CREATE TRIGGER builds_derive_delete AFTER DELETE ON builds BEGIN
-        DELETE FROM build_search WHERE rowid = old.id;
+      CREATE TRIGGER builds_facts_delete AFTER DELETE ON builds BEGIN
+        DELETE FROM build_facts WHERE id = old.id;
+        DELETE FROM build_text WHERE id = old.id;
       END;
     `,
   },

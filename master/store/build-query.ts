@@ -6,8 +6,9 @@ import { SearchSyntaxError, type SearchTerm } from '../../shared/api/build-searc
 import { badRequest } from '../../shared/errors.ts';
 
 /**
- * Finding builds (SPEC §11) in SQL: filters and search terms become one WHERE clause over indexed columns
- * (build-query-schema.ts), so a page of a 100,000-build history reads only its own rows.
+ * Finding builds (SPEC §11) in SQL: filters and search terms become one WHERE clause over the narrow,
+ * indexed build_facts table and the search index (build-query-schema.ts), so a page of a 100,000-build
+ * history reads indexes and its own rows only.
  */
 
 /** Every filter is optional; together they are ANDed. Field matches ignore case. */
@@ -73,7 +74,7 @@ function termSql(term: SearchTerm): { sql: string; params: unknown[] } {
       if ([...term.text].length >= MIN_INDEXED_CHARS) {
         return { sql: 'id IN (SELECT rowid FROM build_search WHERE build_search MATCH ?)', params: [`"${term.text.replace(/"/g, '""')}"`] };
       }
-      return { sql: `id IN (SELECT rowid FROM build_search WHERE body LIKE ? ESCAPE '\\')`, params: [`%${escapeLike(term.text)}%`] };
+      return { sql: `id IN (SELECT id FROM build_text WHERE body LIKE ? ESCAPE '\\')`, params: [`%${escapeLike(term.text)}%`] };
     case 'field':
       switch (term.field) {
         case 'repo':
@@ -184,8 +185,9 @@ export function createBuildQuery(db: Db) {
     return statement;
   };
   const selectIdentity = db.prepare<[number], BuildIdentity>(
-    `SELECT created_at, status_change_time, repository, repository_name, branch, commit_sha, run_start_reason, run_start_reason_url
-     FROM builds WHERE id = ?`,
+    `SELECT f.created_at, t.status_change_time, f.repository, f.repository_name, f.branch, t.commit_sha, t.run_start_reason,
+       t.run_start_reason_url
+     FROM build_facts AS f JOIN build_text AS t ON t.id = f.id WHERE f.id = ?`,
   );
   const selectAtomStats = db.prepare<[number, number], { queued: number; running: number; passed: number; failed: number; canceled: number; attempts: number }>(
     `SELECT
@@ -195,7 +197,7 @@ export function createBuildQuery(db: Db) {
        coalesce(sum(state = 'COMPLETED' AND exit_code != 0 AND coalesce(stop_reason, '') != 'cancel'), 0) AS failed,
        coalesce(sum((state = 'COMPLETED' AND exit_code != 0 AND stop_reason = 'cancel') OR (state != 'COMPLETED' AND b.is_done)), 0) AS canceled,
        coalesce(sum(attempts), 0) AS attempts
-     FROM atoms, (SELECT status IN (${TERMINAL.map((s) => `'${s}'`).join(', ')}) AS is_done FROM builds WHERE id = ?) AS b
+     FROM atoms, (SELECT status IN (${TERMINAL.map((s) => `'${s}'`).join(', ')}) AS is_done FROM build_facts WHERE id = ?) AS b
      WHERE build_id = ?`,
   );
   const selectSubjobStats = db.prepare<[number], { queued: number; running: number; completed: number }>(
@@ -217,20 +219,26 @@ export function createBuildQuery(db: Db) {
     list(filters: BuildFilters, page: { order: ListOrder; offset: number; limit: number }): { ids: number[]; total: number } {
       const where = compileFilters(filters);
       const direction = page.order === 'desc' ? 'DESC' : 'ASC';
-      const rows = prepare(`SELECT id FROM builds WHERE ${where.sql} ORDER BY id ${direction} LIMIT ? OFFSET ?`)
-        .all(...where.params, page.limit, page.offset) as { id: number }[];
-      // A page shorter than asked, or empty past the start, tells the total without counting.
-      const total = rows.length > 0 && rows.length < page.limit
-        ? page.offset + rows.length
-        : (prepare(`SELECT count(*) AS total FROM builds WHERE ${where.sql}`).get(...where.params) as { total: number }).total;
-      return { ids: rows.map((row) => row.id), total };
+      if ((filters.search ?? []).some((term) => term.kind === 'text')) {
+        // A text search costs most in the search index, once per query: take every matching id in one pass
+        // (ids only, a few bytes each) rather than running it once for the page and again for the count.
+        const all = prepare(`SELECT id FROM build_facts WHERE ${where.sql} ORDER BY id ${direction}`).pluck().all(...where.params) as number[];
+        return { ids: all.slice(page.offset, page.offset + page.limit), total: all.length };
+      }
+      const ids = prepare(`SELECT id FROM build_facts WHERE ${where.sql} ORDER BY id ${direction} LIMIT ? OFFSET ?`)
+        .pluck().all(...where.params, page.limit, page.offset) as number[];
+      // A page shorter than asked, but not empty, tells the total without counting.
+      const total = ids.length > 0 && ids.length < page.limit
+        ? page.offset + ids.length
+        : prepare(`SELECT count(*) FROM build_facts WHERE ${where.sql}`).pluck().get(...where.params) as number;
+      return { ids, total };
     },
 
     /** The newest (highest id) matching build, or null. */
     latest(filters: BuildFilters): number | null {
       const where = compileFilters(filters);
-      const row = prepare(`SELECT id FROM builds WHERE ${where.sql} ORDER BY id DESC LIMIT 1`).get(...where.params) as { id: number } | undefined;
-      return row?.id ?? null;
+      const id = prepare(`SELECT id FROM build_facts WHERE ${where.sql} ORDER BY id DESC LIMIT 1`).pluck().get(...where.params) as number | undefined;
+      return id ?? null;
     },
 
     identity(buildId: number): BuildIdentity | null {

@@ -139,7 +139,7 @@ describe('list filters', () => {
   it('filter by creation time, exclusive at both ends', () => {
     const store = openTestStore();
     seedAll(store, HISTORY);
-    store.db.prepare('UPDATE builds SET created_at = 1000 + id * 10').run();
+    store.db.prepare('UPDATE build_facts SET created_at = 1000 + id * 10').run();
     expect(ids(store, { createdAfter: 1020 })).toEqual([3, 4, 5, 6]);
     expect(ids(store, { createdBefore: 1040 })).toEqual([1, 2, 3]);
     expect(ids(store, { createdAfter: 1010, createdBefore: 1040 })).toEqual([2, 3]);
@@ -256,7 +256,9 @@ describe('search', () => {
     store.builds.setStatus(id!, 'ERROR', 'setup failed on every worker');
     expect(ids(store, search('"every worker"'))).toEqual([id]);
     store.db.prepare('DELETE FROM builds WHERE id = ?').run(id);
-    expect(store.db.prepare('SELECT count(*) AS n FROM build_search').get()).toEqual({ n: 0 });
+    expect(ids(store, search('smoke'))).toEqual([]);
+    expect(store.db.prepare(`SELECT count(*) AS n FROM build_search WHERE build_search MATCH '"smoke"'`).get()).toEqual({ n: 0 });
+    expect(store.db.prepare('SELECT (SELECT count(*) FROM build_facts) + (SELECT count(*) FROM build_text) AS n').get()).toEqual({ n: 0 });
   });
 });
 
