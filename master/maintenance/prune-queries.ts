@@ -26,7 +26,9 @@ export function createPruneQueries(db: Db) {
        SELECT id, json_extract(state_timestamps, '$.finished') AS finished FROM builds WHERE status IN ${TERMINAL_SQL}
      ) WHERE finished IS NOT NULL AND finished < ? ORDER BY id LIMIT ?`,
   );
-  const terminalIds = db.prepare<[], { id: number }>(`SELECT id FROM builds WHERE status IN ${TERMINAL_SQL} ORDER BY id`);
+  const terminalBuilds = db.prepare<[], PrunableBuild>(
+    `SELECT id, COALESCE(json_extract(state_timestamps, '$.finished'), 0) AS finished FROM builds WHERE status IN ${TERMINAL_SQL} ORDER BY id`,
+  );
   const allIds = db.prepare<[], { id: number }>('SELECT id FROM builds');
   const isTerminal = db.prepare<[number], { id: number }>(`SELECT id FROM builds WHERE id = ? AND status IN ${TERMINAL_SQL}`);
   const unfinishedCount = db.prepare<[], { count: number }>(`SELECT COUNT(*) AS count FROM builds WHERE status NOT IN ${TERMINAL_SQL}`);
@@ -58,7 +60,8 @@ export function createPruneQueries(db: Db) {
     childTables: childTables as readonly string[],
     /** Finished builds that finished before `beforeSeconds`, oldest first, at most `limit`. */
     finishedBefore: (beforeSeconds: number, limit: number): PrunableBuild[] => finishedBefore.all(beforeSeconds, limit),
-    terminalIds: (): number[] => terminalIds.all().map((row) => row.id),
+    /** Every finished build, oldest first. */
+    terminalBuilds: (): PrunableBuild[] => terminalBuilds.all(),
     allIds: (): Set<number> => new Set(allIds.all().map((row) => row.id)),
     isTerminal: (buildId: number): boolean => isTerminal.get(buildId) !== undefined,
     hasUnfinishedBuilds: (): boolean => (unfinishedCount.get()?.count ?? 0) > 0,

@@ -49,6 +49,8 @@ const DEFAULT_INTERVAL_MS = 10 * 60_000;
 const MIN_INTERVAL_MS = 1_000;
 const MAX_INTERVAL_MS = 60 * 60_000;
 const EVENTS_PER_DELETE = 5_000;
+/** The size bound spares builds finished less than this long ago. */
+const SIZE_PRUNE_GRACE_MS = 10 * 60_000;
 /** A full VACUUM while serving is allowed up to this size (about 2 s of stall); larger files wait for a restart. */
 const MAX_VACUUM_BYTES_WHILE_SERVING = 64 * 1024 * 1024;
 
@@ -136,8 +138,10 @@ export class Pruner {
     let resultsBytes = [...sizes.values()].reduce((sum, bytes) => sum + bytes, 0);
     const prunedBySize: number[] = [];
     if (resultsBytes > this.#options.maxResultsBytes) {
-      for (const id of this.#queries.terminalIds()) {
+      for (const { id, finished } of this.#queries.terminalBuilds()) {
         if (resultsBytes <= this.#options.maxResultsBytes || budget <= 0 || this.#isClosed) break;
+        // Whoever started a build gets the time to download its results, however full the disk.
+        if (finished > nowSeconds - SIZE_PRUNE_GRACE_MS / 1000) continue;
         budget--;
         if (!(await this.#pruneBuild(id))) continue;
         prunedBySize.push(id);
@@ -206,7 +210,7 @@ export class Pruner {
   async #measureResults(): Promise<Map<number, number>> {
     const sizes = new Map<number, number>();
     const names = await readdir(this.#options.resultsRoot).catch(() => [] as string[]);
-    const finished = new Set(this.#queries.terminalIds());
+    const finished = new Set(this.#queries.terminalBuilds().map((build) => build.id));
     for (const name of names) {
       if (!/^\d+$/.test(name)) continue;
       const id = Number(name);

@@ -155,6 +155,17 @@ describe('Pruner', () => {
     expect((await instance.runPass()).prunedBySize).toEqual([]);
   });
 
+  it('spares a build finished minutes ago from the size bound, so that its results can still be fetched', async () => {
+    const f = fixture();
+    const start = Date.UTC(2026, 5, 1);
+    const clock = { ms: start };
+    const justFinished = addBuild(f, { status: 'FAILURE', queuedMs: start - 60_000, finishedMs: start - 60_000, bytes: 100_000 });
+    const { instance } = pruner(f, clock, { maxResultsBytes: 1 });
+    expect((await instance.runPass()).prunedBySize).toEqual([]);
+    clock.ms = start + 11 * 60_000;
+    expect((await instance.runPass()).prunedBySize).toEqual([justFinished]);
+  });
+
   it('removes old events of no build and old results folders of no build, and keeps recent ones', async () => {
     const f = fixture();
     const start = Date.UTC(2026, 0, 1);
