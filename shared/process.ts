@@ -333,11 +333,13 @@ function errorCode(error: unknown): string | undefined {
 }
 
 /**
- * Pids of live (non-zombie) processes whose environment holds CLUSTERRUNNER_MARKER=<marker> (reads
- * /proc/<pid>/environ, the environment each process started with). Empty where there is no /proc, and
- * blind to processes of other users and to those that exec'd with a cleared environment.
+ * Pids of live (non-zombie) processes whose environment holds CLUSTERRUNNER_MARKER=<marker> or any of
+ * `fingerprints` (whole `NAME=value` entries; reads /proc/<pid>/environ, the environment each process started
+ * with). A fingerprint catches a process that shed the marker (`env -u`) but kept another value only its atom
+ * knew, such as that atom's fresh ARTIFACT_DIR. Empty where there is no /proc, and blind to processes of
+ * other users and to those that exec'd with a cleared environment.
  */
-export function findMarkedProcesses(marker: string): number[] {
+export function findMarkedProcesses(marker: string, fingerprints: readonly string[] = []): number[] {
   if (marker === '') return [];
   let entries: string[];
   try {
@@ -358,7 +360,7 @@ export function findMarkedProcesses(marker: string): number[] {
     } catch {
       continue; // gone meanwhile, or not ours to read
     }
-    if (!environ.split('\0').includes(wanted)) continue;
+    if (!environ.split('\0').some((entry) => entry === wanted || fingerprints.includes(entry))) continue;
     const stat = readProcStat(pid);
     if (stat !== undefined && !isDead(stat.state)) pids.push(pid);
   }
@@ -366,9 +368,9 @@ export function findMarkedProcesses(marker: string): number[] {
 }
 
 /** SIGKILLs every marked process (those that escaped their group with setsid or a double fork); returns how many. */
-export function killMarkedProcesses(marker: string): number {
+export function killMarkedProcesses(marker: string, fingerprints: readonly string[] = []): number {
   let killed = 0;
-  for (const pid of findMarkedProcesses(marker)) {
+  for (const pid of findMarkedProcesses(marker, fingerprints)) {
     try {
       process.kill(pid, 'SIGKILL');
       killed += 1;
@@ -393,14 +395,14 @@ const MARKED_QUIET_LOOKS = 2;
  * returns how many distinct processes it signaled. What the stop paths use: one look (killMarkedProcesses)
  * can leave a survivor behind.
  */
-export async function killMarkedProcessesUntilGone(marker: string): Promise<number> {
+export async function killMarkedProcessesUntilGone(marker: string, fingerprints: readonly string[] = []): Promise<number> {
   const killed = new Set<number>();
   const unkillable = new Set<number>();
   const deadline = performance.now() + KILL_SETTLE_MS;
   let quietLooks = 0;
   let intervalMs = POLL_FIRST_MS;
   for (;;) {
-    const alive = findMarkedProcesses(marker).filter((pid) => !unkillable.has(pid));
+    const alive = findMarkedProcesses(marker, fingerprints).filter((pid) => !unkillable.has(pid));
     quietLooks = alive.length === 0 ? quietLooks + 1 : 0;
     if (quietLooks >= MARKED_QUIET_LOOKS) break;
     for (const pid of alive) {

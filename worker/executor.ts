@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
@@ -26,38 +27,15 @@ function removeInBackground(dir: string): void {
 }
 
 /**
- * ARTIFACT_DIR folders kept empty between atoms, one per executor: most atoms write no artifacts, and
- * making and removing a folder for each costs three file operations on every atom's path. A folder is
- * reused only when it is known empty and no other atom holds it (a stopped lease may still be ending);
- * anything else gets a folder of its own, removed after.
+ * Every atom gets an ARTIFACT_DIR no earlier atom knew: a process escaped from an earlier atom (setsid, a
+ * double fork) cannot write into a later atom's archive, since the path it holds is gone and the new one has
+ * 128 random bits. (Reusing one folder per executor saved three file operations per atom, and was exactly
+ * that hole: issue 10 item 8.) The path doubles as the atom's fingerprint when its marker is shed.
  */
-const cleanArtifactDirs = new Set<string>();
-const busyArtifactDirs = new Set<string>();
-
-async function takeArtifactDir(workDir: string, executorIndex: number, ownName: string): Promise<{ dir: string; isShared: boolean }> {
-  const shared = join(workDir, `executor-${executorIndex}`);
-  if (!busyArtifactDirs.has(shared)) {
-    busyArtifactDirs.add(shared);
-    if (!cleanArtifactDirs.has(shared)) {
-      await rm(shared, { recursive: true, force: true });
-      await mkdir(shared, { recursive: true });
-      cleanArtifactDirs.add(shared);
-    }
-    return { dir: shared, isShared: true };
-  }
-  const own = join(workDir, ownName);
-  await mkdir(own, { recursive: true });
-  return { dir: own, isShared: false };
-}
-
-/** isEmpty: nothing was written there (or it was all sent and the caller knows it is still empty). */
-function releaseArtifactDir(dir: string, isShared: boolean, isEmpty: boolean): void {
-  if (!isShared) {
-    removeInBackground(dir);
-    return;
-  }
-  if (!isEmpty) cleanArtifactDirs.delete(dir);
-  busyArtifactDirs.delete(dir);
+async function createArtifactDir(workDir: string, leaseId: string, atomId: number): Promise<string> {
+  const dir = join(workDir, 'artifacts', `${leaseId}-${atomId}-${randomBytes(16).toString('hex')}`);
+  await mkdir(dir, { recursive: true });
+  return dir;
 }
 
 /** Puts this worker's project path where the master stored `$PROJECT_DIR` (SPEC §4). */
@@ -82,12 +60,14 @@ export async function runSubjob(options: {
 }): Promise<void> {
   const { message, build, connection, signal } = options;
   const ids = { lease_id: message.lease_id, build_id: message.build_id, subjob_id: message.subjob_id };
-  const marker = `cr-${message.lease_id}`;
   const isWanted = () => !signal.aborted;
   const baseEnv = commandEnvironment();
   for (const atom of message.atoms) {
     if (signal.aborted) break;
-    const { dir: artifactDir, isShared } = await takeArtifactDir(options.workDir, message.executor_index, `${message.lease_id}-${atom.atom_id}`);
+    // One marker per atom: what one left behind is stopped in the background while the next one runs.
+    const marker = `cr-${message.lease_id}-${atom.atom_id}`;
+    const artifactDir = await createArtifactDir(options.workDir, message.lease_id, atom.atom_id);
+    const fingerprints = [`ARTIFACT_DIR=${artifactDir}`];
     const env: NodeJS.ProcessEnv = {
       ...baseEnv,
       PROJECT_DIR: build.projectDir,
@@ -146,13 +126,15 @@ export async function runSubjob(options: {
     // grace) without holding up the next atom.
     const leftBehind = result.stopReason === null && child.pid > 0 && isGroupAlive(child.pid);
     if (leftBehind) void child.stop('cancel');
+    // And what left the group (setsid, a double fork), found by its marker or, marker shed, its ARTIFACT_DIR.
+    if (result.stopReason === null) void killMarkedProcessesUntilGone(marker, fingerprints);
     if (congestionTimer !== null) clearInterval(congestionTimer);
     const rest = decoder.end();
     if (rest && outputBytes <= outputLimit) forward(rest);
-    if (result.stopReason !== null) await killMarkedProcessesUntilGone(marker);
+    if (result.stopReason !== null) await killMarkedProcessesUntilGone(marker, fingerprints);
     const stoppedByUs = result.stopReason !== null && result.stopReason !== 'timeout';
     if (stoppedByUs || signal.aborted) {
-      releaseArtifactDir(artifactDir, isShared, false);
+      removeInBackground(artifactDir);
       break;
     }
     if (result.stopReason === 'timeout') {
@@ -162,7 +144,7 @@ export async function runSubjob(options: {
     if (withArtifacts) {
       const sent = await sendArtifacts(connection, artifactDir, { ...ids, atom_id: atom.atom_id }, isWanted);
       if (!sent) {
-        releaseArtifactDir(artifactDir, isShared, false);
+        removeInBackground(artifactDir);
         break;
       }
     }
@@ -177,7 +159,7 @@ export async function runSubjob(options: {
       has_artifacts: withArtifacts,
     });
     settleOutput(options.outputs, outputKey(message.lease_id, atom.atom_id), connection);
-    releaseArtifactDir(artifactDir, isShared, !withArtifacts && !leftBehind);
+    removeInBackground(artifactDir);
   }
   for (const atom of message.atoms) settleOutput(options.outputs, outputKey(message.lease_id, atom.atom_id), connection);
   connection.send({ type: 'subjob_finished', ...ids });
