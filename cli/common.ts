@@ -16,7 +16,11 @@ export function packageVersion(): string {
   return (JSON.parse(readFileSync(path, 'utf8')) as { version: string }).version;
 }
 
-/** Loads the configuration with the command line on top; -v / -q override log_level. */
+/**
+ * Loads the configuration with the command line on top; -v / -q override log_level. The default file is
+ * created (with a fresh secret) when missing; a client's `-c PATH` that does not exist is an error: a typo
+ * must not create folders and a secret there, then blame the master for refusing it (issue 16).
+ */
 export function loadCommandConf(role: ConfRole, flags: CommonFlags, overrides: ConfOverrides): Conf {
   const logLevel = flags.verbose ? 'debug' : flags.quiet ? 'warn' : undefined;
   return loadConf({
@@ -24,7 +28,7 @@ export function loadCommandConf(role: ConfRole, flags: CommonFlags, overrides: C
     role,
     overrides: { ...overrides, log_level: logLevel },
     env: process.env,
-    createIfMissing: true,
+    createIfMissing: role !== 'client' || flags.configFile === undefined,
   });
 }
 

@@ -7,7 +7,10 @@ import { startMaster } from '../master/server.ts';
 import { WorkerDaemon } from '../worker/daemon.ts';
 import { createLogger } from '../shared/log.ts';
 import { signRequest } from '../shared/auth.ts';
+import { errorMessage } from '../shared/errors.ts';
 import { localConf, packageVersion } from './common.ts';
+import { downloadResults } from './build-results.ts';
+import { MasterClient } from './master-client.ts';
 
 const EXAMPLE_PROJECT = fileURLToPath(new URL('../conf/example-project', import.meta.url));
 
@@ -56,16 +59,28 @@ export async function runExampleCommand(options: { keep?: boolean }): Promise<nu
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
     const subjobs = ((await (await fetch(`${master.url}/v1/build/${buildId}/subjob`)).json()) as {
-      subjobs: { id: number; atoms: { command_string: string; exit_code: number | null; actual_time: number | null }[] }[];
+      subjobs: { id: number; atoms: { id: number; command_string: string; exit_code: number | null; actual_time: number | null }[] }[];
     }).subjobs;
     for (const subjob of subjobs) {
       for (const atom of subjob.atoms) {
-        const console = (await (await fetch(`${master.url}/v1/build/${buildId}/subjob/${subjob.id}/atom/0/console?max_lines=1`)).json()) as { content: string };
+        const console = (await (await fetch(`${master.url}/v1/build/${buildId}/subjob/${subjob.id}/atom/${atom.id}/console?max_lines=1`)).json()) as { content: string };
         process.stdout.write(`  ${atom.command_string.padEnd(40)} exit ${atom.exit_code}  ${console.content.trim()}\n`);
       }
     }
     if (build.error_message) process.stdout.write(`error: ${build.error_message}\n`);
-    process.stdout.write(`build ${buildId}: ${build.status}, ${build.num_atoms ?? 0} atoms; artifacts: ${master.url}/v1/build/${buildId}/artifacts.tar.gz\n`);
+    process.stdout.write(`build ${buildId}: ${build.status}, ${build.num_atoms ?? 0} atoms\n`);
+    // The master stops when this command ends, so its artifacts URL would lead nowhere: with --keep the
+    // artifacts are downloaded next to the rest of the results, which stay.
+    if (options.keep && build.status !== 'ERROR') {
+      try {
+        const results = await downloadResults(new MasterClient({ url: master.url, secret }), buildId, { resultsRoot: join(base, 'build_results') });
+        process.stdout.write(`artifacts: ${results.folder} (${results.files} files)\n`);
+      } catch (error) {
+        process.stdout.write(`could not download the artifacts: ${errorMessage(error)}\n`);
+      }
+    } else if (!options.keep) {
+      process.stdout.write('(run `clusterrunner example --keep` to keep the artifacts and the master\'s files)\n');
+    }
     return build.status === 'SUCCESS' ? 0 : build.status === 'FAILURE' ? 1 : 2;
   } finally {
     worker.drain();

@@ -49,31 +49,79 @@ export function isThisMachine(url: string, conf: Pick<Conf, 'hostname'>): boolea
   return names.includes(host) || host.startsWith('127.');
 }
 
+/** What a pid file records: the pid, and the process's start time (clock ticks after boot, /proc/<pid>/stat field 22). */
+export interface PidRecord {
+  readonly pid: number;
+  /** null in a file written by an older version, or where there is no /proc. */
+  readonly startTime: string | null;
+}
+
 /** The pid in a pid file, or null when there is none (or it holds no pid). */
 export function readPidFile(file: string): number | null {
+  return readPidRecord(file)?.pid ?? null;
+}
+
+export function readPidRecord(file: string): PidRecord | null {
   try {
-    const pid = Number(readFileSync(file, 'utf8').trim());
-    return Number.isSafeInteger(pid) && pid > 1 ? pid : null;
+    const [pidText, startTime] = readFileSync(file, 'utf8').trim().split(/\s+/);
+    const pid = Number(pidText);
+    if (!Number.isSafeInteger(pid) || pid <= 1) return null;
+    return { pid, startTime: startTime !== undefined && /^\d{1,20}$/.test(startTime) ? startTime : null };
+  } catch {
+    return null;
+  }
+}
+
+/** `<pid> <start time>`: the pair names one process for ever; a pid alone is reused after the process ends. */
+export function writePidFile(file: string, pid: number): void {
+  const startTime = processStartTime(pid);
+  writeFileSync(file, `${pid}${startTime === null ? '' : ` ${startTime}`}\n`);
+}
+
+/** Field 22 of /proc/<pid>/stat, or null without /proc or once the process is gone (or a zombie). */
+export function processStartTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses itself.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z') return null;
+    const startTime = fields[19];
+    return startTime !== undefined && /^\d+$/.test(startTime) ? startTime : null;
   } catch {
     return null;
   }
 }
 
 /**
- * True when pid is alive and is a ClusterRunner process. A pid file can outlive its process (a reboot, a
- * SIGKILL) and the pid be reused by another program, which we must never signal.
+ * True when the process a pid file recorded is still running: same pid and same start time. A pid file
+ * can outlive its process (a reboot, a SIGKILL) and the pid be reused by another program, which we must
+ * never signal (issue 10 item 12: a stale pid file killed `vim clusterrunner.yaml`). A record without a start
+ * time cannot be verified where /proc exists, so it never counts as ours.
+ */
+export function isRecordedProcess(record: PidRecord): boolean {
+  if (existsSync('/proc/self/stat')) return record.startTime !== null && processStartTime(record.pid) === record.startTime;
+  // Without /proc (macOS) we can only ask whether the pid exists.
+  try {
+    process.kill(record.pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * True when pid is alive and is a ClusterRunner process; for the start lock, whose holder is a short-lived
+ * CLI that only makes others wait.
  */
 export function isClusterRunnerProcess(pid: number): boolean {
   if (existsSync('/proc/self/cmdline')) {
+    if (processStartTime(pid) === null) return false;
     try {
-      // Field 3 of /proc/<pid>/stat is the state; a zombie has already finished.
-      if (/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))) return false;
       return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('clusterrunner');
     } catch {
       return false;
     }
   }
-  // Without /proc (macOS) we can only ask whether the pid exists.
   try {
     process.kill(pid, 0);
     return true;
@@ -104,7 +152,9 @@ export async function ensureLocalCluster(options: EnsureLocalClusterOptions): Pr
   const client = new MasterClient({ url, secret: conf.secret });
   const timeoutMs = options.startTimeoutMs ?? 30_000;
   const isHere = isThisMachine(url, conf);
-  if ((await client.isUp()) && !(isHere && isOurWorkerGone(conf)) && (await hasLiveWorker(client))) return;
+  // Nothing is sent to (and no worker started for) a master that has not proven it holds our secret.
+  const isUp = await isOurMasterUp(client, conf, url);
+  if (isUp && !(isHere && isOurWorkerGone(conf)) && (await hasLiveWorker(client))) return;
   if (!isHere) {
     throw new ClusterRunnerError(
       'MASTER_UNREACHABLE',
@@ -125,17 +175,44 @@ export async function ensureLocalCluster(options: EnsureLocalClusterOptions): Pr
 
 async function ensureMaster(client: MasterClient, options: EnsureLocalClusterOptions, timeoutMs: number): Promise<void> {
   const { conf, url, say } = options;
-  if (await client.isUp()) return;
+  if (await isOurMasterUp(client, conf, url)) return;
   const pidFile = pidFilePath(conf, 'master');
-  const oldPid = readPidFile(pidFile);
+  const old = readPidRecord(pidFile);
   let started: Started | null = null;
-  if (oldPid === null || !isClusterRunnerProcess(oldPid)) {
-    const port = new URL(url).port || (url.startsWith('https:') ? '443' : '80');
-    started = startDaemon(conf, 'master', ['master', '-c', conf.confFile, '-p', port]);
+  if (old === null || !isRecordedProcess(old)) {
+    const parsed = new URL(url);
+    const port = parsed.port || (url.startsWith('https:') ? '443' : '80');
+    started = startDaemon(conf, 'master', ['master', '-c', conf.confFile, '-p', port, '--host', listenHost(parsed.hostname)]);
     say(`started a local master (pid ${started.child.pid}, log ${logFilePath(conf, 'master')})`);
   }
   // An old master still starting up (or a just-started one) gets the same time to answer.
-  await waitFor(`the local master to answer at ${url}`, timeoutMs, options.signal, started, conf, 'master', () => client.isUp());
+  await waitFor(`the local master to answer at ${url}`, timeoutMs, options.signal, started, conf, 'master', () => isOurMasterUp(client, conf, url));
+}
+
+/**
+ * Where the master local mode starts listens (issue 10 item 6): loopback for the default URL, so that no
+ * other machine can reach it; the URL's own host when the conf names this machine another way.
+ */
+export function listenHost(urlHostname: string): string {
+  const host = urlHostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return host === 'localhost' ? '127.0.0.1' : host;
+}
+
+/**
+ * False when nothing answers; true when a master answers and proves it holds our secret (GET /v1/identity);
+ * a refusal (IDENTITY_NOT_PROVEN) when something answers but cannot prove it: another program, or another
+ * user's master that took the port first (issue 10 item 1).
+ */
+async function isOurMasterUp(client: MasterClient, conf: Conf, url: string): Promise<boolean> {
+  if (!(await client.isUp())) return false;
+  if (await client.provesIdentity()) return true;
+  throw new ClusterRunnerError(
+    'IDENTITY_NOT_PROVEN',
+    `something answers at ${url} as a ClusterRunner master but cannot prove it holds the secret of ${conf.confFile}, ` +
+      'so nothing was sent to it and no worker was started for it. If it is your own master with another secret, use its conf ' +
+      '(-c); otherwise another program or user holds that port: set another `port` under [master] (or master_url) in your conf.',
+    { status: 403 },
+  );
 }
 
 async function ensureWorker(client: MasterClient, options: EnsureLocalClusterOptions, timeoutMs: number): Promise<void> {
@@ -159,8 +236,8 @@ async function ensureWorker(client: MasterClient, options: EnsureLocalClusterOpt
 
 /** True when worker.pid names a process that is no longer our worker. */
 function isOurWorkerGone(conf: Conf): boolean {
-  const pid = readPidFile(pidFilePath(conf, 'worker'));
-  return pid !== null && !isClusterRunnerProcess(pid);
+  const record = readPidRecord(pidFilePath(conf, 'worker'));
+  return record !== null && !isRecordedProcess(record);
 }
 
 async function listWorkers(client: MasterClient): Promise<readonly WorkerView[]> {
@@ -201,7 +278,7 @@ function startDaemon(conf: Conf, role: LocalRole, args: readonly string[]): Star
     started.exitCode = errorMessage(error);
   });
   child.unref();
-  if (child.pid !== undefined) writeFileSync(pidFilePath(conf, role), `${child.pid}\n`);
+  if (child.pid !== undefined) writePidFile(pidFilePath(conf, role), child.pid);
   return started;
 }
 
@@ -282,7 +359,7 @@ async function withStartLock(conf: Conf, deadline: number, signal: AbortSignal |
 export interface StopOutcome {
   readonly role: LocalRole;
   readonly pid: number;
-  /** stopped: it was running and is gone now; stale: the pid file named no ClusterRunner process; alive: it survived SIGKILL. */
+  /** stopped: it was running and is gone now; stale: the pid file named no process still running (or one started after it); alive: it survived SIGKILL. */
   readonly result: 'stopped' | 'killed' | 'stale' | 'alive';
 }
 
@@ -296,32 +373,35 @@ export async function stopLocalCluster(conf: Conf): Promise<StopOutcome[]> {
   // The worker first, while its master is still there to take its last results.
   for (const role of ['worker', 'master'] as const) {
     const pidFile = pidFilePath(conf, role);
-    const pid = readPidFile(pidFile);
-    if (pid === null) {
+    const record = readPidRecord(pidFile);
+    if (record === null) {
       rmSync(pidFile, { force: true });
       continue;
     }
-    if (!isClusterRunnerProcess(pid)) {
+    const { pid } = record;
+    if (!isRecordedProcess(record)) {
       rmSync(pidFile, { force: true });
       outcomes.push({ role, pid, result: 'stale' });
       continue;
     }
-    const result = await stopProcessGroup(pid, role === 'worker' ? WORKER_DRAIN_MS : null, conf.killGraceMs + STOP_SLACK_MS);
+    const result = await stopProcessGroup(record, role === 'worker' ? WORKER_DRAIN_MS : null, conf.killGraceMs + STOP_SLACK_MS);
     if (result !== 'alive') rmSync(pidFile, { force: true });
     outcomes.push({ role, pid, result });
   }
   return outcomes;
 }
 
-async function stopProcessGroup(pid: number, drainMs: number | null, graceMs: number): Promise<StopOutcome['result']> {
+async function stopProcessGroup(record: PidRecord, drainMs: number | null, graceMs: number): Promise<StopOutcome['result']> {
+  const { pid } = record;
   signalGroup(pid, 'SIGTERM');
-  if (drainMs !== null && !(await waitForExit(pid, drainMs))) {
+  if (drainMs !== null && !(await waitForExit(record, drainMs))) {
     // Our daemons take a second SIGTERM as "stop now" (onStopSignals in cli/common.ts).
-    signalGroup(pid, 'SIGTERM');
+    if (isRecordedProcess(record)) signalGroup(pid, 'SIGTERM');
   }
-  if (await waitForExit(pid, graceMs)) return 'stopped';
+  if (await waitForExit(record, graceMs)) return 'stopped';
+  if (!isRecordedProcess(record)) return 'stopped';
   signalGroup(pid, 'SIGKILL');
-  return (await waitForExit(pid, 5_000)) ? 'killed' : 'alive';
+  return (await waitForExit(record, 5_000)) ? 'killed' : 'alive';
 }
 
 function signalGroup(pid: number, signal: NodeJS.Signals): void {
@@ -338,9 +418,9 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+async function waitForExit(record: PidRecord, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  while (isClusterRunnerProcess(pid)) {
+  while (isRecordedProcess(record)) {
     if (Date.now() >= deadline) return false;
     await sleep(100);
   }

@@ -3,17 +3,20 @@
  * signed with our signed form (shared/auth.ts); answers are parsed with the contract's schemas
  * (shared/api/views.ts); failures become ClusterRunnerErrors whose message the CLI can print as it is.
  */
-import type { z } from 'zod';
-import { signRequest } from '../shared/auth.ts';
+import { randomBytes } from 'node:crypto';
+import { digestMatches, signRequest } from '../shared/auth.ts';
+import { identityResponse } from '../master/http/identity-routes.ts';
 import { ClusterRunnerError, errorMessage } from '../shared/errors.ts';
+import type { z } from 'zod';
 import type { BuildRequestBody } from '../shared/api/requests.ts';
 import {
-  buildAnswerSchema, buildCanceledSchema, buildCreatedSchema, consolePageSchema, errorAnswerSchema, subjobListSchema,
-  workerListSchema, workersShutdownSchema, type BuildView, type ConsolePage, type SubjobView, type WorkerView,
+  atomAnswerSchema, buildAnswerSchema, buildCanceledSchema, buildCreatedSchema, buildPageSchema, consolePageSchema,
+  errorAnswerSchema, queueSchema, retryAnswerSchema, subjobListSchema, workerListSchema, workersShutdownSchema,
+  type AtomView, type BuildListPage, type BuildView, type ConsolePage, type RetryAnswer, type SubjobView, type WorkerView,
 } from '../shared/api/views.ts';
 
 export { BUILD_STATUSES, isTerminalStatus } from '../shared/api/statuses.ts';
-export type { AtomView, BuildView, ConsolePage, SubjobView, WorkerView } from '../shared/api/views.ts';
+export type { AtomView, BuildListPage, BuildView, ConsolePage, RetryAnswer, SubjobView, WorkerView } from '../shared/api/views.ts';
 
 /** The body of POST /v1/build (SPEC §3). */
 export type BuildRequest = BuildRequestBody;
@@ -85,6 +88,47 @@ export class MasterClient {
   /** Returns the ids of the workers now draining. */
   async shutdownWorkers(request: ShutdownRequest): Promise<readonly number[]> {
     return (await this.#send('POST', '/v1/worker/shutdown', request, workersShutdownSchema)).workers;
+  }
+
+  /** GET /v1/queue: the builds not yet terminal. */
+  async getQueue(): Promise<readonly BuildView[]> {
+    return (await this.#get('/v1/queue', queueSchema)).queue;
+  }
+
+  /** GET /v2/builds with the SPEC §11 query (values already validated by the caller); the answer as sent. */
+  async listBuilds(query: Readonly<Record<string, string>>): Promise<BuildListPage> {
+    const search = new URLSearchParams(query).toString();
+    return this.#get(`/v2/builds${search === '' ? '' : `?${search}`}`, buildPageSchema);
+  }
+
+  /** POST /v1/build/:id/retry (SPEC §10): the failed atoms, or the listed `sid/aid` ones, run again. */
+  async retryBuild(buildId: number, atoms: readonly string[]): Promise<RetryAnswer> {
+    return this.#send('POST', `/v1/build/${buildId}/retry`, atoms.length > 0 ? { atoms } : {}, retryAnswerSchema);
+  }
+
+  /** One page of an atom's console output: maxLines complete lines from offsetLine (SPEC §2.2). */
+  async atomConsolePage(buildId: number, subjobId: number, atomId: number, offsetLine: number, maxLines: number): Promise<ConsolePage> {
+    return this.#get(`/v1/build/${buildId}/subjob/${subjobId}/atom/${atomId}/console?offset_line=${offsetLine}&max_lines=${maxLines}`, consolePageSchema);
+  }
+
+  async getAtom(buildId: number, subjobId: number, atomId: number): Promise<AtomView> {
+    return (await this.#get(`/v1/build/${buildId}/subjob/${subjobId}/atom/${atomId}`, atomAnswerSchema)).atom;
+  }
+
+  /**
+   * Proves that whoever answers at this URL holds our secret (issue 10 item 1): it must return
+   * HMAC(secret, challenge) for a random challenge of ours. Resolves true only for a correct answer; a
+   * program that does not know the route, or answers wrongly, gets false, and nothing else was sent.
+   */
+  async provesIdentity(timeoutMs = 2_000): Promise<boolean> {
+    const challenge = randomBytes(32).toString('hex');
+    try {
+      const body = await this.#request('GET', `/v1/identity?challenge=${challenge}`, undefined, timeoutMs) as { identity?: { response?: unknown } } | null;
+      const response = body?.identity?.response;
+      return typeof response === 'string' && digestMatches(identityResponse(this.#secret, challenge), response);
+    } catch {
+      return false;
+    }
   }
 
   /**

@@ -2,12 +2,12 @@
  * `clusterrunner shutdown` (SPEC §6.5, §8): asks the master to drain some or all of its workers. A draining
  * worker takes no new subjobs, finishes what it runs, tears down and exits.
  */
-import { errorMessage } from '../shared/errors.ts';
-import { loadCommandConf, type CommonFlags } from './common.ts';
-import { isAuthenticationRefusal, isUnreachable, MasterClient, type ShutdownRequest } from './master-client.ts';
+import { ClusterRunnerError, errorMessage } from '../shared/errors.ts';
+import { runClientCommand, type ClientFlags } from './client-context.ts';
+import { EXIT_SUCCESS, EXIT_USAGE } from './exit-codes.ts';
+import { isAuthenticationRefusal, isUnreachable, type ShutdownRequest } from './master-client.ts';
 
-export interface ShutdownFlags extends CommonFlags {
-  readonly masterUrl?: string;
+export interface ShutdownFlags extends ClientFlags {
   readonly allWorkers?: boolean;
   readonly workerId?: readonly string[];
 }
@@ -27,36 +27,29 @@ export function shutdownRequestBody(flags: ShutdownFlags): ShutdownRequest | str
   return { workers: ids.map((id) => Number(id.trim())) };
 }
 
-export async function runShutdownCommand(flags: ShutdownFlags): Promise<number> {
-  const problem = (line: string): number => {
-    process.stderr.write(`clusterrunner: ${line}\n`);
-    return 1;
-  };
+export function runShutdownCommand(flags: ShutdownFlags): Promise<number> {
   const request = shutdownRequestBody(flags);
-  if (typeof request === 'string') return problem(request);
-  let client: MasterClient;
-  let confFile: string;
-  try {
-    const conf = loadCommandConf('client', flags, { master_url: flags.masterUrl });
-    client = new MasterClient({ url: conf.masterUrl, secret: conf.secret });
-    confFile = conf.confFile;
-  } catch (error) {
-    return problem(errorMessage(error));
+  if (typeof request === 'string') {
+    process.stderr.write(`clusterrunner: ${request}\n`);
+    return Promise.resolve(EXIT_USAGE);
   }
-  try {
-    const ids = await client.shutdownWorkers(request);
-    if (ids.length === 0) {
-      process.stdout.write(`${client.url} has no workers to shut down\n`);
-    } else {
-      process.stdout.write(`shutting down ${ids.length === 1 ? 'worker' : 'workers'} ${ids.join(', ')} on ${client.url}: ` +
-        'each finishes the atoms it runs, tears down and exits\n');
+  return runClientCommand(flags, async ({ client }, out) => {
+    let ids: readonly number[];
+    try {
+      ids = await client.shutdownWorkers(request);
+    } catch (error) {
+      if ('workers' in request && !isAuthenticationRefusal(error) && !isUnreachable(error)) {
+        throw new ClusterRunnerError(error instanceof ClusterRunnerError ? error.code : 'MASTER_REFUSED',
+          `${errorMessage(error)}\nList the workers with \`clusterrunner workers\`.`, { status: error instanceof ClusterRunnerError ? error.status : 500 });
+      }
+      throw error;
     }
-    return 0;
-  } catch (error) {
-    let hint = '';
-    if (isAuthenticationRefusal(error)) hint = `\nThe secret in ${confFile} is not the master's: copy the master's \`secret\` into it.`;
-    else if (isUnreachable(error)) hint = '\nIs the master running? Pass its address with -m/--master-url.';
-    else if ('workers' in request) hint = `\nList the workers with GET ${client.url}/v1/worker.`;
-    return problem(`${errorMessage(error)}${hint}`);
-  }
+    if (out.isJson) out.json({ workers: ids });
+    else if (ids.length === 0) out.result(`${client.url} has no workers to shut down`);
+    else {
+      out.result(`shutting down ${ids.length === 1 ? 'worker' : 'workers'} ${ids.join(', ')} on ${client.url}: ` +
+        'each finishes the atoms it runs, tears down and exits');
+    }
+    return EXIT_SUCCESS;
+  });
 }

@@ -4,6 +4,7 @@
  */
 import { errorMessage } from '../shared/errors.ts';
 import { loadCommandConf, type CommonFlags } from './common.ts';
+import { exitCodeForError } from './exit-codes.ts';
 import { logFilePath, stopLocalCluster } from './local-cluster.ts';
 
 export async function runStopCommand(flags: CommonFlags): Promise<number> {
@@ -21,7 +22,8 @@ export async function runStopCommand(flags: CommonFlags): Promise<number> {
           process.stdout.write(`killed ${what}: it did not stop in time (see ${logFilePath(conf, outcome.role)})\n`);
           break;
         case 'stale':
-          if (flags.quiet !== true) process.stdout.write(`${what} was no longer running; removed its pid file\n`);
+          // Same pid but another start time: the pid was reused by a program that is not ours (issue 10 item 12).
+          if (flags.quiet !== true) process.stdout.write(`${what} is no longer running (that pid, if alive, is another process now): signaled nothing, removed its pid file\n`);
           break;
         case 'alive':
           process.stderr.write(`clusterrunner: ${what} survived SIGKILL; check it with \`ps -o pid,stat,cmd -g ${outcome.pid}\`\n`);
@@ -39,6 +41,6 @@ export async function runStopCommand(flags: CommonFlags): Promise<number> {
     return code;
   } catch (error) {
     process.stderr.write(`clusterrunner: ${errorMessage(error)}\n`);
-    return 1;
+    return exitCodeForError(error);
   }
 }

@@ -24,6 +24,11 @@ export interface JobConfig {
   readonly atomTimeoutS: number | null;
   /** Times a failed atom is run again; default 0. */
   readonly retries: number;
+  /**
+   * Key allow_no_atoms: false makes a build whose atomizers print no atom an ERROR. Absent when the file
+   * leaves the default (true), so that job configs stored before the key existed read the same.
+   */
+  readonly allowNoAtoms?: false;
 }
 
 /** Env var names the product sets itself; an atomizer may not use them. */
@@ -70,6 +75,7 @@ const KNOWN_KEYS = [
   'max_executors_per_slave',
   'atom_timeout',
   'retries',
+  'allow_no_atoms',
 ] as const;
 type JobKey = (typeof KNOWN_KEYS)[number];
 
@@ -97,6 +103,11 @@ export function parseJobFile(yamlText: string, jobName: string | null): JobConfi
     );
   }
   return parseJobDefinition(jobName, jobs.get(jobName));
+}
+
+/** The job names of clusterrunner.yaml, in file order; the file's problems throw as parseJobFile's do. */
+export function listJobNames(yamlText: string): string[] {
+  return [...readJobMap(yamlText).keys()];
 }
 
 /** Validates an inline job definition posted as `config` (an object with the §4 keys). */
@@ -138,6 +149,7 @@ export function parseJobDefinition(name: string, raw: unknown): JobConfig {
   const maxExecutorsPerWorker = read(perWorkerKey, POSITIVE_INT_RULE, null);
   const atomTimeoutS = read('atom_timeout', SECONDS_RULE, null);
   const retries = read('retries', RETRIES_RULE, 0);
+  const allowNoAtoms = read<boolean>('allow_no_atoms', BOOLEAN_RULE, true);
 
   if (problems.length > 0) throw badJob(problems.join('\n'));
   return Object.freeze({
@@ -150,6 +162,7 @@ export function parseJobDefinition(name: string, raw: unknown): JobConfig {
     maxExecutorsPerWorker,
     atomTimeoutS,
     retries,
+    ...(allowNoAtoms ? {} : { allowNoAtoms: false as const }),
   });
 }
 
@@ -198,6 +211,7 @@ const SECONDS_RULE: KeyRule<number | null> = {
   expected: 'a positive number of seconds',
 };
 const RETRIES_RULE: KeyRule<number> = { schema: z.number().int().min(0), expected: 'an integer >= 0' };
+const BOOLEAN_RULE: KeyRule<boolean> = { schema: z.boolean(), expected: 'true or false' };
 
 const ATOMIZERS_EXPECTED = 'a non-empty list of maps {VARIABLE: command}';
 

@@ -11,6 +11,7 @@ import { errorHandler, notFoundHandler } from './http-errors.ts';
 import { V1_TREE, V2_TREE, route, type ApiTree } from './api-tree.ts';
 import { addBuildRoutes } from './builds-routes.ts';
 import { addWorkerRoutes } from './workers-routes.ts';
+import { addIdentityRoutes } from './identity-routes.ts';
 import { addSearchRoutes } from './search-routes.ts';
 import { addAttachmentRoutes } from './attachments-routes.ts';
 import { API_VERSION, addServiceRoutes, masterStatus } from './service-routes.ts';
@@ -45,6 +46,7 @@ function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signat
   }
   addBuildRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest, requireSignature: signature }, tree);
   addWorkerRoutes(router, { registry: deps.registry, requireDigest: digest }, tree);
+  addIdentityRoutes(router, { secret: deps.secret });
   return router;
 }
 

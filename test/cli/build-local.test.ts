@@ -51,7 +51,7 @@ describe('clusterrunner build in local mode', () => {
     expect(first.code, first.stdout + first.stderr).toBe(0);
     expect(first.stdout).toContain('started a local master');
     expect(first.stdout).toContain('started a local worker');
-    expect(readFileSync(join(project, 'build_results', 'artifact_1_0', 'out.txt'), 'utf8')).toBe('atom 2\n');
+    expect(readFileSync(join(project, 'build_results', '1', 'artifact_1_0', 'out.txt'), 'utf8')).toBe('atom 2\n');
     const masterPid = readPidFile(masterPidFile);
     const workerPid = readPidFile(workerPidFile);
     expect(masterPid).not.toBeNull();
@@ -112,7 +112,8 @@ describe('clusterrunner build in local mode', () => {
     writeFileSync(join(setup.base, 'master.pid'), `${process.pid}\n`);
     const stop = await runCli(['stop', '-c', setup.conf], { env: setup.env });
     expect(stop.code, stop.stdout + stop.stderr).toBe(0);
-    expect(stop.stdout).toContain('was no longer running');
+    expect(stop.stdout).toContain('is no longer running');
+    expect(stop.stdout).toContain('signaled nothing');
     expect(existsSync(join(setup.base, 'master.pid'))).toBe(false);
   });
 

@@ -54,13 +54,13 @@ describe('clusterrunner shutdown', () => {
     const { master } = await clusterWithWorkers(['w']);
     const client = clientSetup(master.secret, { master_url: master.url });
     const missing = await runCli(['shutdown', '-c', client.conf], { env: client.env });
-    expect(missing.code).not.toBe(0);
+    expect(missing.code).toBe(3);
     expect(missing.stderr).toContain('-a/--all-workers');
 
     const wrongSecret = clientSetup('some-other-secret', { master_url: master.url });
     const refused = await runCli(['shutdown', '-c', wrongSecret.conf, '-a'], { env: wrongSecret.env });
-    expect(refused.code).not.toBe(0);
-    expect(refused.stderr).toContain(`The secret in ${wrongSecret.conf} is not the master's`);
+    expect(refused.code).toBe(3);
+    expect(refused.stderr).toContain(`signed with the secret of ${wrongSecret.conf}`);
     expect(await workersOf(master)).toHaveLength(1);
 
     const all = await runCli(['shutdown', '-c', client.conf, '-a'], { env: client.env });
