@@ -258,12 +258,14 @@ describe('GitCache time limits and cancellation', () => {
   });
 
   it('stops a git that hangs, once the time limit passes, and drops its connection', async () => {
-    const cache = createCache({ timeoutMs: 700 });
+    const timeoutMs = 700;
+    const cache = createCache({ timeoutMs });
     const started = Date.now();
     const error = await cache.fetch(source(`http://127.0.0.1:${port}/repo.git`)).catch((e: unknown) => e);
+    // The server never answers: only the time limit can have ended it, and not before the limit.
     expect(error).toMatchObject({ status: 504, code: 'GIT_TIMEOUT' });
-    expect((error as Error).message).toMatch(/took longer than 700 ms/);
-    expect(Date.now() - started).toBeLessThan(10_000);
+    expect((error as Error).message).toContain(`took longer than ${timeoutMs} ms`);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(timeoutMs - 2);
     // git's http helper must not outlive it, holding the connection open.
     await vi.waitFor(() => expect(sockets.size).toBe(0), { timeout: 10_000 });
   });

@@ -121,11 +121,10 @@ describe('downloadRemoteFiles', () => {
       },
     });
     const dir = tempDir('cr-remote-');
-    const started = Date.now();
     const error = await failureOf(downloadRemoteFiles({ 'big.bin': `${base}/big` }, dir, LIMITS));
     expect(error.message).toContain('"big.bin"');
+    // The size refusal, not the time limit, ended it: only the header was there to refuse.
     expect(error.message).toMatch(/larger than 1048576 bytes \(Content-Length 1048577\)/);
-    expect(Date.now() - started).toBeLessThan(LIMITS.timeoutMs);
     expect(filesIn(dir)).toEqual([]);
   });
 
@@ -158,23 +157,21 @@ describe('downloadRemoteFiles', () => {
   it('times out a server that never answers within timeoutMs', async () => {
     const base = await serve({ '/silent': stall() });
     const dir = tempDir('cr-remote-');
+    const timeoutMs = 300;
     const started = Date.now();
-    const error = await failureOf(downloadRemoteFiles({ 'slow.txt': `${base}/silent` }, dir, { ...LIMITS, timeoutMs: 300 }));
-    const elapsedMs = Date.now() - started;
+    const error = await failureOf(downloadRemoteFiles({ 'slow.txt': `${base}/silent` }, dir, { ...LIMITS, timeoutMs }));
     expect(error.message).toContain('"slow.txt"');
-    expect(error.message).toContain('timed out after 300 ms');
-    expect(elapsedMs).toBeGreaterThanOrEqual(250);
-    expect(elapsedMs).toBeLessThan(300 + 2000);
+    expect(error.message).toContain(`timed out after ${timeoutMs} ms`);
+    // Not before the limit (a timer may round down by a millisecond); how much later is the machine's business.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(timeoutMs - 2);
     expect(filesIn(dir)).toEqual([]);
   });
 
   it('times out a body that stalls half way and removes the partial file', async () => {
     const base = await serve({ '/half': stall('x'.repeat(500)) });
     const dir = tempDir('cr-remote-');
-    const started = Date.now();
     const error = await failureOf(downloadRemoteFiles({ 'half.txt': `${base}/half` }, dir, { ...LIMITS, timeoutMs: 300 }));
     expect(error.message).toContain('timed out after 300 ms');
-    expect(Date.now() - started).toBeLessThan(300 + 2000);
     expect(filesIn(dir)).toEqual([]);
   });
 
@@ -225,12 +222,11 @@ describe('downloadRemoteFiles', () => {
     const controller = new AbortController();
     const download = failureOf(downloadRemoteFiles({ 'a.txt': `${base}/half` }, dir, LIMITS, controller.signal));
     await vi.waitFor(() => expect(requests).toBe(1));
-    const started = Date.now();
     controller.abort();
     const error = await download;
+    // CANCELED, not a time-out: the abort ended the stalled body, the limit did not.
     expect(error.code).toBe('CANCELED');
     expect(error.message).toContain('"a.txt"');
-    expect(Date.now() - started).toBeLessThan(2000);
     expect(filesIn(dir)).toEqual([]);
   });
 

@@ -141,14 +141,15 @@ describe('spawnShell', () => {
   });
 
   it('SIGKILLs a command that ignores SIGTERM once the grace period is over', async () => {
-    const running = run(`trap '' TERM; echo up; sleep 30`, { graceMs: 300 });
+    const graceMs = 300;
+    const running = run(`trap '' TERM; echo up; sleep 30`, { graceMs });
     await waitForOutput(running, 'up');
     const stopAt = performance.now();
     const result = await running.child.stop('worker_stop');
     const stopMs = performance.now() - stopAt;
     expect(result).toMatchObject({ exitCode: -9, signal: 'SIGKILL', stopReason: 'worker_stop' });
-    expect(stopMs).toBeGreaterThanOrEqual(250);
-    expect(stopMs).toBeLessThan(1_500);
+    // Not before the grace (a timer may round down by a millisecond); how much later is the machine's business.
+    expect(stopMs).toBeGreaterThanOrEqual(graceMs - 2);
     expect(isAlive(running.child.pid)).toBe(false);
     expect(liveGroupMembers(running.child.pid)).toEqual([]);
   });
@@ -182,19 +183,21 @@ describe('spawnShell', () => {
   });
 
   it('stops a command that runs past its timeout', async () => {
-    const running = run('sleep 30', { timeoutMs: 200 });
+    const timeoutMs = 200;
+    const running = run('sleep 30', { timeoutMs });
     const result = await running.child.result;
     expect(result).toMatchObject({ exitCode: -15, stopReason: 'timeout' });
-    expect(result.durationMs).toBeGreaterThanOrEqual(150);
+    expect(result.durationMs).toBeGreaterThanOrEqual(timeoutMs - 2);
   });
 
   it('does not wait for a background grandchild holding its output pipe', async () => {
-    const running = run('(sleep 5 &) ; echo done');
-    const startedAt = performance.now();
+    const running = run('(sleep 30 &) ; echo done');
     const result = await running.child.result;
-    expect(performance.now() - startedAt).toBeLessThan(1_000);
+    // The grandchild still holds the pipe: the result came without waiting for it, however slow the machine.
+    expect(liveGroupMembers(running.child.pid).length).toBeGreaterThan(0);
     expect(result.exitCode).toBe(0);
     expect(running.output()).toBe('done\n');
+    await running.child.stop('cancel');
   });
 
   it('stops on abort, with the reason given when it is a stop reason', async () => {
