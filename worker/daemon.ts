@@ -6,6 +6,7 @@ import { startLogRotation, type LogRotation } from '../shared/log.ts';
 import { WorkerDiskBound } from './disk-bounds.ts';
 import { commandEnvironment, type Conf } from '../shared/conf.ts';
 import { errorMessage } from '../shared/errors.ts';
+import { createMask, credentialValuesOf, type Mask } from '../shared/mask.ts';
 import { OutputTail } from '../shared/output-tail.ts';
 import { MARKER_VARIABLE, killMarkedProcessesUntilGone, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
 import { PROTOCOL_VERSION, type MasterMessage, type RegisterMessage, type SetupBuildMessage, type RunSubjobMessage } from '../shared/protocol.ts';
@@ -39,6 +40,8 @@ interface RunningSubjob {
 interface WorkerBuild {
   readonly message: SetupBuildMessage;
   readonly marker: string;
+  /** Masks the secret and the build's credentials in everything sent to the master about it. */
+  readonly mask: Mask;
   /** Stops a setup still fetching the project or downloading files (cancel, shutdown). */
   readonly abort: AbortController;
   context: BuildContext | null;
@@ -310,14 +313,14 @@ export class WorkerDaemon {
       return;
     }
     const build: WorkerBuild = {
-      message, marker: `cr-build-${message.build_id}-${this.#sessionId}`, abort: new AbortController(), context: null, ownedDir: null,
+      message, marker: `cr-build-${message.build_id}-${this.#sessionId}`, mask: this.#maskFor(message), abort: new AbortController(), context: null, ownedDir: null,
       setup: 'running', setupProcess: null, isTearingDown: false, wantsTeardown: false,
     };
     this.#builds.set(message.build_id, build);
     const log = this.#log.child({ buildId: message.build_id });
     const report = (ok: boolean, exitCode: number | null, tail: string) => {
       build.setup = ok ? 'ok' : 'failed';
-      this.#connection.send({ type: 'setup_finished', build_id: message.build_id, ok, exit_code: exitCode, output_tail: tail.slice(-60_000) });
+      this.#connection.send({ type: 'setup_finished', build_id: message.build_id, ok, exit_code: exitCode, output_tail: build.mask(tail).slice(-60_000) });
       // A failed setup leaves nothing to tear down unless the build was canceled meanwhile.
       if (!ok && !build.wantsTeardown && this.#builds.get(message.build_id) === build) this.#builds.delete(message.build_id);
       void this.#maybeTeardown(message.build_id);
@@ -335,7 +338,7 @@ export class WorkerDaemon {
         }, build.abort.signal);
       }
     } catch (error) {
-      log.warn({ err: errorMessage(error) }, 'setup failed: could not get the project');
+      log.warn({ err: build.mask(errorMessage(error)) }, 'setup failed: could not get the project');
       report(false, null, `Could not get the project on worker ${this.#options.name}: ${errorMessage(error)}`);
       return;
     }
@@ -346,6 +349,7 @@ export class WorkerDaemon {
       atomTimeoutMs: message.atom_timeout_ms,
       killGraceMs: message.kill_grace_ms,
       maxConsoleBytes: message.max_console_bytes,
+      mask: build.mask,
     };
     if (message.setup_command === null) {
       report(true, 0, '');
@@ -455,13 +459,20 @@ export class WorkerDaemon {
       exitCode = result.exitCode;
       tail = result.tail;
       if (exitCode === 0) log.info('teardown finished');
-      else log.warn({ exitCode, output: tail }, 'teardown failed');
+      else log.warn({ exitCode, output: build.mask(tail) }, 'teardown failed');
     }
     // A new setup of the same build may have started meanwhile: its entry and its folder are not ours.
     const isCurrent = this.#builds.get(buildId) === build;
     if (isCurrent) this.#builds.delete(buildId);
     if (isCurrent && build.ownedDir !== null) await rm(build.ownedDir, { recursive: true, force: true }).catch(() => undefined);
-    this.#connection.send({ type: 'teardown_finished', build_id: buildId, ok: exitCode === null || exitCode === 0, exit_code: exitCode, output_tail: tail.slice(-60_000) });
+    this.#connection.send({ type: 'teardown_finished', build_id: buildId, ok: exitCode === null || exitCode === 0, exit_code: exitCode, output_tail: build.mask(tail).slice(-60_000) });
+  }
+
+  /** The secret, a git URL's credentials and remote_files URLs' query values and passwords. */
+  #maskFor(message: SetupBuildMessage): Mask {
+    const values = [this.#options.secret, ...Object.values(message.remote_files).flatMap(credentialValuesOf)];
+    if (message.project.type === 'git') values.push(...credentialValuesOf(message.project.url));
+    return createMask(values);
   }
 
   async #finishDrain(): Promise<void> {

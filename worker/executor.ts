@@ -19,6 +19,8 @@ export interface BuildContext {
   readonly killGraceMs: number;
   /** Output past this is read and dropped here: the master would only cut it (max_console_bytes). */
   readonly maxConsoleBytes: number;
+  /** Masks the secret and the build's credentials in the output sent (shared/mask.ts). */
+  readonly mask: (text: string) => string;
 }
 
 /** Sent artifacts are not needed any more; the next atom need not wait for the disk to forget them. */
@@ -87,7 +89,8 @@ export async function runSubjob(options: {
     let outputBytes = 0;
     const record = new OutputRecord({ ...ids, atom_id: atom.atom_id });
     options.outputs.set(outputKey(message.lease_id, atom.atom_id), record);
-    const forward = (text: string) => {
+    const forward = (raw: string) => {
+      const text = build.mask(raw);
       record.add(text);
       for (let at = 0; at < text.length; at += MAX_OUTPUT_CHUNK_CHARS) {
         connection.send({ type: 'atom_output', ...ids, atom_id: atom.atom_id, data: text.slice(at, at + MAX_OUTPUT_CHUNK_CHARS) });
