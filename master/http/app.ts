@@ -80,7 +80,7 @@ export function createApp(deps: AppDeps): Express {
   const { requireDigest: digest, requireSignature: signature } = createAuthentication({
     secret: deps.secret, acceptLegacyDigest: deps.acceptLegacyDigest, log: deps.log,
   });
-  app.use(createLiveRoutes(deps)); // GET /v2/events and the dashboard /ui/ (master/ui/live-routes.ts)
+  app.use(createLiveRoutes({ ...deps, requireDigest: digest })); // GET /v2/events and the dashboard /ui/ (master/ui/live-routes.ts)
   if (deps.authenticateReads) {
     app.use((req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? digest(req, res, next) : next()));
   }

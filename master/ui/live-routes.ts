@@ -1,4 +1,4 @@
-import express, { type Router } from 'express';
+import express, { type RequestHandler, type Router } from 'express';
 import { fileURLToPath } from 'node:url';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { ClusterRunnerError, badRequest, notFound } from '../../shared/errors.ts';
@@ -6,9 +6,7 @@ import type { Logger } from '../../shared/log.ts';
 import type { Store } from '../store/index.ts';
 import type { ResultsLayout } from '../builds/results-layout.ts';
 import type { BuildManager } from '../builds/build-manager.ts';
-import { createAuthentication } from '../http/authentication.ts';
-import { objectBody, route } from '../http/api-tree.ts';
-import { pathId } from '../http/request-values.ts';
+import { objectBody, pathId, route } from './request-input.ts';
 import { EventHub, type EventHubLimits } from '../events/event-hub.ts';
 import { parseStreamFilter } from '../events/stream-filter.ts';
 import { OperatorSessions, SESSION_COOKIE, SESSION_TTL_MS } from './operator-sessions.ts';
@@ -20,7 +18,8 @@ export interface LiveRoutesDeps {
   readonly log: Logger;
   readonly secret: string;
   readonly authenticateReads: boolean;
-  readonly acceptLegacyDigest: boolean;
+  /** The API's digest check (master/http/authentication.ts), shared so one nonce cache sees every request. */
+  readonly requireDigest: RequestHandler;
   readonly eventLimits?: Partial<EventHubLimits>;
 }
 
@@ -44,7 +43,7 @@ export function createLiveRoutes(deps: LiveRoutesDeps): Router {
   const router = express.Router({ strict: false });
   const hub = new EventHub({ store: deps.store, layout: deps.layout, log: deps.log.child({ component: 'events' }), limits: deps.eventLimits ?? {} });
   const sessions = new OperatorSessions(deps.secret);
-  const { requireDigest } = createAuthentication({ secret: deps.secret, acceptLegacyDigest: deps.acceptLegacyDigest, log: deps.log });
+  const { requireDigest } = deps;
   const signInLimiter = new RateLimiterMemory({ points: SIGN_IN_ATTEMPTS_PER_MINUTE, duration: 60 });
 
   // The API's digest check (master/http/authentication.ts) accepts a request already proven this way;
