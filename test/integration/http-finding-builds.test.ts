@@ -48,14 +48,17 @@ async function seedHistory() {
     passing: await postBuild(master, { type: 'directory', project_directory: dir, job_name: 'Docs', config: passing(2) }),
     failing: await postBuild(master, { type: 'directory', project_directory: dir, job_name: 'Lint', config: failing(2), run_start_reason: 'nightly' }),
   };
-  for (const id of Object.values(ids)) await waitForBuild(master, id);
+  // A loaded machine can take a while over git builds: wait long, and say which build ended how.
+  const ended = [];
+  for (const id of Object.values(ids)) ended.push((await waitForBuild(master, id, undefined, 150_000)).status);
+  expect(ended).toEqual(['SUCCESS', 'FAILURE', 'SUCCESS', 'FAILURE']);
   const created = (await api(master, 'GET', `/v2/builds/${ids.failing}`)).body.build.created_at as number;
   // Not terminal until canceled: a build that waits on a file that never comes.
   const canceled = await postBuild(master, { type: 'directory', project_directory: dir, job_name: 'Slow',
     config: { commands: ['sleep 30'], atomizers: [{ N: 'seq 1 1' }] } });
-  await waitForBuild(master, canceled, (b) => b.status === 'BUILDING');
+  await waitForBuild(master, canceled, (b) => b.status === 'BUILDING', 150_000);
   expect((await api(master, 'PUT', `/v1/build/${canceled}`, { json: { status: 'canceled' } })).status).toBe(200);
-  await waitForBuild(master, canceled);
+  await waitForBuild(master, canceled, undefined, 150_000);
   return { master, repo, mainCommit, featureCommit, ids: { ...ids, canceled }, createdBeforeCanceled: created };
 }
 
@@ -76,7 +79,7 @@ describe('start reasons and git identity', () => {
     expect(local).toMatchObject({ repository: null, repository_name: null, branch: null, commit_sha: null, run_start_reason: 'nightly' });
     const listed = (await list(master, `?q=id:${ids.gitMain}`)).body.builds[0];
     expect(listed).toMatchObject({ commit_sha: mainCommit, run_start_reason: 'push to master', num_failed_atoms: 0, failed_atoms: [] });
-  });
+  }, 600_000);
 
   it('refuses start reasons that are not strings, too long, or not http(s) URLs, naming the field', async () => {
     const master = await startTestMaster();
@@ -114,7 +117,7 @@ describe('GET /v2/builds with filters, order, next and total', () => {
     expect(third.ids).toEqual([ids.gitMain]);
     expect(third.body.next).toBeNull();
     expect((await list(master, '?offset=10')).body).toMatchObject({ builds: [], total: 5, next: null });
-  });
+  }, 600_000);
 
   it('searches with every form of q', async () => {
     const { master, repo, featureCommit, ids } = await seedHistory();
@@ -137,7 +140,7 @@ describe('GET /v2/builds with filters, order, next and total', () => {
     expect(await q('failed')).toEqual([ids.gitFeature, ids.failing]);
     expect(await q('done -failed')).toEqual([ids.gitMain, ids.passing, ids.canceled]);
     expect(await q('running')).toEqual([]);
-  });
+  }, 600_000);
 
   it('answers 400 naming the parameter, the position and what was expected', async () => {
     const master = await startTestMaster();
@@ -183,7 +186,7 @@ describe('GET /v2/builds/latest', () => {
     const shown = (await api(master, 'GET', '/v2/builds/latest?failed=true')).body.build;
     expect(shown).toMatchObject({ id: ids.failing, status: 'FAILURE', num_failed_atoms: 2, job_name: 'Lint' });
     expect(shown.failed_atoms).toHaveLength(2);
-  });
+  }, 600_000);
 });
 
 describe('GET /v2/builds/:id/stats', () => {
