@@ -11,13 +11,13 @@ const FLAGS = [
 ];
 
 /** A fresh headless Chromium profile; throws (the test fails, never skips) when Chromium is missing. */
-export async function launchBrowser(): Promise<BrowserContext> {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium is missing at ${CHROMIUM}: the dashboard's browser tests need it. Install it with \`apt-get install -y chromium\` (.ci/run does), or point CLUSTERRUNNER_CHROMIUM at a Chromium binary.`);
+export async function launchBrowser(executablePath = CHROMIUM): Promise<BrowserContext> {
+  if (!existsSync(executablePath)) {
+    throw new Error(`Chromium is missing at ${executablePath}: the dashboard's browser tests need it. Install it with \`apt-get install -y chromium\` (.ci/run does), or point CLUSTERRUNNER_CHROMIUM at a Chromium binary.`);
   }
   // launchPersistentContext passes --user-data-dir itself: a new temp folder per launch is a fresh profile.
   return await chromium.launchPersistentContext(tempDir('cr-chromium-'), {
-    executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1200, height: 800 },
+    executablePath, headless: true, args: FLAGS, viewport: { width: 1200, height: 800 },
   });
 }
 
