@@ -79,7 +79,7 @@ describe('POST /v1/worker/shutdown', () => {
     expectFailure(await api(master, 'POST', '/v1/slave/shutdown', { json: { slaves: [999] } }), 404);
     expectFailure(await api(master, 'POST', '/v1/worker/999/shutdown'), 404);
 
-    const bad: unknown[] = [{}, { workers: [] }, { workers: 'all' }, { workers: [1.5] }, { workers: [-1] }, { workers: ['1'] },
+    const bad: unknown[] = [{}, { workers: [] }, { workers: 'all' }, { workers: [1.5] }, { workers: [-1] }, { workers: ['one'] }, { workers: ['-1'] },
       { shutdown_all: 'yes' }, { everything: true }, [], null, 7];
     for (const body of bad) expectFailure(await api(master, 'POST', '/v1/worker/shutdown', { json: body }), 400);
     expect((await api(master, 'POST', '/v1/worker/shutdown', { json: { workers: [ids[0]], extra: 1 } })).body.error).toContain('extra');
