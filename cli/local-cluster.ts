@@ -210,7 +210,8 @@ async function isOurMasterUp(client: MasterClient, conf: Conf, url: string): Pro
     'IDENTITY_NOT_PROVEN',
     `something answers at ${url} as a ClusterRunner master but cannot prove it holds the secret of ${conf.confFile}, ` +
       'so nothing was sent to it and no worker was started for it. If it is your own master with another secret, use its conf ' +
-      '(-c); otherwise another program or user holds that port: set another `port` under [master] (or master_url) in your conf.',
+      `(-c); if it is a local master of an older version, stop it (\`clusterrunner stop -c ${conf.confFile}\`); otherwise another ` +
+      'program or user holds that port: set another `port` under [master] (or master_url) in your conf.',
     { status: 403 },
   );
 }
