@@ -61,6 +61,11 @@ export interface Conf {
   readonly noWorkerTimeoutMs: number;
   /** PEM certificate for HTTPS; null = plain HTTP. */
   readonly httpsCertFile: string | null;
+  /**
+   * Key run_as_user (worker): a user name or uid that build commands run as when the worker runs as root, so
+   * they cannot read the worker's conf (the secret) or its other files; default None (the worker's own user).
+   */
+  readonly runAsUser: string | null;
   /** PEM key for HTTPS; null = plain HTTP. */
   readonly httpsKeyFile: string | null;
   /** SQLite file; default <baseDirectory>/clusterrunner.db. */
@@ -200,6 +205,7 @@ const SETTINGS = {
   no_worker_timeout_seconds: setting(seconds({ allowZero: true }), 'a number of seconds >= 0 (0 = wait for ever)'),
   https_cert_file: setting(absolutePath.nullable(), 'an absolute path (~ allowed) or None'),
   https_key_file: setting(absolutePath.nullable(), 'an absolute path (~ allowed) or None'),
+  run_as_user: setting(z.string().regex(/^([a-z_][a-z0-9_.-]{0,31}|\d{1,10})$/i).nullable(), 'a user name or uid, or None'),
   // ':memory:' lets tests run a master without touching the disk.
   database: setting(z.literal(':memory:').or(absolutePath), 'an absolute path (~ allowed)'),
   max_atoms: setting(integer(1), 'an integer >= 1'),
@@ -357,6 +363,7 @@ export function loadConf(options: {
     acceptLegacyDigest: get('accept_legacy_digest') ?? true,
     noWorkerTimeoutMs: toMs(get('no_worker_timeout_seconds') ?? 3600),
     httpsCertFile,
+    runAsUser: get('run_as_user') ?? null,
     httpsKeyFile,
     database: get('database') ?? path.join(baseDirectory, 'clusterrunner.db'),
     maxAtoms: get('max_atoms') ?? 200000,

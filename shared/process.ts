@@ -32,11 +32,30 @@ export interface ProcessResult {
   readonly durationMs: number;
 }
 
+export interface RunAsUser {
+  readonly name: string;
+  readonly uid: number;
+  readonly gid: number;
+  readonly home: string;
+}
+
+/** Looks a user up in /etc/passwd by name or uid; null when there is no such user. */
+export function findUser(nameOrUid: string, passwd = '/etc/passwd'): RunAsUser | null {
+  for (const line of readFileSync(passwd, 'utf8').split('\n')) {
+    const [name, , uid, gid, , home] = line.split(':');
+    if (name === undefined || uid === undefined || gid === undefined) continue;
+    if (name === nameOrUid || uid === nameOrUid) return { name, uid: Number(uid), gid: Number(gid), home: home ?? '/' };
+  }
+  return null;
+}
+
 export interface ShellOptions {
   /** The working directory; when it is missing the result is a failure with exit code 127. */
   readonly cwd: string;
   /** The full environment of the command (the caller merges `process.env` when it wants it). */
   readonly env: NodeJS.ProcessEnv;
+  /** Runs the command as this user and group (the worker's run_as_user; needs root); default: ours. */
+  readonly runAs?: RunAsUser | null;
   /** Milliseconds between SIGTERM and SIGKILL when the command is stopped. */
   readonly graceMs: number;
   /** Stop the command with reason `'timeout'` after this many milliseconds; none when null or absent. */
@@ -103,6 +122,7 @@ export function spawnShell(command: string, options: ShellOptions): GroupProcess
       cwd: options.cwd,
       env,
       detached: true,
+      ...(options.runAs ? { uid: options.runAs.uid, gid: options.runAs.gid } : {}),
       // In merged mode stderr is still piped: bash parses the whole first line before it runs
       // `exec 2>&1`, so a syntax error in the command is written to the original stderr.
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -8,13 +8,14 @@ import { commandEnvironment, type Conf } from '../shared/conf.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { createMask, credentialValuesOf, type Mask } from '../shared/mask.ts';
 import { OutputTail } from '../shared/output-tail.ts';
-import { MARKER_VARIABLE, killMarkedProcessesUntilGone, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
+import { MARKER_VARIABLE, killMarkedProcessesUntilGone, type RunAsUser, spawnShell, type GroupProcess, type StopReason } from '../shared/process.ts';
 import { PROTOCOL_VERSION, type MasterMessage, type RegisterMessage, type SetupBuildMessage, type RunSubjobMessage } from '../shared/protocol.ts';
 import { MasterConnection, type ReceivedOutput } from './connection.ts';
 import { OutputRecord, outputKey } from './output-record.ts';
 import { runSubjob, type BuildContext } from './executor.ts';
 import { prepareWorkspace, type WorkspaceDeps } from './workspace.ts';
 import { downloadSnapshot } from './snapshot.ts';
+import { handOver, resolveRunAs, userEnvironment } from './run-as.ts';
 import { GitCache } from '../shared/git.ts';
 import { downloadRemoteFiles } from '../shared/remote-files.ts';
 
@@ -25,6 +26,8 @@ export type WorkerConf = Pick<Conf,
   'remoteFileTimeoutMs' | 'maxWorkspaceBytes' | 'minDiskFreeBytes' | 'logMaxBytes' | 'logKeepFiles'>;
 
 export interface DaemonOptions extends WorkerConf {
+  /** Conf run_as_user: build commands run as this user (the worker must run as root); default: ours. */
+  readonly runAsUser?: string | null;
   readonly name: string;
   readonly log: Logger;
 }
@@ -119,6 +122,8 @@ export class WorkerDaemon {
   /** The output records of the atoms running here, to send again what a master did not get (output-record.ts). */
   readonly #outputs = new Map<string, OutputRecord>();
   readonly #workDir: string;
+  /** run_as_user, resolved at start. */
+  #runAs: RunAsUser | null = null;
   readonly #git: GitCache;
   /** Old workspaces and repository caches within max_workspace_bytes; disk pressure as a state (disk-bounds.ts). */
   readonly #diskBound: WorkerDiskBound;
@@ -161,10 +166,13 @@ export class WorkerDaemon {
   }
 
   async start(): Promise<void> {
+    this.#runAs = resolveRunAs(this.#options.runAsUser ?? null);
     const killed = await killOrphansOfDeadWorkers(join(this.#options.baseDirectory, 'worker'));
     if (killed > 0) this.#log.warn({ killed }, 'killed processes left running by a worker process that died before this one');
     await this.#protectBaseDirectory();
     await mkdir(this.#workDir, { recursive: true });
+    // Build commands of another user must reach their folders below ours: traverse, never list.
+    if (this.#runAs !== null) await chmod(this.#workDir, 0o711);
     this.#diskBound.start();
     this.#logRotation = startLogRotation({ maxBytes: this.#options.logMaxBytes, keepFiles: this.#options.logKeepFiles, log: this.#log });
     this.#log.info({ master: this.#options.masterUrl, executors: this.#options.numExecutors, name: this.#options.name }, 'worker starting');
@@ -178,9 +186,13 @@ export class WorkerDaemon {
    */
   async #protectBaseDirectory(): Promise<void> {
     process.umask(0o077);
+    // run_as_user: the build user reaches its folders through base_directory (traverse only, no listing); the
+    // folders above it are the operator's to open (README "Security").
+    if (this.#runAs !== null) await chmod(this.#options.baseDirectory, 0o711);
     for (const dir of [join(this.#options.baseDirectory, 'worker'), join(this.#options.baseDirectory, 'git-cache')]) {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      await chmod(dir, 0o700);
+      const mode = this.#runAs !== null && dir.endsWith('worker') ? 0o711 : 0o700;
+      await mkdir(dir, { recursive: true, mode });
+      await chmod(dir, mode);
     }
   }
 
@@ -330,6 +342,7 @@ export class WorkerDaemon {
       const workspace = await prepareWorkspace(message.build_id, message.project, this.#workspaceDeps(message, log), build.abort.signal);
       build.ownedDir = workspace.ownedDir;
       projectDir = workspace.projectDir;
+      if (this.#runAs !== null && workspace.ownedDir !== null) await handOver(workspace.ownedDir, this.#runAs);
       if (Object.keys(message.remote_files).length > 0) {
         await downloadRemoteFiles(message.remote_files, projectDir, {
           maxBytes: this.#options.maxRemoteFileBytes,
@@ -350,6 +363,7 @@ export class WorkerDaemon {
       killGraceMs: message.kill_grace_ms,
       maxConsoleBytes: message.max_console_bytes,
       mask: build.mask,
+      runAs: this.#runAs,
     };
     if (message.setup_command === null) {
       report(true, 0, '');
@@ -385,9 +399,10 @@ export class WorkerDaemon {
     const tail = new OutputTail(TAIL_BYTES);
     const child = spawnShell(command, {
       cwd: build.context!.projectDir,
-      env: commandEnvironment({ PROJECT_DIR: build.context!.projectDir }),
+      env: commandEnvironment({ PROJECT_DIR: build.context!.projectDir, ...userEnvironment(this.#runAs) }),
       graceMs: build.message.kill_grace_ms,
       marker: build.marker,
+      runAs: this.#runAs,
       onOutput: (chunk) => tail.push(chunk),
     });
     started(child);

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod, chown, mkdir, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { commandEnvironment } from '../shared/conf.ts';
 import type { Logger } from '../shared/log.ts';
-import { isGroupAlive, killMarkedProcessesUntilGone, spawnShell } from '../shared/process.ts';
+import { isGroupAlive, killMarkedProcessesUntilGone, spawnShell, type RunAsUser } from '../shared/process.ts';
+import { userEnvironment } from './run-as.ts';
 import { MAX_OUTPUT_CHUNK_CHARS, type RunSubjobMessage } from '../shared/protocol.ts';
 import type { MasterConnection } from './connection.ts';
 import { hasArtifacts, sendArtifacts } from './artifacts.ts';
@@ -21,6 +22,8 @@ export interface BuildContext {
   readonly maxConsoleBytes: number;
   /** Masks the secret and the build's credentials in the output sent (shared/mask.ts). */
   readonly mask: (text: string) => string;
+  /** run_as_user: commands run as this user, and their ARTIFACT_DIR is theirs. */
+  readonly runAs: RunAsUser | null;
 }
 
 /** Sent artifacts are not needed any more; the next atom need not wait for the disk to forget them. */
@@ -34,9 +37,14 @@ function removeInBackground(dir: string): void {
  * 128 random bits. (Reusing one folder per executor saved three file operations per atom, and was exactly
  * that hole: issue 10 item 8.) The path doubles as the atom's fingerprint when its marker is shed.
  */
-async function createArtifactDir(workDir: string, leaseId: string, atomId: number): Promise<string> {
+async function createArtifactDir(workDir: string, leaseId: string, atomId: number, runAs: RunAsUser | null): Promise<string> {
   const dir = join(workDir, 'artifacts', `${leaseId}-${atomId}-${randomBytes(16).toString('hex')}`);
   await mkdir(dir, { recursive: true });
+  if (runAs !== null) {
+    // Another user's command must reach its own folder, and list no other atom's.
+    await chmod(dirname(dir), 0o711);
+    await chown(dir, runAs.uid, runAs.gid);
+  }
   return dir;
 }
 
@@ -68,7 +76,7 @@ export async function runSubjob(options: {
     if (signal.aborted) break;
     // One marker per atom: what one left behind is stopped in the background while the next one runs.
     const marker = `cr-${message.lease_id}-${atom.atom_id}`;
-    const artifactDir = await createArtifactDir(options.workDir, message.lease_id, atom.atom_id);
+    const artifactDir = await createArtifactDir(options.workDir, message.lease_id, atom.atom_id, build.runAs);
     const fingerprints = [`ARTIFACT_DIR=${artifactDir}`];
     const env: NodeJS.ProcessEnv = {
       ...baseEnv,
@@ -78,6 +86,7 @@ export async function runSubjob(options: {
       MACHINE_EXECUTOR_INDEX: String(message.executor_index),
       EXECUTOR_INDEX: String(message.executor_index),
       BUILD_EXECUTOR_INDEX: String(message.build_executor_index),
+      ...userEnvironment(build.runAs),
     };
     // Values reach the command only through its environment, never through shell text (SPEC §4 fix).
     for (const [name, value] of Object.entries(atom.env)) env[name] = localizeValue(value, build.projectDir);
@@ -103,6 +112,7 @@ export async function runSubjob(options: {
       timeoutMs: build.atomTimeoutMs,
       signal,
       marker,
+      runAs: build.runAs,
       onOutput: (chunk) => {
         if (outputBytes > outputLimit) return;
         outputBytes += chunk.length;

@@ -86,6 +86,7 @@ describe('loadConf', () => {
       gitTimeoutMs: 600_000,
       maxRemoteFileBytes: 1073741824,
       remoteFileTimeoutMs: 300_000,
+      runAsUser: null,
       maxSnapshotBytes: 4294967296,
       keepBuildsMs: 30 * 86_400_000,
       maxResultsBytes: 21474836480,
