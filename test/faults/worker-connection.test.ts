@@ -7,19 +7,17 @@
  *   resumes its leases, and when it cannot get back, the master notices the silence on the open socket.
  * What the master says during a short cut is in worker-missed-messages.test.ts.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { cleanupAll, eventually, postBuild, startTestMaster, tempDir, waitForBuild, type TestMaster } from '../support/cluster.ts';
+import { describe, expect, it } from 'vitest';
+import { eventually, waitForBuild, type TestMaster } from '../support/cluster.ts';
+import { cleanUpFaultsAfterEach, startHeldBuild } from '../support/fault-cluster.ts';
 import { workersOf } from '../support/build-results.ts';
-import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+import type { TcpProxy } from '../support/tcp-proxy.ts';
 import {
-  LEASE_WINDOW_MS, atomsRunningOn, cleanupFaults, createGates, eventsOf, expectNoProcessesLeft, expectOneResultPerAtom,
-  faultJob, markedProcesses, startFaultWorker, workerName, type FaultWorker, type FaultWorkerOptions, type Gates,
+  LEASE_WINDOW_MS, eventsOf, expectNoProcessesLeft, expectOneResultPerAtom,
+  markedProcesses, startFaultWorker, workerName, type FaultWorker, type FaultWorkerOptions, type Gates,
 } from '../support/fault-workers.ts';
 
-afterEach(async () => {
-  await cleanupAll();
-  await cleanupFaults();
-});
+cleanUpFaultsAfterEach();
 
 const SILENCE_LOG = 'the master stopped answering; reconnecting';
 
@@ -35,16 +33,8 @@ interface Cut {
 
 /** A master, a worker behind a proxy holding two atoms of a build of `atoms` atoms. */
 async function proxiedWorkerHoldingTwo(atoms: number, worker: Partial<FaultWorkerOptions> = {}): Promise<Cut> {
-  const master = await startTestMaster();
-  const proxy = await startTcpProxy(master.url);
-  const gates = createGates();
-  const proxied = await startFaultWorker(master, { name: workerName('proxied'), executors: 2, masterUrl: proxy.url, holdAtomsAt: gates.dir, ...worker });
-  const buildId = await postBuild(master, { type: 'directory', project_directory: tempDir('cr-project-'), config: faultJob(atoms) });
-  const held = await eventually('the proxied worker to hold two atoms', async () => {
-    const values = await atomsRunningOn(master, buildId, proxied.name);
-    return values.length === 2 ? values : null;
-  });
-  return { master, proxy, gates, worker: proxied, buildId, held: held as [string, string] };
+  const cut = await startHeldBuild({ role: 'proxied', atoms, viaProxy: true, worker });
+  return { master: cut.master, proxy: cut.proxy!, gates: cut.gates, worker: cut.worker, buildId: cut.id, held: cut.held as [string, string] };
 }
 
 /** Lets the held atom of that value finish, and waits until it has (its result is then the worker's to send). */

@@ -5,37 +5,24 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { cleanupAll, eventually, postBuild, startTestMaster, tempDir, waitForBuild } from '../support/cluster.ts';
+import { describe, expect, it } from 'vitest';
+import { eventually, waitForBuild } from '../support/cluster.ts';
+import { cleanUpFaultsAfterEach, recordingTeardowns, startHeldBuild } from '../support/fault-cluster.ts';
 import { atomsOf, runCli, workersOf } from '../support/build-results.ts';
 import { clientSetup } from '../cli/helpers.ts';
 import {
-  KILL_GRACE_MS, atomsRunningOn, cleanupFaults, createGates, expectNoProcessesLeft, expectOneResultPerAtom, faultJob,
+  KILL_GRACE_MS, expectNoProcessesLeft, expectOneResultPerAtom, 
   markedProcesses, startFaultWorker, workerName,
 } from '../support/fault-workers.ts';
 
-afterEach(async () => {
-  await cleanupAll();
-  await cleanupFaults();
-});
+cleanUpFaultsAfterEach();
 
 /** Time for a stopped worker to report, close and exit, on top of the kill grace, on a loaded machine. */
 const EXIT_MARGIN_MS = 5_000;
 
 describe('a busy worker drained', () => {
   it.each(['clusterrunner shutdown -w ID', 'SIGTERM'])('by %s finishes its atoms, takes nothing new, tears down and exits 0', async (how) => {
-    const master = await startTestMaster();
-    const gates = createGates();
-    const project = tempDir('cr-project-');
-    const draining = await startFaultWorker(master, { name: workerName('draining'), executors: 2, holdAtomsAt: gates.dir });
-    const id = await postBuild(master, {
-      type: 'directory', project_directory: project,
-      config: faultJob(4, { teardown_build: [`echo "$FAULT_WORKER" >> "${join(project, 'teardowns')}"`] }),
-    });
-    const held = await eventually('the worker to hold two atoms', async () => {
-      const values = await atomsRunningOn(master, id, draining.name);
-      return values.length === 2 ? values : null;
-    });
+    const { master, gates, project, worker: draining, id, held } = await startHeldBuild({ role: 'draining', atoms: 4, job: recordingTeardowns });
 
     if (how === 'SIGTERM') {
       draining.signal('SIGTERM');
@@ -72,14 +59,7 @@ describe('a busy worker drained', () => {
 
 describe('a draining worker given a second SIGTERM', () => {
   it('stops its atoms (even ones ignoring SIGTERM), which run again elsewhere, and exits within the kill grace', async () => {
-    const master = await startTestMaster();
-    const gates = createGates();
-    const stopped = await startFaultWorker(master, { name: workerName('stopped'), executors: 2, holdAtomsAt: gates.dir });
-    const id = await postBuild(master, { type: 'directory', project_directory: tempDir('cr-project-'), config: faultJob(2, {}, { ignoresSigterm: true }) });
-    const held = await eventually('the worker to hold both atoms', async () => {
-      const values = await atomsRunningOn(master, id, stopped.name);
-      return values.length === 2 ? values : null;
-    });
+    const { master, worker: stopped, id, held } = await startHeldBuild({ role: 'stopped', atoms: 2, ignoresSigterm: true });
     const other = await startFaultWorker(master, { name: workerName('other'), executors: 2 });
 
     stopped.signal('SIGTERM');

@@ -6,33 +6,20 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { api, cleanupAll, eventually, postBuild, startTestMaster, tempDir, waitForBuild } from '../support/cluster.ts';
+import { describe, expect, it } from 'vitest';
+import { api, eventually, postBuild, tempDir, waitForBuild } from '../support/cluster.ts';
+import { cleanUpFaultsAfterEach, recordingTeardowns, startHeldBuild } from '../support/fault-cluster.ts';
 import { workersOf } from '../support/build-results.ts';
 import {
-  KILL_GRACE_MS, LEASE_WINDOW_MS, atomsRunningOn, cleanupFaults, createGates, eventsOf, expectNoProcessesLeft,
+  KILL_GRACE_MS, LEASE_WINDOW_MS, eventsOf, expectNoProcessesLeft,
   expectOneResultPerAtom, faultJob, markedProcesses, startFaultWorker, workerName,
 } from '../support/fault-workers.ts';
 
-afterEach(async () => {
-  await cleanupAll();
-  await cleanupFaults();
-});
+cleanUpFaultsAfterEach();
 
 describe('a worker frozen with SIGSTOP', () => {
   it('is declared dead after the lease window; thawed, its late result is refused, its atom killed, and it rejoins fresh', async () => {
-    const master = await startTestMaster();
-    const gates = createGates();
-    const project = tempDir('cr-project-');
-    const frozen = await startFaultWorker(master, { name: workerName('frozen'), executors: 2, holdAtomsAt: gates.dir });
-    const id = await postBuild(master, {
-      type: 'directory', project_directory: project,
-      config: faultJob(6, { teardown_build: [`echo "$FAULT_WORKER" >> "${join(project, 'teardowns')}"`] }),
-    });
-    const held = await eventually('the worker to hold two atoms', async () => {
-      const values = await atomsRunningOn(master, id, frozen.name);
-      return values.length === 2 ? values : null;
-    });
+    const { master, gates, project, worker: frozen, id, held } = await startHeldBuild({ role: 'frozen', atoms: 6, job: recordingTeardowns });
     const [finishesWhileFrozen, stillRunning] = held as [string, string];
     const healthy = await startFaultWorker(master, { name: workerName('healthy'), executors: 2 });
 

@@ -3,29 +3,19 @@
  * one result, and the commands it orphaned (they run in process groups of their own, so they outlive it)
  * are killed by the next worker started on its base directory.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { cleanupAll, eventually, postBuild, startTestMaster, tempDir, waitForBuild } from '../support/cluster.ts';
+import { describe, expect, it } from 'vitest';
+import { postBuild, tempDir, waitForBuild } from '../support/cluster.ts';
+import { cleanUpFaultsAfterEach, startHeldBuild } from '../support/fault-cluster.ts';
 import { workersOf } from '../support/build-results.ts';
 import {
-  atomsRunningOn, cleanupFaults, createGates, eventsOf, expectNoProcessesLeft, expectOneResultPerAtom, faultJob,
-  markedProcesses, startFaultWorker, workerName,
+  eventsOf, expectNoProcessesLeft, expectOneResultPerAtom, faultJob, markedProcesses, startFaultWorker, workerName,
 } from '../support/fault-workers.ts';
 
-afterEach(async () => {
-  await cleanupAll();
-  await cleanupFaults();
-});
+cleanUpFaultsAfterEach();
 
 describe('a worker SIGKILLed mid-atom', () => {
   it('has its atoms run again elsewhere, one result each; its next start kills the commands it orphaned', async () => {
-    const master = await startTestMaster();
-    const gates = createGates();
-    const doomed = await startFaultWorker(master, { name: workerName('doomed'), executors: 2, holdAtomsAt: gates.dir });
-    const id = await postBuild(master, { type: 'directory', project_directory: tempDir('cr-project-'), config: faultJob(6) });
-    const held = await eventually('the doomed worker to hold two atoms', async () => {
-      const values = await atomsRunningOn(master, id, doomed.name);
-      return values.length === 2 && markedProcesses(doomed.name).length > 0 ? values : null;
-    });
+    const { master, worker: doomed, id, held } = await startHeldBuild({ role: 'doomed', atoms: 6 });
     // Only now a second worker: the doomed one's atoms are certainly mid-run, the other four run here.
     const survivor = await startFaultWorker(master, { name: workerName('survivor'), executors: 2 });
 

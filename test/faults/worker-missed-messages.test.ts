@@ -4,18 +4,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { api, cleanupAll, eventually, postBuild, startTestMaster, tempDir, waitForBuild } from '../support/cluster.ts';
+import { describe, expect, it } from 'vitest';
+import { api, eventually, startTestMaster, waitForBuild } from '../support/cluster.ts';
+import { cleanUpFaultsAfterEach, recordingTeardowns, startHeldBuild } from '../support/fault-cluster.ts';
 import { workersOf } from '../support/build-results.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
 import {
-  atomsRunningOn, cleanupFaults, createGates, expectNoProcessesLeft, faultJob, startFaultWorker, workerName,
+  expectNoProcessesLeft, startFaultWorker, workerName,
 } from '../support/fault-workers.ts';
 
-afterEach(async () => {
-  await cleanupAll();
-  await cleanupFaults();
-});
+cleanUpFaultsAfterEach();
 
 /*
  * What the master says to a worker that is away (WorkerEntry.send drops it) must be said again when the
@@ -23,16 +21,8 @@ afterEach(async () => {
  */
 describe('what the master says during a cut shorter than the lease window', () => {
   it('a cancel: back, the worker stops the build\'s atoms and tears the build down', async () => {
-    const master = await startTestMaster();
-    const proxy = await startTcpProxy(master.url);
-    const gates = createGates();
-    const project = tempDir('cr-project-');
-    const worker = await startFaultWorker(master, { name: workerName('proxied'), executors: 2, masterUrl: proxy.url, holdAtomsAt: gates.dir });
-    const id = await postBuild(master, {
-      type: 'directory', project_directory: project,
-      config: faultJob(2, { teardown_build: [`echo "$FAULT_WORKER" >> "${join(project, 'teardowns')}"`] }),
-    });
-    await eventually('the worker to hold both atoms', async () => (await atomsRunningOn(master, id, worker.name)).length === 2);
+    const { master, project, worker, id, proxy: cutProxy } = await startHeldBuild({ role: 'proxied', atoms: 2, viaProxy: true, job: recordingTeardowns });
+    const proxy = cutProxy!;
 
     proxy.refuse();
     proxy.cut();
