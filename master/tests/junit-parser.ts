@@ -52,7 +52,7 @@ export async function parseJunitFile(path: string, limits: JunitLimits = DEFAULT
   if (info.size > limits.maxBytes) {
     throw new Error(`the file is ${info.size} bytes, over the limit of ${limits.maxBytes} bytes for a test report`);
   }
-  const parser = new SaxesParser({ position: true });
+  const parser = new SaxesParser({ position: true, xmlns: false });
   const tests: ParsedTest[] = [];
   let failure: Error | null = null;
   let depth = 0;

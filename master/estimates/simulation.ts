@@ -1,0 +1,98 @@
+import { groupAtoms } from '../builds/grouping.ts';
+import { planDispatch, type RunSnapshot, type WorkerSnapshot } from '../scheduling/dispatcher.ts';
+import type { WorkItem } from '../model/work-item.ts';
+import type { WorkerBuildState } from '../model/worker-build-state.ts';
+
+/**
+ * Predictions made by running the scheduler's own code on the timing history: grouping.ts groups the atoms
+ * for the executors given, exactly as a new build would be planned, and the dispatcher's planDispatch hands
+ * the subjobs to the simulated executors, pass by pass, as the dispatch loop does. So a prediction follows
+ * whatever the scheduler does, also when its grouping changes.
+ *
+ * Costs the simulation adds per subjob, measured on this product (bench/plan.ts): the round trip of a lease
+ * (run_subjob out, atom_started, results back, the next dispatch pass) and per atom the start, the result
+ * and its batched writes.
+ */
+export const SUBJOB_OVERHEAD_S = 0.02;
+export const ATOM_OVERHEAD_S = 0.012;
+
+export interface SimulatedSubjob {
+  readonly id: number;
+  /** Seconds its atoms take, one after another. */
+  readonly seconds: number;
+  /** Atoms in it: each costs ATOM_OVERHEAD_S on top. */
+  readonly numAtoms: number;
+}
+
+export interface ExecutorLayout {
+  readonly executors: number;
+  readonly maxExecutors: number | null;
+  readonly maxExecutorsPerWorker: number | null;
+}
+
+/**
+ * Wall seconds from the first dispatch to the last result for these subjobs, in this order, on `executors`
+ * executors (spread over workers of maxExecutorsPerWorker each when the job sets it, else one worker),
+ * every worker already set up.
+ */
+export function simulateDispatch(subjobs: readonly SimulatedSubjob[], layout: ExecutorLayout): number {
+  if (subjobs.length === 0) return 0;
+  const perWorker = layout.maxExecutorsPerWorker ?? layout.executors;
+  const workers: { id: number; free: number }[] = [];
+  for (let left = layout.executors, id = 1; left > 0; left -= perWorker, id++) workers.push({ id, free: Math.min(perWorker, left) });
+  const byId = new Map(subjobs.map((subjob) => [subjob.id, subjob]));
+  const queue: WorkItem[] = subjobs.map((subjob) => ({ subjobId: subjob.id, atomIds: [], avoidWorkerId: null }));
+  let head = 0;
+  let inUse = 0;
+  const perWorkerInUse = new Map<number, number>();
+  /** Running subjobs by end time: [end, workerId]. A binary heap would do for huge builds; a sorted array is plenty here. */
+  const running: [number, number][] = [];
+  const ready = new Map<number, WorkerBuildState>([[0, 'ready']]);
+  let now = 0;
+  let end = 0;
+  for (;;) {
+    const run: RunSnapshot = {
+      id: 0, maxExecutors: layout.maxExecutors, maxExecutorsPerWorker: layout.maxExecutorsPerWorker, executorsInUse: inUse,
+      executorsPerWorker: perWorkerInUse, front: [], queue: queue.slice(head, head + layout.executors), pendingCount: queue.length - head,
+    };
+    const snapshot: WorkerSnapshot[] = workers.map((worker) => ({
+      id: worker.id, isUsable: true, isConnected: true, freeExecutors: worker.free, builds: ready,
+    }));
+    for (const step of planDispatch({ workers: snapshot, runs: [run] })) {
+      if (step.kind !== 'run') continue;
+      const subjob = byId.get(step.item.subjobId)!;
+      head++;
+      inUse++;
+      perWorkerInUse.set(step.workerId, (perWorkerInUse.get(step.workerId) ?? 0) + 1);
+      workers.find((worker) => worker.id === step.workerId)!.free--;
+      const finish = now + subjob.seconds + subjob.numAtoms * ATOM_OVERHEAD_S + SUBJOB_OVERHEAD_S;
+      const at = running.findIndex(([time]) => time > finish);
+      running.splice(at < 0 ? running.length : at, 0, [finish, step.workerId]);
+    }
+    const next = running.shift();
+    if (next === undefined) break;
+    [now] = next;
+    end = Math.max(end, now);
+    inUse--;
+    perWorkerInUse.set(next[1], perWorkerInUse.get(next[1])! - 1);
+    workers.find((worker) => worker.id === next[1])!.free++;
+  }
+  return end;
+}
+
+/**
+ * What a new build of these atoms would take on `executors` executors: grouped by grouping.ts with this
+ * history (as the preparer does, planning for the same executors), then dispatched. Null when no atom has
+ * history: the scheduler then plans one atom per subjob with nothing to say how long they take.
+ */
+export function predictBuildSeconds(atoms: readonly { readonly variable: string; readonly value: string }[],
+  history: ReadonlyMap<string, number>, layout: ExecutorLayout): number | null {
+  const executors = Math.max(1, Math.min(layout.executors, layout.maxExecutors ?? layout.executors));
+  const subjobs = groupAtoms(atoms, history, { executors });
+  if (subjobs.some((subjob) => subjob.atoms.some((atom) => atom.expectedTime === null))) return null;
+  return simulateDispatch(subjobs.map((subjob) => ({
+    id: subjob.id,
+    seconds: subjob.atoms.reduce((sum, atom) => sum + atom.expectedTime!, 0),
+    numAtoms: subjob.atoms.length,
+  })), { ...layout, executors });
+}
