@@ -13,7 +13,8 @@ import { createCommandOutput } from './command-output.ts';
 import { exitCodeForError, EXIT_ERROR, usageError } from './exit-codes.ts';
 import { followBuild } from './follow-build.ts';
 import { DEFAULT_RESULTS_FOLDER } from './build-results.ts';
-import { ensureLocalCluster } from './local-cluster.ts';
+import { ensureLocalCluster, logFilePath } from './local-cluster.ts';
+import { followBuildEvents, giveUpSeconds } from './event-stream.ts';
 import type { BuildRequest as ApiBuildRequest } from './master-client.ts';
 import { neutraliseLine } from './terminal-text.ts';
 
@@ -144,9 +145,11 @@ export async function runBuildCommand(flags: BuildFlags, source: BuildSource): P
   const out = createCommandOutput(flags);
   let context: ClientContext;
   let request: BuildRequest;
+  let giveUpMs: number;
   try {
     context = openClient(flags);
     request = buildRequestBody(flags, source, process.cwd());
+    giveUpMs = giveUpSeconds() * 1000;
   } catch (error) {
     out.problem(errorMessage(error));
     return exitCodeForError(error);
@@ -190,6 +193,17 @@ export async function runBuildCommand(flags: BuildFlags, source: BuildSource): P
     log.debug({ buildId }, 'build created');
     out.info(`build ${buildId} queued on ${client.url}: ${neutraliseLine(describeRequest(request))}`);
     const resultsRoot = flags.results === false ? null : path.resolve(flags.results ?? DEFAULT_RESULTS_FOLDER);
+    // The event stream carries the build to its end (riding out master restarts); the report that follows
+    // reads the finished build once. An older master without /v2/events is polled instead.
+    const streamed = await followBuildEvents({
+      client, secret: conf.secret, buildId, out, interrupt: interrupt.signal, isQuiet: flags.quiet === true, giveUpMs,
+      masterLog: isLocal ? logFilePath(conf, 'master') : null,
+      restartMaster: isLocal ? (signal) => ensureLocalCluster({ conf, url: client.url, say: out.info, signal }) : null,
+    });
+    if (streamed.kind === 'lost') {
+      out.problem(streamed.message);
+      return EXIT_ERROR;
+    }
     return await followBuild({ client, conf, out, interrupt: interrupt.signal, isQuiet: flags.quiet === true, resultsRoot }, buildId);
   } finally {
     removeSignals();

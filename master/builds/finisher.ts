@@ -12,6 +12,7 @@ import type { LeaseBook } from './lease-book.ts';
 import type { ProjectSnapshots } from './project-snapshot.ts';
 import { atomFolderName, type ResultsLayout } from './results-layout.ts';
 import { moveBuildStatus } from './status-writer.ts';
+import { settleBuildTests } from '../tests/test-reports.ts';
 import type { WorkerSetups } from './worker-setups.ts';
 
 /** 'OUTCOME': every atom has its result; the build is FAILURE when any failed, else SUCCESS. */
@@ -101,6 +102,8 @@ export class Finisher {
         finalError = `The build's atoms finished but its artifact archive could not be written: ${errorMessage(error)}`;
       }
     }
+    // A client that sees the build terminal sees all its test results (SPEC §15).
+    await settleBuildTests(this.#store.db, run.id);
     moveBuildStatus(this.#store, run, finalStatus, finalError);
     this.#store.events.append('BUILD_FINISHED', { build_id: run.id, status: finalStatus });
     // The project copies were for preparing and for workers setting up; neither happens any more.

@@ -8,6 +8,7 @@ import type { BuildRun } from './build-run.ts';
 import type { BuildSettings } from './build-settings.ts';
 import type { FinishStatus } from './finisher.ts';
 import { groupAtoms } from './grouping.ts';
+import { withTestFileEstimates } from '../tests/test-estimates.ts';
 import { prepareDirectoryBuild, prepareGitBuild, type PreparedBuild } from './prepare.ts';
 import { moveBuildStatus } from './status-writer.ts';
 
@@ -78,7 +79,9 @@ export class Preparer {
       return;
     }
     if (run.phase !== 'preparing' || this.#isClosed) return;
-    const subjobs = groupAtoms(prepared.atoms, this.#store.timings.loadJob(prepared.job.timingKey), {
+    // An atom with no history of its own may still be a test file whose tests ran before (SPEC §15).
+    const history = withTestFileEstimates(this.#store.db, prepared.job.timingKey, prepared.atoms, this.#store.timings.loadJob(prepared.job.timingKey));
+    const subjobs = groupAtoms(prepared.atoms, history, {
       executors: this.#plannedExecutors(prepared.job.maxExecutors),
     });
     this.#store.batcher.flush();

@@ -11,6 +11,7 @@ import type { BuildSettings } from './build-settings.ts';
 import { closeAtomFiles, createArtifactUpload, startAtomFolder } from './atom-files.ts';
 import type { LeaseFiles } from './lease-files.ts';
 import { atomFolderName, type ResultsLayout } from './results-layout.ts';
+import { collectAtomTests } from '../tests/test-reports.ts';
 
 type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
 
@@ -89,6 +90,7 @@ export class ResultRecorder {
     if (lease.isRevoked || run.phase !== 'ready' || !lease.unfinished.delete(atomId)) return;
     const log = this.#log.child({ buildId: run.id, subjobId: lease.subjobId, atomId, workerId: worker.id });
     const attempt = run.attemptsOf(lease.subjobId, atomId);
+    collectAtomTests({ db: this.#store.db, log: this.#log }, { buildId: run.id, subjobId: lease.subjobId, atomId, attempt, dir, jobKey: run.job!.timingKey });
     if (exitCode !== 0 && message.stop_reason === null && attempt <= run.job!.retries) {
       log.info({ exitCode, attempt }, 'atom failed; retrying it');
       this.#store.batcher.add(() => this.#store.atoms.markRetrying(run.id, lease.subjobId, atomId), run.id);

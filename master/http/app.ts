@@ -14,6 +14,7 @@ import { addWorkerRoutes } from './workers-routes.ts';
 import { addIdentityRoutes } from './identity-routes.ts';
 import { addSearchRoutes } from './search-routes.ts';
 import { addAttachmentRoutes } from './attachments-routes.ts';
+import { addTestRoutes } from './tests-routes.ts';
 import { API_VERSION, addServiceRoutes, masterStatus } from './service-routes.ts';
 import { addCompatibility, normaliseOriginalRequests, type Compatibility } from './compat/compatibility.ts';
 import { createLiveRoutes } from '../ui/live-routes.ts';
@@ -43,6 +44,7 @@ function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signat
     // Before the build routes: /v2/builds/latest is not a build id (SPEC §11, §12).
     addSearchRoutes(router, { store: deps.store, manager: deps.manager }, tree);
     addAttachmentRoutes(router, { store: deps.store, layout: deps.layout }, tree);
+    addTestRoutes(router, { store: deps.store }, tree); // SPEC §15: tests and plans (tests-routes.ts)
   }
   addBuildRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest, requireSignature: signature }, tree);
   addWorkerRoutes(router, { registry: deps.registry, requireDigest: digest }, tree);

@@ -12,6 +12,7 @@ import { CONSOLE_FILE, type ResultsLayout } from '../builds/results-layout.ts';
 import { join } from 'node:path';
 import { atomShape, buildShape, subjobShape } from './shapes.ts';
 import { findingChildRoutes } from './search-routes.ts';
+import { testViewFields } from './tests-routes.ts';
 import { createBuildQuery } from '../store/build-query.ts';
 import { pagination, pathId, queryInt } from './request-values.ts';
 import { objectBody, parseBody, route, type ApiTree } from './api-tree.ts';
@@ -77,6 +78,8 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
       : buildShape(build, null, `${tree.prefix}${b}`, manager.waitingForWorkers(build.id))),
     // SPEC §11: when and why it started, and from which repository, branch and commit.
     ...query.identity(build.id),
+    // SPEC §15: the tests summary, and while it runs the ETA.
+    ...testViewFields(store, build),
   });
   const loadSubjob = (build: BuildRecord, raw: string | string[] | undefined) => {
     const id = pathId(raw, 'subjob');

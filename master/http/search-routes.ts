@@ -9,6 +9,7 @@ import { isTerminal } from '../model/build-status.ts';
 import { createBuildQuery, parseStatusName, type BuildFilters, type BuildQuery, type ListOrder } from '../store/build-query.ts';
 import { buildShape } from './shapes.ts';
 import { pagination, pathId, queryNumber } from './request-values.ts';
+import { testViewFields } from './tests-routes.ts';
 import { route, type ApiTree } from './api-tree.ts';
 
 /**
@@ -112,7 +113,7 @@ export function searchableBuildShape(store: Store, query: BuildQuery, manager: B
   const shape = isTerminal(build.status)
     ? buildShape(build, failed, buildsPath)
     : buildShape(build, null, buildsPath, manager.waitingForWorkers(build.id));
-  return { ...shape, num_failed_atoms: numFailed, ...query.identity(build.id) };
+  return { ...shape, num_failed_atoms: numFailed, ...query.identity(build.id), ...testViewFields(store, build) };
 }
 
 export function addSearchRoutes(router: Router, deps: SearchRoutesDeps, tree: ApiTree): void {

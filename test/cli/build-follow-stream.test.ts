@@ -1,0 +1,165 @@
+/**
+ * `clusterrunner build` follows its build through GET /v2/events (issue 13) and rides out master outages
+ * (issue 15 item 6): the real binary against real masters. A small HTTP proxy in front of the master counts
+ * the requests, plays an older master without /v2/events (404), or goes away (connection refused).
+ */
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { api, cleanupAll, eventually, spawnCli, startTestMaster, startTestWorker, type TestMaster } from '../support/cluster.ts';
+import { freePort, runCli } from '../support/build-results.ts';
+import { readPidFile } from '../../cli/local-cluster.ts';
+import { clientSetup, killFromPidFiles, projectWith, type ClientSetup } from './helpers.ts';
+
+const started: ClientSetup[] = [];
+const proxies: Server[] = [];
+
+afterEach(async () => {
+  for (const setup of started.splice(0)) {
+    await runCli(['stop', '-c', setup.conf], { env: setup.env, timeoutMs: 30_000 });
+    killFromPidFiles(setup.base);
+  }
+  for (const server of proxies.splice(0)) closeProxy(server);
+  await cleanupAll();
+});
+
+const BUILD_TIMEOUT_MS = 90_000;
+
+interface Proxy {
+  readonly url: string;
+  readonly server: Server;
+  /** Paths asked for, in order (with their query). */
+  readonly seen: string[];
+}
+
+/** Forwards every request to the master; `withoutEvents` answers /v2/events 404 as a master older than SPEC §14. */
+async function proxyTo(master: TestMaster, options: { withoutEvents?: boolean } = {}): Promise<Proxy> {
+  const target = new URL(master.url);
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    seen.push(req.url ?? '');
+    if (options.withoutEvents === true && (req.url ?? '').startsWith('/v2/events')) {
+      res.writeHead(404, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: 'Not found' }));
+      return;
+    }
+    const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    res.on('close', () => upstream.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxies.push(server);
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, seen };
+}
+
+function closeProxy(server: Server): void {
+  server.close();
+  server.closeAllConnections();
+}
+
+const JOB = `
+Slow:
+  commands:
+    - sleep 1.5
+    - echo "atom $N"
+    - test "$N" != 3
+  atomizers:
+    - N: seq 1 4
+`;
+
+describe('clusterrunner build follows the event stream', () => {
+  it('follows its build through /v2/events, reading the build only to start and to report, and exits 1 on FAILURE', async () => {
+    const master = await startTestMaster();
+    await startTestWorker(master, { executors: 2 });
+    const proxy = await proxyTo(master);
+    const client = clientSetup(master.secret);
+
+    const run = await runCli(['build', '--master-url', proxy.url, '-c', client.conf, 'directory', '--project-directory', projectWith(JOB)],
+      { env: client.env, timeoutMs: BUILD_TIMEOUT_MS });
+
+    expect(run.code, run.stdout + run.stderr).toBe(1);
+    expect(run.stdout).toMatch(/build 1: FAILURE, 4 atoms \(3 passed, 1 failed\)/);
+    expect(run.stdout).toMatch(/FAILED atom 2\/0 \(exit code 1\): export N="3";/);
+    expect(run.stdout).not.toContain('lost the master');
+    expect(proxy.seen.filter((p) => p.startsWith('/v2/events?build_id=1')), run.stdout + run.stderr).toHaveLength(1);
+    // Polling asks for the build every 300 ms through a build of several seconds; the stream needs it when
+    // it opens, when the atoms become known, and for the report.
+    const buildReads = proxy.seen.filter((p) => p === '/v1/build/1');
+    expect(buildReads.length, proxy.seen.join('\n')).toBeLessThanOrEqual(4);
+  });
+
+  it('polls a master that has no event stream (older than SPEC §14) and exits 0 on SUCCESS', async () => {
+    const master = await startTestMaster();
+    await startTestWorker(master, { executors: 2 });
+    const proxy = await proxyTo(master, { withoutEvents: true });
+    const client = clientSetup(master.secret);
+
+    const run = await runCli(['build', '--master-url', proxy.url, '-c', client.conf, 'directory', '--project-directory', projectWith(JOB.replace('!= 3', '!= 9'))],
+      { env: client.env, timeoutMs: BUILD_TIMEOUT_MS });
+
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/build 1: SUCCESS, 4 atoms \(4 passed, 0 failed\)/);
+    expect(proxy.seen.some((p) => p.startsWith('/v2/events'))).toBe(true);
+    expect(proxy.seen.filter((p) => p === '/v1/build/1').length).toBeGreaterThan(1);
+  });
+
+  it('gives up on a master out of reach past CLUSTERRUNNER_FOLLOW_GIVE_UP_SECONDS, saying where to look, with exit code 2', async () => {
+    const master = await startTestMaster();
+    await startTestWorker(master, { executors: 1 });
+    const proxy = await proxyTo(master);
+    const client = clientSetup(master.secret);
+    const cli = spawnCli(['build', '--master-url', proxy.url, '-c', client.conf, 'directory', '--project-directory', projectWith('Long:\n  commands: [sleep 30]\n  atomizers: [{ N: echo 1 }]\n')],
+      { env: { ...client.env, CLUSTERRUNNER_FOLLOW_GIVE_UP_SECONDS: '3' } });
+    await eventually('the build to run', async () => (await api(master, 'GET', '/v1/build/1')).body.build.status === 'BUILDING', 30_000);
+    await eventually('the CLI to follow the stream', () => proxy.seen.some((p) => p.startsWith('/v2/events')));
+    closeProxy(proxy.server);
+
+    expect(await cli.exited).toBe(2);
+    const output = cli.output();
+    expect(output).toMatch(/lost the master at http:\/\/127\.0\.0\.1:\d+ \(.+\); build 1 goes on without us: waiting up to 3 s/);
+    expect(output).toContain('has been out of reach for over 3 s');
+    expect(output).toContain('the master\'s log on its machine');
+    expect(output).toContain('`clusterrunner attach 1` follows it again');
+  });
+
+  it('refuses a bad CLUSTERRUNNER_FOLLOW_GIVE_UP_SECONDS, naming it, before starting a build', async () => {
+    const client = clientSetup('any-secret');
+    const run = await runCli(['build', '--master-url', 'http://127.0.0.1:9', '-c', client.conf, 'directory', '--project-directory', projectWith(JOB)],
+      { env: { ...client.env, CLUSTERRUNNER_FOLLOW_GIVE_UP_SECONDS: 'soon' } });
+    expect(run.code).toBe(3);
+    expect(run.stderr).toContain('CLUSTERRUNNER_FOLLOW_GIVE_UP_SECONDS must be a whole number of seconds from 1 to 86400, not "soon"');
+  });
+});
+
+describe('clusterrunner build in local mode through a master crash', () => {
+  it('says it lost the master, starts the local master again, resumes the stream and exits 1 for the FAILURE', async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const setup = clientSetup('a-local-secret-for-tests', { master_url: url, port, kill_grace_seconds: 1, heartbeat_interval: 0.5 });
+    started.push(setup);
+    const local = { url, secret: setup.secret };
+    const cli = spawnCli(['build', '-c', setup.conf], { cwd: projectWith(JOB), env: setup.env });
+
+    await eventually('an atom of the build to finish', async () => {
+      const subjobs = (await api(local, 'GET', '/v2/builds/1/subjobs')).body.subjobs as { atoms: { state: string }[] }[];
+      return subjobs.some((s) => s.atoms.some((a) => a.state === 'COMPLETED'));
+    }, 60_000);
+    const masterPid = readPidFile(join(setup.base, 'master.pid'));
+    expect(masterPid).not.toBeNull();
+    process.kill(masterPid!, 'SIGKILL');
+
+    expect(await cli.exited, cli.output()).toBe(1);
+    const output = cli.output();
+    expect(output).toMatch(new RegExp(`lost the master at ${url.replace(/\./g, '\\.')} \\(.+\\); build 1 goes on without us`));
+    expect(output).toContain('the local master is still down: starting it again');
+    expect(output).toContain(join(setup.base, 'logs', 'master.log'));
+    expect(output).toMatch(/the master at .+ is back after \d+ s; following build 1 again/);
+    expect(output).toMatch(/build 1: FAILURE, 4 atoms \(3 passed, 1 failed\)/);
+    const newPid = readPidFile(join(setup.base, 'master.pid'));
+    expect(newPid).not.toBe(masterPid);
+  }, 180_000);
+});
