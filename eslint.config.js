@@ -9,7 +9,7 @@ export default tseslint.config(
     languageOptions: {
       parser: tseslint.parser,
       // Config files outside tsconfig.json's include get a default project instead of a parse error.
-      parserOptions: { projectService: { allowDefaultProject: ['*.config.ts'] }, tsconfigRootDir: import.meta.dirname },
+      parserOptions: { projectService: { allowDefaultProject: ['vitest.browser.config.ts'] }, tsconfigRootDir: import.meta.dirname },
     },
     plugins: { '@typescript-eslint': tseslint.plugin },
     rules: {
