@@ -16,13 +16,15 @@ const started: ClientSetup[] = [];
 
 afterEach(async () => {
   for (const setup of started.splice(0)) {
-    await runCli(['stop', '-c', setup.conf], { env: setup.env, timeoutMs: 30_000 });
+    await runCli(['stop', '-c', setup.conf], { env: setup.env, timeoutMs: BUILD_TIMEOUT_MS });
     killFromPidFiles(setup.base);
   }
   await cleanupAll();
-});
+}, 600_000);
 
-const BUILD_TIMEOUT_MS = 40_000;
+/** Generous: starting a master and a worker on a loaded machine has taken over a minute. */
+const BUILD_TIMEOUT_MS = 180_000;
+const TEST_TIMEOUT_MS = 600_000;
 
 async function localSetup(): Promise<ClientSetup & { url: string }> {
   const port = await freePort();
@@ -68,7 +70,7 @@ describe('clusterrunner build in local mode', () => {
     expect(readPidFile(masterPidFile)).toBe(masterPid);
     expect(readPidFile(workerPidFile)).toBe(workerPid);
 
-    const stop = await runCli(['stop', '-c', setup.conf], { env: setup.env, timeoutMs: 30_000 });
+    const stop = await runCli(['stop', '-c', setup.conf], { env: setup.env, timeoutMs: BUILD_TIMEOUT_MS });
     expect(stop.code, stop.stdout + stop.stderr).toBe(0);
     expect(stop.stdout).toContain(`stopped the local worker (pid ${workerPid})`);
     expect(stop.stdout).toContain(`stopped the local master (pid ${masterPid})`);
@@ -77,10 +79,10 @@ describe('clusterrunner build in local mode', () => {
     expect(existsSync(masterPidFile)).toBe(false);
     expect(existsSync(workerPidFile)).toBe(false);
 
-    const again = await runCli(['stop', '-c', setup.conf], { env: setup.env });
+    const again = await runCli(['stop', '-c', setup.conf], { env: setup.env, timeoutMs: BUILD_TIMEOUT_MS });
     expect(again.code).toBe(0);
     expect(again.stdout).toContain('no local master or worker was running');
-  });
+  }, TEST_TIMEOUT_MS);
 
   it('starts a new worker when its worker died but the master still runs', async () => {
     const setup = await localSetup();
@@ -102,7 +104,7 @@ describe('clusterrunner build in local mode', () => {
     const newWorkerPid = readPidFile(join(setup.base, 'worker.pid'));
     expect(newWorkerPid).not.toBe(workerPid);
     expect(isClusterRunnerProcess(newWorkerPid!)).toBe(true);
-  });
+  }, TEST_TIMEOUT_MS);
 
   it('`stop` leaves alone a process whose pid a stale pid file names', async () => {
     const setup = await localSetup();
@@ -110,12 +112,12 @@ describe('clusterrunner build in local mode', () => {
     mkdirSync(setup.base, { recursive: true });
     // This test's own process is alive and is not ClusterRunner's master.
     writeFileSync(join(setup.base, 'master.pid'), `${process.pid}\n`);
-    const stop = await runCli(['stop', '-c', setup.conf], { env: setup.env });
+    const stop = await runCli(['stop', '-c', setup.conf], { env: setup.env, timeoutMs: BUILD_TIMEOUT_MS });
     expect(stop.code, stop.stdout + stop.stderr).toBe(0);
     expect(stop.stdout).toContain('is no longer running');
     expect(stop.stdout).toContain('signaled nothing');
     expect(existsSync(join(setup.base, 'master.pid'))).toBe(false);
-  });
+  }, TEST_TIMEOUT_MS);
 
   it('says what went wrong when the local master cannot start', async () => {
     const setup = await localSetup();
@@ -134,5 +136,5 @@ describe('clusterrunner build in local mode', () => {
     } finally {
       await new Promise((resolve) => blocker.close(resolve));
     }
-  });
+  }, TEST_TIMEOUT_MS);
 });
