@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '../shared/log.ts';
 import type { Conf } from '../shared/conf.ts';
 import { openStore, type Store } from './store/index.ts';
+import { createNonceStore } from './store/nonce-store.ts';
 import { BuildManager } from './builds/build-manager.ts';
 import { GitCache } from '../shared/git.ts';
 import { createResultsLayout } from './builds/results-layout.ts';
@@ -48,7 +49,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
   const app = createApp({
     store, manager, registry, layout, metrics, log, sessionId, version: options.version, secret: conf.secret,
     maxBodyBytes: conf.maxBodyBytes, authenticateReads: conf.authenticateReads, acceptLegacyDigest: conf.acceptLegacyDigest,
-    compatibility: conf.compatibility,
+    compatibility: conf.compatibility, nonces: createNonceStore(store.db),
   });
 
   // Slow or stalled clients must not hold sockets for ever. Node checks these timeouts only every

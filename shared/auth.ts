@@ -44,8 +44,21 @@ export function signRequest(secret: string, method: string, path: string, body: 
 
 export type VerifyResult = 'ok' | 'missing' | 'mismatch' | 'expired' | 'replayed';
 
-/** Remembers recent nonces (bounded by the time window and a count) so each signed request is accepted once. */
-export class NonceCache {
+/** Where the nonces of accepted signed requests are kept for their window; remember() is true when new. */
+export interface NonceBook {
+  remember(nonce: string, nowMs: number): boolean;
+}
+
+/** How long a nonce must be remembered: a request is accepted while its timestamp is within the window either way. */
+export const NONCE_KEEP_MS = 2 * SIGNATURE_WINDOW_MS;
+
+/**
+ * Remembers recent nonces in memory so each signed request is accepted once. Entries leave by age; when
+ * full, the oldest leave first, so sustained traffic never locks anyone out and memory stays bounded. The
+ * master keeps its nonces in SQLite as well (master/store/nonce-store.ts), so a flood cannot push a
+ * nonce out of its window there, and a restart forgets none.
+ */
+export class NonceCache implements NonceBook {
   readonly #seen = new Map<string, number>();
   readonly #maxEntries: number;
 
@@ -53,11 +66,18 @@ export class NonceCache {
     this.#maxEntries = maxEntries;
   }
 
+  get size(): number {
+    return this.#seen.size;
+  }
+
   /** True when the nonce is new; records it. */
   remember(nonce: string, nowMs: number): boolean {
     this.#evict(nowMs);
     if (this.#seen.has(nonce)) return false;
-    if (this.#seen.size >= this.#maxEntries) return false;
+    if (this.#seen.size >= this.#maxEntries) {
+      const oldest = this.#seen.keys().next();
+      if (oldest.done !== true) this.#seen.delete(oldest.value);
+    }
     this.#seen.set(nonce, nowMs);
     return true;
   }
@@ -65,7 +85,7 @@ export class NonceCache {
   #evict(nowMs: number): void {
     // Map iteration is insertion order, which is time order here.
     for (const [nonce, seenAt] of this.#seen) {
-      if (nowMs - seenAt <= 2 * SIGNATURE_WINDOW_MS) break;
+      if (nowMs - seenAt <= NONCE_KEEP_MS) break;
       this.#seen.delete(nonce);
     }
   }
@@ -78,7 +98,7 @@ export interface VerifyOptions {
   readonly body: Buffer;
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly acceptLegacyDigest: boolean;
-  readonly nonces: NonceCache;
+  readonly nonces: NonceBook;
   readonly nowMs?: number;
 }
 

@@ -6,6 +6,7 @@ import type { BuildManager } from '../builds/build-manager.ts';
 import type { ResultsLayout } from '../builds/results-layout.ts';
 import type { WorkerRegistry } from '../workers/worker-registry.ts';
 import type { Metrics } from '../metrics.ts';
+import type { NonceBook } from '../../shared/auth.ts';
 import { createAuthentication } from './authentication.ts';
 import { errorHandler, notFoundHandler } from './http-errors.ts';
 import { V1_TREE, V2_TREE, route, type ApiTree } from './api-tree.ts';
@@ -34,6 +35,8 @@ export interface AppDeps {
   readonly acceptLegacyDigest: boolean;
   /** `[master] compatibility` (issue 17); default 'default'. */
   readonly compatibility?: Compatibility;
+  /** Nonces of accepted signed requests; the master's persist in SQLite (issue 10, item 13). */
+  readonly nonces?: NonceBook;
 }
 
 function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signature: RequestHandler): express.Router {
@@ -80,7 +83,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(express.raw({ type: () => true, limit: deps.maxBodyBytes }));
 
   const { requireDigest: digest, requireSignature: signature } = createAuthentication({
-    secret: deps.secret, acceptLegacyDigest: deps.acceptLegacyDigest, log: deps.log,
+    secret: deps.secret, acceptLegacyDigest: deps.acceptLegacyDigest, log: deps.log, ...(deps.nonces ? { nonces: deps.nonces } : {}),
   });
   app.use(createLiveRoutes({ ...deps, requireDigest: digest })); // GET /v2/events and the dashboard /ui/ (master/ui/live-routes.ts)
   if (deps.authenticateReads) {

@@ -1,5 +1,5 @@
 import type { RequestHandler } from 'express';
-import { NONCE_HEADER, NonceCache, TIMESTAMP_HEADER, verifyRequest } from '../../shared/auth.ts';
+import { NONCE_HEADER, NonceCache, TIMESTAMP_HEADER, verifyRequest, type NonceBook } from '../../shared/auth.ts';
 import { ClusterRunnerError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/log.ts';
 
@@ -20,13 +20,14 @@ type Proof = 'signed' | 'legacy';
 /**
  * HMAC-SHA512 digest check over the exact raw body (SPEC §1.1), or our clients' signed form over method,
  * path, timestamp, nonce and body. Runs after the raw body has been read, before it is parsed. One nonce
- * cache serves every check of a master, so a signed request is accepted once, wherever it is sent.
+ * book serves every check of a master, so a signed request is accepted once, wherever it is sent.
  */
-export function createAuthentication(options: { secret: string; acceptLegacyDigest: boolean; log: Logger }): {
+export function createAuthentication(options: { secret: string; acceptLegacyDigest: boolean; log: Logger; nonces?: NonceBook }): {
   requireDigest: RequestHandler;
   requireSignature: RequestHandler;
 } {
-  const nonces = new NonceCache();
+  // The master passes its SQLite book (master/store/nonce-store.ts) so a replay after a restart is refused too.
+  const nonces = options.nonces ?? new NonceCache();
   if (options.acceptLegacyDigest && !warnedLoggers.has(options.log)) {
     warnedLoggers.add(options.log);
     options.log.warn('accept_legacy_digest is on: a captured unsigned write can be replayed; set it to false once no client of the original remains');
