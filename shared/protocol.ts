@@ -198,6 +198,8 @@ export const setupBuildMessage = z.strictObject({
   kill_grace_ms: z.number().int().min(0),
   /** The master keeps this much of an atom's console output; the worker sends no more than that. */
   max_console_bytes: z.number().int().min(1),
+  /** The job's junit globs (SPEC §15): the files an atom wrote that match go with its artifacts. */
+  junit: z.array(text(1024)).max(32).optional(),
 });
 export type SetupBuildMessage = z.infer<typeof setupBuildMessage>;
 

@@ -359,6 +359,7 @@ export class WorkerDaemon {
       buildId: message.build_id,
       projectDir,
       command: message.command,
+      junitGlobs: message.junit ?? [],
       atomTimeoutMs: message.atom_timeout_ms,
       killGraceMs: message.kill_grace_ms,
       maxConsoleBytes: message.max_console_bytes,

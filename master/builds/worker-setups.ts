@@ -56,6 +56,7 @@ export class WorkerSetups {
       remote_files: job.remoteFiles,
       setup_command: job.setupCommand,
       teardown_command: job.teardownCommand,
+      ...(job.junit === undefined ? {} : { junit: [...job.junit] }),
       command: job.command,
       atom_timeout_ms: job.atomTimeoutMs,
       kill_grace_ms: this.#settings.killGraceMs,

@@ -139,9 +139,10 @@ describe('clusterrunner build in local mode through a master crash', () => {
   it('says it lost the master, starts the local master again, resumes the stream and exits 1 for the FAILURE', async () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    const setup = clientSetup('a-local-secret-for-tests', { master_url: url, port, kill_grace_seconds: 1, heartbeat_interval: 0.5 });
+    const secret = 'a-local-secret-for-tests';
+    const setup = clientSetup(secret, { master_url: url, port, kill_grace_seconds: 1, heartbeat_interval: 0.5 });
     started.push(setup);
-    const local = { url, secret: setup.secret };
+    const local = { url, secret };
     const cli = spawnCli(['build', '-c', setup.conf], { cwd: projectWith(JOB), env: setup.env });
 
     await eventually('an atom of the build to finish', async () => {
