@@ -217,7 +217,8 @@ export class MasterClient {
     const text = await response.text().catch(() => '');
     let reason = text.slice(0, 500);
     try {
-      const answer = errorAnswerSchema.safeParse(JSON.parse(text));
+      // Only `error` is read: a master older than the error codes sends no `code`.
+      const answer = errorAnswerSchema.pick({ error: true }).safeParse(JSON.parse(text));
       if (answer.success) reason = answer.data.error;
     } catch {
       // Not our JSON: the raw text (cut short) still tells the user something.
