@@ -186,21 +186,17 @@ async function pause(ms: number, interrupt: AbortSignal, cancelDeadline: number 
   await sleep(ms, undefined, wakeOnSignal ? { signal: interrupt } : undefined).catch(() => undefined);
 }
 
-interface Timestamps {
-  readonly queued?: number;
-  readonly finished?: number;
-}
-
 /** `build 3: FAILURE, 40 atoms (38 passed, 2 failed) in 1m12s` */
 export function summaryLine(build: BuildView): string {
   const failed = build.failed_atoms?.length ?? 0;
-  const numFailed = (build as { num_failed_atoms?: number }).num_failed_atoms ?? failed;
+  // Lists cap failed_atoms (SPEC §11) and give the full count beside it.
+  const numFailed = typeof build['num_failed_atoms'] === 'number' ? build['num_failed_atoms'] : failed;
   let text = `build ${build.id}: ${build.status}`;
   if (build.num_atoms !== null) {
     text += `, ${build.num_atoms} atoms (${Math.max(0, build.num_atoms - numFailed)} passed, ${numFailed} failed)`;
   }
-  const times = (build as { state_timestamps?: Timestamps }).state_timestamps;
-  if (times?.queued !== undefined && times.finished !== undefined) text += ` in ${formatDuration(times.finished - times.queued)}`;
+  const { queued, finished } = build.state_timestamps;
+  if (queued !== undefined && finished !== undefined) text += ` in ${formatDuration(finished - queued)}`;
   return text;
 }
 

@@ -2,13 +2,12 @@
  * `clusterrunner status [ID]`, `list` and `workers` (issue 16): what the master knows, for people (one line
  * per thing, build text neutralised) or, with --json, the API's own answer for scripts.
  */
-import { BUILD_STATUSES, type BuildView, type WorkerView } from './master-client.ts';
+import { BUILD_STATUSES, isTerminalStatus, type BuildView, type WorkerView } from './master-client.ts';
 import { parseBuildId, runClientCommand, type ClientFlags } from './client-context.ts';
 import type { CommandOutput } from './command-output.ts';
 import { EXIT_SUCCESS, exitCodeForStatus, usageError } from './exit-codes.ts';
 import { summaryLine } from './follow-build.ts';
 import { neutraliseBlock, neutraliseLine } from './terminal-text.ts';
-import { isTerminalStatus } from './master-client.ts';
 
 /** Failed atoms named by `status ID`; the rest are counted. */
 const MAX_FAILED_SHOWN = 20;
@@ -21,10 +20,10 @@ function buildLine(build: BuildView): string {
   return `build ${String(build.id).padStart(4)}  ${build.status.padEnd(9)}${job}${atoms}${failed}${details}`;
 }
 
-function workerLine(worker: WorkerView & { num_executors_in_use?: number; current_build_ids?: readonly number[] }): string {
+function workerLine(worker: WorkerView): string {
   const state = !worker.is_alive ? 'dead' : worker.is_in_shutdown_mode ? 'draining' : 'alive';
-  const busy = `${worker.num_executors_in_use ?? 0}/${worker.num_executors} executors busy`;
-  const builds = worker.current_build_ids !== undefined && worker.current_build_ids.length > 0 ? `, builds ${worker.current_build_ids.join(', ')}` : '';
+  const busy = `${worker.num_executors_in_use}/${worker.num_executors} executors busy`;
+  const builds = worker.current_build_ids.length > 0 ? `, builds ${worker.current_build_ids.join(', ')}` : '';
   return `worker ${String(worker.id).padStart(3)}  ${neutraliseLine(worker.name)}  ${state}, ${busy}${builds}`;
 }
 
@@ -41,10 +40,8 @@ function showBuild(out: CommandOutput, build: BuildView): void {
   if (failed.length > 0) out.info(`  output: clusterrunner logs ${build.id} --atom SUBJOB/ATOM`);
 }
 
-export interface StatusFlags extends ClientFlags {}
-
 /** One build (exit code = its result once terminal, 0 while it runs), or the queue and the workers. */
-export function runStatusCommand(id: string | undefined, flags: StatusFlags): Promise<number> {
+export function runStatusCommand(id: string | undefined, flags: ClientFlags): Promise<number> {
   return runClientCommand(flags, async ({ client }, out) => {
     if (id !== undefined) {
       const build = await client.getBuild(parseBuildId(id));
