@@ -29,6 +29,11 @@ export interface JobConfig {
    * leaves the default (true), so that job configs stored before the key existed read the same.
    */
   readonly allowNoAtoms?: false;
+  /**
+   * Key junit (SPEC §15): globs relative to PROJECT_DIR naming the JUnit XML files an atom writes there;
+   * the worker sends those an atom wrote with its artifacts. Absent when the file has none.
+   */
+  readonly junit?: readonly string[];
 }
 
 /** Env var names the product sets itself; an atomizer may not use them. */
@@ -76,6 +81,7 @@ const KNOWN_KEYS = [
   'atom_timeout',
   'retries',
   'allow_no_atoms',
+  'junit',
 ] as const;
 type JobKey = (typeof KNOWN_KEYS)[number];
 
@@ -150,6 +156,7 @@ export function parseJobDefinition(name: string, raw: unknown): JobConfig {
   const atomTimeoutS = read('atom_timeout', SECONDS_RULE, null);
   const retries = read('retries', RETRIES_RULE, 0);
   const allowNoAtoms = read<boolean>('allow_no_atoms', BOOLEAN_RULE, true);
+  const junit = read('junit', JUNIT_RULE, []);
 
   if (problems.length > 0) throw badJob(problems.join('\n'));
   return Object.freeze({
@@ -163,6 +170,7 @@ export function parseJobDefinition(name: string, raw: unknown): JobConfig {
     atomTimeoutS,
     retries,
     ...(allowNoAtoms ? {} : { allowNoAtoms: false as const }),
+    ...(junit.length === 0 ? {} : { junit: Object.freeze([...junit]) }),
   });
 }
 
@@ -212,6 +220,15 @@ const SECONDS_RULE: KeyRule<number | null> = {
 };
 const RETRIES_RULE: KeyRule<number> = { schema: z.number().int().min(0), expected: 'an integer >= 0' };
 const BOOLEAN_RULE: KeyRule<boolean> = { schema: z.boolean(), expected: 'true or false' };
+/** At most this many junit globs, each this long: the worker matches every one after every atom. */
+export const MAX_JUNIT_GLOBS = 32;
+const MAX_JUNIT_GLOB_CHARS = 1024;
+const JUNIT_RULE: KeyRule<string[]> = {
+  // Relative and inside the project: the worker reads only under PROJECT_DIR.
+  schema: z.array(z.string().min(1).max(MAX_JUNIT_GLOB_CHARS)
+    .refine((glob) => !glob.startsWith('/') && !glob.split('/').includes('..') && !glob.includes('\u0000'))).max(MAX_JUNIT_GLOBS),
+  expected: `a list of at most ${MAX_JUNIT_GLOBS} globs relative to PROJECT_DIR (no leading "/", no "..")`,
+};
 
 const ATOMIZERS_EXPECTED = 'a non-empty list of maps {VARIABLE: command}';
 

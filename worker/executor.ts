@@ -9,6 +9,7 @@ import { userEnvironment } from './run-as.ts';
 import { MAX_OUTPUT_CHUNK_CHARS, type RunSubjobMessage } from '../shared/protocol.ts';
 import type { MasterConnection } from './connection.ts';
 import { hasArtifacts, sendArtifacts } from './artifacts.ts';
+import { collectJunitFiles } from './junit-files.ts';
 import { OutputRecord, outputKey } from './output-record.ts';
 
 /** What an executor needs of the build it runs for. */
@@ -24,6 +25,8 @@ export interface BuildContext {
   readonly mask: (text: string) => string;
   /** run_as_user: commands run as this user, and their ARTIFACT_DIR is theirs. */
   readonly runAs: RunAsUser | null;
+  /** The job's junit globs (SPEC §15); the files an atom wrote that match go with its artifacts. */
+  readonly junitGlobs?: readonly string[];
 }
 
 /** Sent artifacts are not needed any more; the next atom need not wait for the disk to forget them. */
@@ -152,6 +155,10 @@ export async function runSubjob(options: {
     }
     if (result.stopReason === 'timeout') {
       forward(`\n[ClusterRunner: atom stopped after ${(build.atomTimeoutMs ?? 0) / 1000} s (atom_timeout)]\n`);
+    }
+    if (build.junitGlobs !== undefined && build.junitGlobs.length > 0) {
+      await collectJunitFiles({ projectDir: build.projectDir, globs: build.junitGlobs, env, artifactDir, sinceMs: Date.now() - result.durationMs })
+        .catch((error: unknown) => options.log.warn({ atomId: atom.atom_id, err: error }, 'could not collect the junit files'));
     }
     const withArtifacts = await hasArtifacts(artifactDir);
     if (withArtifacts) {

@@ -40,6 +40,7 @@ export function toStoredJob(job: JobConfig, project: ProjectSource, remoteFiles:
     maxExecutorsPerWorker: job.maxExecutorsPerWorker,
     atomTimeoutMs: job.atomTimeoutS === null ? null : Math.round(job.atomTimeoutS * 1000),
     retries: job.retries,
+    ...(job.junit === undefined ? {} : { junit: job.junit }),
   };
 }
 

@@ -15,4 +15,6 @@ export interface StoredJob {
   readonly maxExecutorsPerWorker: number | null;
   readonly atomTimeoutMs: number | null;
   readonly retries: number;
+  /** Key junit (SPEC §15): the globs workers collect test reports with; absent for jobs without. */
+  readonly junit?: readonly string[];
 }
