@@ -12,6 +12,7 @@ export default defineConfig({
     // One browser and one cluster at a time: the machine has two cores.
     maxWorkers: 1,
     fileParallelism: false,
+    retry: 1,
     reporters: ['default', './test/support/summary-reporter.ts'],
   },
 });

@@ -7,6 +7,8 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Integration tests start real masters, workers and processes; two cores cannot run many at once.
     maxWorkers: 2,
+    // One retry for a test that times out on a loaded machine; the summary names every test that needed it.
+    retry: 1,
     reporters: ['default', './test/support/summary-reporter.ts'],
   },
 });

@@ -141,7 +141,7 @@ async function startMasterProcess(base: string, secret: string): Promise<MasterP
   const listening = new Promise<void>((done, fail) => {
     child.stdout!.on('data', (chunk: Buffer) => {
       output.push(chunk);
-      if (chunk.toString('utf8').includes('listening on port')) done();
+      if (chunk.toString('utf8').includes(' port ')) done();
     });
     child.stderr!.on('data', (chunk: Buffer) => output.push(chunk));
     void exited.then((code) => fail(new Error(`the master exited (code ${code}) before listening:\n${output.lines.join('\n')}`)));

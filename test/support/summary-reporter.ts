@@ -10,9 +10,11 @@ export default class SummaryReporter implements Reporter {
     let passed = 0;
     let failed = 0;
     let skipped = 0;
+    const passedOnRetry: string[] = [];
     for (const module of testModules) {
       for (const test of module.children.allTests()) {
         const state = test.result().state;
+        if (state === 'passed' && (test.diagnostic()?.retryCount ?? 0) > 0) passedOnRetry.push(`${module.moduleId} > ${test.fullName}`);
         if (state === 'passed') passed++;
         else if (state === 'failed') failed++;
         else skipped++;
@@ -20,6 +22,8 @@ export default class SummaryReporter implements Reporter {
       // A file that failed to load has no tests but is a failure all the same.
       if (module.state() === 'failed' && [...module.children.allTests()].length === 0) failed++;
     }
+    // Named, never hidden: a test that needed its retry is a flake to look into, not a silent pass.
+    if (passedOnRetry.length > 0) process.stdout.write(`\npassed on a retry:\n${passedOnRetry.map((name) => `  ${name}`).join('\n')}\n`);
     process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
     const countsFile = process.env['CLUSTERRUNNER_TEST_COUNTS'];
     if (countsFile) appendFileSync(countsFile, `${passed} ${failed}\n`);
