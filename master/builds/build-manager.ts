@@ -19,6 +19,7 @@ import { Preparer } from './preparer.ts';
 import { ProjectSnapshots } from './project-snapshot.ts';
 import { recoverBuilds, startOrphanTimer } from './recovery.ts';
 import { ResultRecorder } from './result-recorder.ts';
+import { BuildRetrier } from './retry.ts';
 import type { ResultsLayout } from './results-layout.ts';
 import { WorkerSetups } from './worker-setups.ts';
 
@@ -45,6 +46,7 @@ export class BuildManager implements WorkerEvents {
   readonly #preparer: Preparer;
   readonly #intake: BuildIntake;
   readonly #recorder: ResultRecorder;
+  readonly #retrier: BuildRetrier;
   readonly #watch: NoWorkerWatch;
   #orphanTimer: NodeJS.Timeout | null = null;
   #isClosed = false;
@@ -86,6 +88,12 @@ export class BuildManager implements WorkerEvents {
       this.#updateQueueDepth();
     } });
     this.#recorder = new ResultRecorder({ store, settings, log, layout, metrics, runs, files, finishInBackground });
+    this.#retrier = new BuildRetrier({
+      store, log, runs, whenFinished: (buildId) => this.#finisher.whenFinished(buildId), makeReady: (run) => {
+        this.#makeReady(run);
+        this.#updateQueueDepth();
+      },
+    });
     store.batcher.setFailurePolicy({
       logFailure: (owner, error) => log.error({ buildId: owner ?? undefined, err: error }, 'a database write failed'),
       buildWriteFailed: (buildId, error) => {
@@ -109,6 +117,9 @@ export class BuildManager implements WorkerEvents {
   createBuild(body: unknown): number { return this.#intake.createBuild(body); }
 
   cancel(buildId: number): Promise<void> { return this.#intake.cancel(buildId); }
+
+  /** POST /v1/build/:id/retry (SPEC §10): see BuildRetrier.retry; returns how many atoms run again. */
+  retry(buildId: number, atoms: readonly string[] | null): Promise<number> { return this.#retrier.retry(buildId, atoms); }
 
   async close(): Promise<void> {
     if (this.#isClosed) return;

@@ -36,6 +36,7 @@ export class BuildRun {
   completedSubjobs = 0;
   readonly #remainingPerSubjob = new Map<number, number>();
   readonly #attempts = new Map<string, number>();
+  readonly #roundStarts = new Map<string, number>();
   /** Requeued work runs first (SPEC §5: "at the front"); kept apart so taking from the front stays O(1). */
   readonly #front: WorkItem[] = [];
   #queue: WorkItem[] = [];
@@ -182,6 +183,19 @@ export class BuildRun {
   /** After a master restart: the runs SQLite recorded still count (retries, a clean folder for the next). */
   restoreAttempts(subjobId: number, atomId: number, attempts: number): void {
     if (attempts > 0) this.#attempts.set(`${subjobId}/${atomId}`, attempts);
+  }
+
+  /**
+   * A retry asked through the API (SPEC §10) starts a new round for the atom: the job's `retries` count
+   * again from its next attempt.
+   */
+  startRetryRound(subjobId: number, atomId: number): void {
+    this.#roundStarts.set(`${subjobId}/${atomId}`, this.attemptsOf(subjobId, atomId));
+  }
+
+  /** The attempts the atom had before its current round (0 in the build's first run). */
+  retryRoundStart(subjobId: number, atomId: number): number {
+    return this.#roundStarts.get(`${subjobId}/${atomId}`) ?? 0;
   }
 
   attemptsOf(subjobId: number, atomId: number): number {

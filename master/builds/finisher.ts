@@ -36,6 +36,7 @@ export class Finisher {
   readonly #stopDispatch: (run: BuildRun) => void;
   readonly #finished: (run: BuildRun) => void;
   readonly #finishing = new Set<Promise<void>>();
+  readonly #byBuild = new Map<number, Promise<void>>();
 
   constructor(deps: {
     store: Store; log: Logger; layout: ResultsLayout; metrics: Metrics; registry: WorkerRegistry; leases: LeaseBook; setups: WorkerSetups;
@@ -71,8 +72,23 @@ export class Finisher {
     await Promise.allSettled([...this.#finishing]);
   }
 
+  /** The end of the build being finished now, or null: a retry waits for it to leave memory (retry.ts). */
+  whenFinished(buildId: number): Promise<void> | null {
+    return this.#byBuild.get(buildId) ?? null;
+  }
+
   async finish(run: BuildRun, requested: FinishStatus, errorText: string | null): Promise<void> {
     if (run.phase === 'finishing') return;
+    const done = this.#finish(run, requested, errorText);
+    const settled = done.catch(() => undefined);
+    this.#byBuild.set(run.id, settled);
+    void settled.finally(() => {
+      if (this.#byBuild.get(run.id) === settled) this.#byBuild.delete(run.id);
+    });
+    return done;
+  }
+
+  async #finish(run: BuildRun, requested: FinishStatus, errorText: string | null): Promise<void> {
     const status = requested === 'OUTCOME' ? this.#outcome(run) : requested;
     run.enterPhase('finishing');
     run.abort.abort();
@@ -81,6 +97,8 @@ export class Finisher {
     this.#leases.forgetBuild(run.id);
     for (const worker of this.#registry.all()) this.#setups.endBuild(worker, run.id, this.#leases.endBuildOn(worker, run.id));
     this.#store.batcher.flush();
+    // Attempts still running stop with the build (SPEC §10).
+    this.#store.attempts.closeOpen(run.id, 'canceled', Date.now() / 1000);
     let finalStatus = status;
     let finalError = errorText;
     const failures = this.#store.atoms.listFailedAtoms(run.id).map((atom) => atomFolderName(atom.subjobId, atom.id));

@@ -12,6 +12,7 @@ import { closeAtomFiles, createArtifactUpload, startAtomFolder } from './atom-fi
 import type { LeaseFiles } from './lease-files.ts';
 import { atomFolderName, type ResultsLayout } from './results-layout.ts';
 import { collectAtomTests } from '../tests/test-reports.ts';
+import { attemptStopReason, keepEarlierConsole } from './attempts.ts';
 
 type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
 
@@ -48,8 +49,15 @@ export class ResultRecorder {
     if (!run || !lease.unfinished.has(message.atom_id)) return;
     const attempt = run.countAttempt(lease.subjobId, message.atom_id);
     const dir = this.#layout.atomDir(run.id, lease.subjobId, message.atom_id);
+    // The attempt before keeps its console output (SPEC §10); without it the new attempt still runs.
+    await keepEarlierConsole(this.#layout, run.id, lease.subjobId, message.atom_id, attempt).catch((error: unknown) =>
+      this.#log.warn({ buildId: run.id, subjobId: lease.subjobId, atomId: message.atom_id, err: error }, 'could not keep the console output of the attempt before'));
     this.#files.setConsole(lease.id, message.atom_id, await startAtomFolder(dir, this.#settings.maxConsoleBytes, attempt === 1));
-    this.#store.batcher.add(() => this.#store.atoms.markStarted(run.id, lease.subjobId, message.atom_id, worker.name), run.id);
+    const startedS = Date.now() / 1000;
+    this.#store.batcher.add(() => {
+      this.#store.atoms.markStarted(run.id, lease.subjobId, message.atom_id, worker.name);
+      this.#store.attempts.started(run.id, lease.subjobId, message.atom_id, attempt, worker.name, startedS);
+    }, run.id);
     this.#store.events.append('ATOM_START', {
       build_id: run.id, subjob_id: lease.subjobId, atom_id: message.atom_id, worker: worker.name, attempt,
     });
@@ -91,16 +99,26 @@ export class ResultRecorder {
     const log = this.#log.child({ buildId: run.id, subjobId: lease.subjobId, atomId, workerId: worker.id });
     const attempt = run.attemptsOf(lease.subjobId, atomId);
     collectAtomTests({ db: this.#store.db, log: this.#log }, { buildId: run.id, subjobId: lease.subjobId, atomId, attempt, dir, jobKey: run.job!.timingKey });
-    if (exitCode !== 0 && message.stop_reason === null && attempt <= run.job!.retries) {
+    const attemptResult = { exitCode, stopReason: attemptStopReason(message.stop_reason), finishedS: Date.now() / 1000 };
+    // `retries` counts within one round: a retry asked through the API (retry.ts) starts a new round.
+    if (exitCode !== 0 && message.stop_reason === null && attempt - run.retryRoundStart(lease.subjobId, atomId) <= run.job!.retries) {
       log.info({ exitCode, attempt }, 'atom failed; retrying it');
-      this.#store.batcher.add(() => this.#store.atoms.markRetrying(run.id, lease.subjobId, atomId), run.id);
+      this.#store.batcher.add(() => {
+        this.#store.atoms.markRetrying(run.id, lease.subjobId, atomId);
+        this.#store.attempts.finished(run.id, lease.subjobId, atomId, attempt, attemptResult);
+      }, run.id);
+      this.#store.events.append('ATOM_ATTEMPT_FAILED', {
+        build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, attempt, exit_code: exitCode, time: message.time_s, worker: worker.name,
+      });
       run.requeueFront({ subjobId: lease.subjobId, atomIds: [atomId], avoidWorkerId: worker.id });
       return;
     }
-    this.#store.batcher.add(() =>
-      this.#store.atoms.markFinished(run.id, lease.subjobId, atomId, exitCode, message.time_s, message.stop_reason), run.id);
+    this.#store.batcher.add(() => {
+      this.#store.atoms.markFinished(run.id, lease.subjobId, atomId, exitCode, message.time_s, message.stop_reason);
+      this.#store.attempts.finished(run.id, lease.subjobId, atomId, attempt, attemptResult);
+    }, run.id);
     this.#store.events.append('ATOM_FINISH', {
-      build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, exit_code: exitCode, time: message.time_s, worker: worker.name,
+      build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, exit_code: exitCode, time: message.time_s, worker: worker.name, attempt,
     });
     this.#store.events.append('MASTER_RECEIVED_RESULT', { build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, worker: worker.name });
     this.#metrics.atomsTotal.inc({ result: exitCode === 0 ? 'success' : 'failure' });

@@ -11,6 +11,7 @@ export function statusAfter(event: EventRecord): string | null {
     case 'BUILD_REQUEST_QUEUED': return 'QUEUED';
     case 'BUILD_PREPARE_START': return 'PREPARING';
     case 'BUILD_SETUP_START': return 'BUILDING';
+    case 'BUILD_RETRIED': return 'BUILDING';
     case 'BUILD_FINISHED': return typeof event['status'] === 'string' ? event['status'] : null;
     default: return null;
   }

@@ -11,6 +11,7 @@ import { createAuthentication } from './authentication.ts';
 import { errorHandler, notFoundHandler } from './http-errors.ts';
 import { V1_TREE, V2_TREE, route, type ApiTree } from './api-tree.ts';
 import { addBuildRoutes } from './builds-routes.ts';
+import { addRetryRoutes } from './retry-routes.ts';
 import { addWorkerRoutes } from './workers-routes.ts';
 import { addIdentityRoutes } from './identity-routes.ts';
 import { addSearchRoutes } from './search-routes.ts';
@@ -49,6 +50,7 @@ function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signat
     addAttachmentRoutes(router, { store: deps.store, layout: deps.layout }, tree);
     addTestRoutes(router, { store: deps.store }, tree); // SPEC §15: tests and plans (tests-routes.ts)
   }
+  addRetryRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest }, tree); // SPEC §10
   addBuildRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest, requireSignature: signature }, tree);
   addWorkerRoutes(router, { registry: deps.registry, requireDigest: digest }, tree);
   addIdentityRoutes(router, { secret: deps.secret });

@@ -12,6 +12,7 @@ import { CONSOLE_FILE, type ResultsLayout } from '../builds/results-layout.ts';
 import { join } from 'node:path';
 import { atomShape, buildShape, subjobShape } from './shapes.ts';
 import { findingChildRoutes } from './search-routes.ts';
+import { attemptChildRoutes, retryChildRoutes } from './retry-routes.ts';
 import { testViewFields } from './tests-routes.ts';
 import { createBuildQuery } from '../store/build-query.ts';
 import { pagination, pathId, queryInt } from './request-values.ts';
@@ -61,6 +62,7 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
     'artifacts.zip': `${tree.prefix}${b}/[build_id]/artifacts.zip`,
     result: `${tree.prefix}${b}/[build_id]/result`,
     ...findingChildRoutes(tree),
+    ...retryChildRoutes(tree),
   };
 
   const loadBuild = (raw: string | string[] | undefined): BuildRecord => {
@@ -189,7 +191,10 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
       const atom = loadAtom(build, subjob.id, req.params['atomId']);
       res.json({
         atom: atomShape(atom),
-        child_routes: { console: `${tree.prefix}${b}/[build_id]/${tree.subjob}/[subjob_id]/${tree.atom}/[atom_id]/console` },
+        child_routes: {
+          console: `${tree.prefix}${b}/[build_id]/${tree.subjob}/[subjob_id]/${tree.atom}/[atom_id]/console`,
+          ...attemptChildRoutes(tree),
+        },
       });
     }],
   });

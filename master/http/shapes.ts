@@ -5,6 +5,7 @@ import { atomCommandString } from '../../shared/job-config.ts';
 import { isTerminalStatus } from '../../shared/api/statuses.ts';
 import type { AtomView, BuildView, SubjobView, WorkerView } from '../../shared/api/views.ts';
 import type { WorkerEntry } from '../workers/worker-registry.ts';
+import { attemptStopReason } from '../builds/attempts.ts';
 
 /** The API's JSON shapes (SPEC §2.1), typed by the contract in shared/api/views.ts; field names are the original's, for its clients. */
 
@@ -19,7 +20,9 @@ export function atomShape(atom: AtomRecord): AtomView {
     state: atom.state,
     attempts: atom.attempts,
     worker: atom.worker,
-    stop_reason: atom.stopReason,
+    stop_reason: attemptStopReason(atom.stopReason),
+    // SPEC §10: failed at least once, then passed.
+    flaky: atom.failedAttempts > 0 && atom.state === 'COMPLETED' && atom.exitCode === 0,
   };
 }
 

@@ -2,11 +2,13 @@ import { checkTransition, type TransitionTable } from './illegal-transition.ts';
 
 /**
  * The build's lifecycle (SPEC §5). QUEUED: accepted. PREPARING: fetching, reading the job, atomizing, and
- * waiting for the first worker. BUILDING: a worker has been assigned. The last four are terminal.
+ * waiting for the first worker. BUILDING: a worker has been assigned. The last four are terminal: their one
+ * way out is a retry (SPEC §10), back to BUILDING.
  */
 export const BUILD_STATUSES = ['QUEUED', 'PREPARING', 'BUILDING', 'SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'] as const;
 export type BuildStatus = (typeof BUILD_STATUSES)[number];
-export type TerminalStatus = Extract<BuildStatus, 'SUCCESS' | 'FAILURE' | 'ERROR' | 'CANCELED'>;
+export const TERMINAL_STATUSES = ['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'] as const satisfies readonly BuildStatus[];
+export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
 
 /** The one table of legal status moves; the store enforces the same table in SQL (build-store.ts). */
 export const BUILD_STATUS_MOVES: TransitionTable<BuildStatus> = {
@@ -14,10 +16,12 @@ export const BUILD_STATUS_MOVES: TransitionTable<BuildStatus> = {
   // SUCCESS straight from PREPARING: a job with zero atoms has nothing to build.
   PREPARING: ['BUILDING', 'SUCCESS', 'CANCELED', 'ERROR'],
   BUILDING: ['SUCCESS', 'FAILURE', 'CANCELED', 'ERROR'],
-  SUCCESS: [],
-  FAILURE: [],
-  ERROR: [],
-  CANCELED: [],
+  // The retry edge (SPEC §10): only builds/retry.ts takes it, through BuildStore.reopenForRetry, which
+  // checks the exact status it leaves; every other writer's SQL guard leaves it out (statusesMovingTo).
+  SUCCESS: ['BUILDING'],
+  FAILURE: ['BUILDING'],
+  ERROR: ['BUILDING'],
+  CANCELED: ['BUILDING'],
 };
 
 export function canMove(from: BuildStatus, to: BuildStatus): boolean {
@@ -29,13 +33,21 @@ export function transitionBuildStatus(buildId: number, from: BuildStatus, to: Bu
   return checkTransition('build status', BUILD_STATUS_MOVES, from, to, `build ${buildId}`);
 }
 
-/** The statuses a build may be in to move to `to` (the SQL guard's `status IN (...)`). */
+/** A terminal build going back to BUILDING: a retry of some of its atoms (SPEC §10). */
+export function isRetryMove(from: BuildStatus, to: BuildStatus): boolean {
+  return isTerminal(from) && to === 'BUILDING' && canMove(from, to);
+}
+
+/**
+ * The statuses a build may be in to move to `to` (the SQL guard's `status IN (...)`), without the retry
+ * edge: a late writer that believes a finished build is still running must never reopen it.
+ */
 export function statusesMovingTo(to: BuildStatus): BuildStatus[] {
-  return BUILD_STATUSES.filter((from) => canMove(from, to));
+  return BUILD_STATUSES.filter((from) => canMove(from, to) && !isRetryMove(from, to));
 }
 
 export function isTerminal(status: BuildStatus): status is TerminalStatus {
-  return BUILD_STATUS_MOVES[status].length === 0;
+  return (TERMINAL_STATUSES as readonly BuildStatus[]).includes(status);
 }
 
 export const ATOM_STATES = ['NOT_STARTED', 'IN_PROGRESS', 'COMPLETED'] as const;

@@ -15,6 +15,8 @@ export interface AtomRecord {
   readonly attempts: number;
   readonly worker: string | null;
   readonly stopReason: StopReason | null;
+  /** Runs of the atom that failed (SPEC §10: with a passing last run, the atom is flaky). */
+  readonly failedAttempts: number;
 }
 
 export interface SubjobRecord {
@@ -43,6 +45,7 @@ interface AtomRow {
   attempts: number;
   worker: string | null;
   stop_reason: StopReason | null;
+  failed_attempts: number;
 }
 
 interface SubjobRow {
@@ -66,6 +69,7 @@ function toAtom(row: AtomRow): AtomRecord {
     attempts: row.attempts,
     worker: row.worker,
     stopReason: row.stop_reason,
+    failedAttempts: row.failed_attempts,
   };
 }
 

@@ -168,6 +168,7 @@ interface FailedAtomRow {
   attempts: number;
   worker: string | null;
   stop_reason: AtomRecord['stopReason'];
+  failed_attempts: number;
 }
 
 /** Dynamic filter SQL takes few shapes; preparing each once keeps a list query in microseconds of planning. */
@@ -207,8 +208,8 @@ export function createBuildQuery(db: Db) {
   );
   // One read per build for its page of failed atoms, rather than one per atom.
   const selectFailed = db.prepare<[number, number], FailedAtomRow>(
-    `SELECT build_id, subjob_id, id, variable, value, state, exit_code, expected_time, actual_time, attempts, worker, stop_reason
-     FROM atoms WHERE build_id = ? AND exit_code IS NOT NULL AND exit_code != 0 ORDER BY subjob_id, id LIMIT ?`,
+    `SELECT build_id, subjob_id, id, variable, value, state, exit_code, expected_time, actual_time, attempts, worker, stop_reason,
+       failed_attempts FROM atoms WHERE build_id = ? AND exit_code IS NOT NULL AND exit_code != 0 ORDER BY subjob_id, id LIMIT ?`,
   );
   const countFailed = db.prepare<[number], { total: number }>(
     'SELECT count(*) AS total FROM atoms WHERE build_id = ? AND exit_code IS NOT NULL AND exit_code != 0',
@@ -259,7 +260,7 @@ export function createBuildQuery(db: Db) {
       const atoms = selectFailed.all(buildId, MAX_LISTED_FAILED_ATOMS).map((row): AtomRecord => ({
         buildId: row.build_id, subjobId: row.subjob_id, id: row.id, variable: row.variable, value: row.value, state: row.state,
         exitCode: row.exit_code, expectedTime: row.expected_time, actualTime: row.actual_time, attempts: row.attempts,
-        worker: row.worker, stopReason: row.stop_reason,
+        worker: row.worker, stopReason: row.stop_reason, failedAttempts: row.failed_attempts,
       }));
       const total = atoms.length < MAX_LISTED_FAILED_ATOMS ? atoms.length : countFailed.get(buildId)!.total;
       return { atoms, total };

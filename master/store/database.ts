@@ -90,6 +90,23 @@ const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX leases_by_build ON leases (build_id);
   `,
+  // 3: every run of an atom (SPEC §10), and on the atom how many of its runs failed (its `flaky` flag).
+  `
+  CREATE TABLE attempts (
+    build_id INTEGER NOT NULL REFERENCES builds(id),
+    subjob_id INTEGER NOT NULL,
+    atom_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    state TEXT NOT NULL,
+    exit_code INTEGER,
+    stop_reason TEXT,
+    started REAL NOT NULL,
+    finished REAL,
+    PRIMARY KEY (build_id, subjob_id, atom_id, attempt)
+  ) WITHOUT ROWID;
+  ALTER TABLE atoms ADD COLUMN failed_attempts INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export function openDatabase(path: string): Db {

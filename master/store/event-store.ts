@@ -12,10 +12,12 @@ export const EVENT_TAGS = [
   'MASTER_RECEIVED_RESULT',
   'ATOM_START',
   'ATOM_FINISH',
+  'ATOM_ATTEMPT_FAILED',
   'WORKER_CONNECTED',
   'WORKER_LOST',
   'BUILD_WAITING_FOR_WORKERS',
   'BUILD_FINISHED',
+  'BUILD_RETRIED',
 ] as const;
 export type EventTag = (typeof EVENT_TAGS)[number];
 

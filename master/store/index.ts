@@ -5,6 +5,8 @@ import { createEventStore, type EventStore } from './event-store.ts';
 import { createWorkerStore, type WorkerStore } from './worker-store.ts';
 import { createTimingStore, type TimingStore } from './timing-store.ts';
 import { createLeaseStore, type LeaseStore } from './lease-store.ts';
+import { createAttemptStore, type AttemptStore } from './attempt-store.ts';
+import { createRetryStore, type RetryStore } from './retry-store.ts';
 import { WriteBatcher } from './write-batcher.ts';
 
 export interface Store {
@@ -16,6 +18,8 @@ export interface Store {
   readonly workers: WorkerStore;
   readonly timings: TimingStore;
   readonly leases: LeaseStore;
+  readonly attempts: AttemptStore;
+  readonly retries: RetryStore;
   close(): void;
 }
 
@@ -32,6 +36,8 @@ export function openStore(path: string): Store {
     workers: createWorkerStore(db),
     timings: createTimingStore(db, batcher),
     leases: createLeaseStore(db, batcher),
+    attempts: createAttemptStore(db),
+    retries: createRetryStore(db),
     close() {
       if (isClosed) return;
       isClosed = true;

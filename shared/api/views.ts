@@ -21,6 +21,8 @@ export const atomViewSchema = z.looseObject({
   attempts: z.number().int(),
   worker: z.string().nullable(),
   stop_reason: z.string().nullable(),
+  /** SPEC §10: failed at least once, then passed. */
+  flaky: z.boolean(),
 });
 export type AtomView = z.infer<typeof atomViewSchema>;
 

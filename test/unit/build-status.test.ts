@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BUILD_STATUSES, buildDetails, canMove, isTerminal } from '../../master/model/build-status.ts';
+import { BUILD_STATUSES, buildDetails, canMove, isRetryMove, isTerminal, statusesMovingTo } from '../../master/model/build-status.ts';
 
 describe('build lifecycle', () => {
   it('moves forward only along SPEC §5', () => {
@@ -19,10 +19,13 @@ describe('build lifecycle', () => {
     }
   });
 
-  it('has exactly four terminal statuses with no way out', () => {
+  it('has exactly four terminal statuses whose one way out is a retry, back to BUILDING (SPEC §10)', () => {
     const terminal = BUILD_STATUSES.filter(isTerminal);
     expect(terminal).toEqual(['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED']);
-    for (const from of terminal) for (const to of BUILD_STATUSES) expect(canMove(from, to)).toBe(false);
+    for (const from of terminal) for (const to of BUILD_STATUSES) expect(canMove(from, to)).toBe(to === 'BUILDING');
+    for (const from of terminal) expect(isRetryMove(from, 'BUILDING')).toBe(true);
+    // The ordinary writers' SQL guard leaves the retry edge out.
+    expect(statusesMovingTo('BUILDING')).toEqual(['PREPARING']);
   });
 });
 
