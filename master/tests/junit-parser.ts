@@ -68,7 +68,8 @@ export async function parseJunitFile(path: string, limits: JunitLimits = DEFAULT
     failure ??= new Error(`line ${parser.line}, column ${parser.column}: ${message}`);
   };
   parser.on('error', (error) => {
-    failure ??= error;
+    // saxes says "6:0: unclosed tag"; the report says where the same way for every problem.
+    failure ??= new Error(error.message.replace(/^(\d+):(\d+): /, 'line $1, column $2: '));
   });
   parser.on('doctype', () => fail('a DOCTYPE is not accepted in a test report (no DTD, no entity declarations)'));
   parser.on('opentag', (tag: SaxesTagPlain) => {
