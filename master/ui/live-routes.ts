@@ -10,11 +10,17 @@ import { objectBody, pathId, route } from './request-input.ts';
 import { EventHub, type EventHubLimits } from '../events/event-hub.ts';
 import { parseStreamFilter } from '../events/stream-filter.ts';
 import { OperatorSessions, SESSION_COOKIE, SESSION_TTL_MS } from './operator-sessions.ts';
+import type { WorkerRegistry } from '../workers/worker-registry.ts';
+import { createBuildQuery } from '../store/build-query.ts';
+import { parseBuildSearch } from '../../shared/api/build-search.ts';
+import { BUILDS_PAGE_SIZE, buildPage, buildsPage, signInRequiredPage, workersPage, type AtomFilter, type PageContext, type Viewer } from './pages.ts';
+import type { SafeHtml } from './html.ts';
 
 export interface LiveRoutesDeps {
   readonly store: Store;
   readonly manager: BuildManager;
   readonly layout: ResultsLayout;
+  readonly registry: WorkerRegistry;
   readonly log: Logger;
   readonly secret: string;
   readonly authenticateReads: boolean;
@@ -33,6 +39,31 @@ const CONTENT_SECURITY_POLICY = [
 ].join('; ');
 
 const STATIC_DIR = fileURLToPath(new URL('./static/', import.meta.url));
+/** Offsets past this page nothing anyone reads; the bound keeps OFFSET scans short. */
+const MAX_OFFSET = 10_000_000;
+const MAX_QUERY_CHARS = 1024;
+
+/** One query parameter given at most once, as text of at most MAX_QUERY_CHARS; refused by name otherwise. */
+function queryText(req: express.Request, name: string): string | undefined {
+  const value = req.query[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') throw badRequest(`Query parameter ${name} must be given once, as a single value.`);
+  if (value.length > MAX_QUERY_CHARS) throw badRequest(`Query parameter ${name} is longer than ${MAX_QUERY_CHARS} characters.`);
+  return value;
+}
+
+function queryOffset(req: express.Request): number {
+  const text = queryText(req, 'offset');
+  if (text === undefined || text === '') return 0;
+  if (!/^\d{1,8}$/.test(text) || Number(text) > MAX_OFFSET) throw badRequest(`Query parameter offset must be a whole number from 0 to ${MAX_OFFSET}, not ${JSON.stringify(text.slice(0, 40))}.`);
+  return Number(text);
+}
+
+function refuseUnknownQuery(req: express.Request, known: readonly string[]): void {
+  for (const key of Object.keys(req.query)) {
+    if (!known.includes(key)) throw badRequest(`Unknown query parameter "${key.slice(0, 64)}". Known parameters: ${known.join(', ') || 'none'}.`);
+  }
+}
 
 /**
  * The event stream (GET /v2/events) and the dashboard (/ui/, SPEC §14). Mounted before the API's read
@@ -131,7 +162,65 @@ export function createLiveRoutes(deps: LiveRoutesDeps): Router {
     }],
   });
 
+  // The pages, rendered here (master/ui/pages.ts); static/live.js keeps them current from the stream.
+  const ctx: PageContext = { store: deps.store, query: createBuildQuery(deps.store.db), layout: deps.layout, registry: deps.registry };
+  const viewerOf = (req: express.Request): Viewer => ({ csrfToken: sessions.find(req)?.csrfToken ?? null });
+  const send = (res: express.Response, body: SafeHtml, status = 200) => {
+    res.status(status).type('text/html; charset=utf-8').send(body.text);
+  };
+  /** With authenticate_reads, a visitor who has not signed in sees only the sign-in form. */
+  const mayRead = (req: express.Request, res: express.Response, viewer: Viewer): boolean => {
+    if (!deps.authenticateReads || viewer.csrfToken !== null) return true;
+    send(res, signInRequiredPage(viewer), 401);
+    return false;
+  };
+
   router.get('/ui', (req, res, next) => (req.originalUrl === '/ui' ? res.redirect(301, '/ui/') : next()));
-  router.use('/ui', express.static(STATIC_DIR, { index: 'index.html', fallthrough: true, dotfiles: 'deny', redirect: false }));
+  route(router, '/ui/', {
+    get: [(req, res) => {
+      refuseUnknownQuery(req, ['q', 'offset']);
+      const viewer = viewerOf(req);
+      if (!mayRead(req, res, viewer)) return;
+      const q = queryText(req, 'q') ?? '';
+      const offset = queryOffset(req);
+      let found: { ids: number[]; total: number } = { ids: [], total: 0 };
+      let error: string | null = null;
+      try {
+        const search = parseBuildSearch(q);
+        deps.store.batcher.flush();
+        found = ctx.query.list(search.length === 0 ? {} : { search }, { order: 'desc', offset, limit: BUILDS_PAGE_SIZE });
+      } catch (problem) {
+        if (!(problem instanceof ClusterRunnerError) || problem.status !== 400) throw problem;
+        error = problem.message.replace(/^Query parameter q: /, 'Search: ');
+      }
+      send(res, buildsPage(ctx, viewer, { q, offset, ids: found.ids, total: found.total, error }), error === null ? 200 : 400);
+    }],
+  });
+
+  route(router, '/ui/builds/:buildId', {
+    get: [async (req, res) => {
+      refuseUnknownQuery(req, ['atoms', 'offset']);
+      const viewer = viewerOf(req);
+      if (!mayRead(req, res, viewer)) return;
+      const id = pathId(req.params['buildId'], 'build');
+      const filter = queryText(req, 'atoms') ?? 'all';
+      if (filter !== 'all' && filter !== 'failed' && filter !== 'running') throw badRequest(`Query parameter atoms must be all, failed or running, not ${JSON.stringify(filter.slice(0, 40))}.`);
+      deps.store.batcher.flush();
+      const build = deps.store.builds.get(id);
+      if (!build) throw notFound(`Invalid build id: ${id}.`);
+      send(res, await buildPage(ctx, viewer, { build, atomsOffset: queryOffset(req), atomFilter: filter as AtomFilter }));
+    }],
+  });
+
+  route(router, '/ui/workers', {
+    get: [(req, res) => {
+      refuseUnknownQuery(req, []);
+      const viewer = viewerOf(req);
+      if (!mayRead(req, res, viewer)) return;
+      send(res, workersPage(ctx, viewer));
+    }],
+  });
+
+  router.use('/ui/static', express.static(STATIC_DIR, { index: false, fallthrough: true, dotfiles: 'deny', redirect: false }));
   return router;
 }

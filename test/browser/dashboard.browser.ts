@@ -30,10 +30,10 @@ afterEach(async () => {
   await page.close();
 });
 
-async function openPage(hash = '#/builds'): Promise<Page> {
+async function openPage(path = ''): Promise<Page> {
   page = await browser.newPage();
   watch = watchPage(page, new URL(master.url).origin);
-  await page.goto(`${master.url}/ui/${hash}`);
+  await page.goto(`${master.url}/ui/${path}`);
   return page;
 }
 
@@ -78,7 +78,7 @@ describe('the dashboard in Chromium', () => {
       commands: ['for i in 1 2 3 4 5 6; do echo "tick $i of atom $X"; sleep 0.5; done; test $X -eq 1'], atomizers: [{ X: 'seq 1 2' }],
     }));
     await waitForBuild(master, id, (b) => b.status === 'BUILDING', 20_000);
-    const p = await openPage(`#/builds/${id}`);
+    const p = await openPage(`builds/${id}`);
     const liveConsole = p.locator('#live-console');
     await expect.poll(() => liveConsole.textContent(), { timeout: 20_000 }).toContain('tick 2 of atom');
     const early = (await liveConsole.textContent()) ?? '';
@@ -92,7 +92,7 @@ describe('the dashboard in Chromium', () => {
   it('lets a signed-in operator cancel a running build from its page', async () => {
     const id = await postBuild(master, directory({ commands: ['sleep 30'], atomizers: [{ X: 'echo 1' }] }));
     await waitForBuild(master, id, (b) => b.status === 'BUILDING', 20_000);
-    const p = await openPage(`#/builds/${id}`);
+    const p = await openPage(`builds/${id}`);
     await p.locator('#build-status').waitFor();
     expect(await p.locator('#cancel').count()).toBe(0); // not signed in: no cancel button
     await signIn(p);
@@ -109,7 +109,7 @@ describe('the dashboard in Chromium', () => {
     const payloads = ['<script>window.__xss = 1</script>', '"><img src=x onerror="window.__xss = 2">', "'><svg onload=window.__xss=3>"];
     const commands = payloads.map((text) => `printf '%s\\n' ${JSON.stringify(text).replace(/\$/g, '\\$')}`);
     const id = await postBuild(master, directory({ commands: [...commands, 'sleep 1', 'exit 1'], atomizers: [{ X: `printf '%s\\n' '<b>bold</b>'` }] }));
-    const p = await openPage(`#/builds/${id}`);
+    const p = await openPage(`builds/${id}`);
     await waitForBuild(master, id);
     await expect.poll(() => p.locator('pre.failed-console').first().textContent(), { timeout: 20_000 }).toContain(payloads[1]);
     const text = (await p.locator('main').textContent()) ?? '';
@@ -120,7 +120,7 @@ describe('the dashboard in Chromium', () => {
   });
 
   it('lists the workers', async () => {
-    const p = await openPage('#/workers');
+    const p = await openPage('workers');
     await expect.poll(() => p.locator('#workers').textContent(), { timeout: 10_000 }).toContain('worker-one');
     await startTestWorker(master, { executors: 1, name: 'worker-two' });
     await expect.poll(() => p.locator('#workers').textContent(), { timeout: 10_000 }).toContain('worker-two');
