@@ -44,6 +44,12 @@ export const registerMessage = z.strictObject({
   resume: z.strictObject({ worker_id: id, leases: z.array(leaseId).max(1024) }).nullable(),
   /** registerProof() over this connection's binding: a login captured elsewhere does not pass here. */
   proof: z.string().regex(/^[0-9a-f]{64}$/),
+  /**
+   * The builds set up on this worker (setup finished ok, or still running), so that the master's answer to
+   * "is this build set up there" is the worker's own, on every (re)connection (issue 15). Optional: a worker
+   * that leaves it out is taken to have none.
+   */
+  builds: z.array(z.strictObject({ build_id: id, setup: z.enum(['running', 'ok']) })).max(1024).optional(),
   /** Optional: the worker's disk health (worker/disk-bounds.ts); free_bytes null where it cannot tell. */
   disk: z.strictObject({ state: z.enum(['ok', 'disk_pressure']), free_bytes: z.number().int().min(0).nullable() }).optional(),
 });
@@ -96,6 +102,18 @@ export const subjobFinishedMessage = z.strictObject({
   subjob_id: id,
 });
 
+/**
+ * The worker did not run a subjob it was given (its executor is free again, nothing ran). not_set_up: the
+ * build is not set up here (or is being torn down); the master sets it up again before sending more.
+ */
+export const subjobRefusedMessage = z.strictObject({
+  type: z.literal('subjob_refused'),
+  lease_id: leaseId,
+  build_id: id,
+  subjob_id: id,
+  reason: z.enum(['not_set_up']),
+});
+
 export const teardownFinishedMessage = z.strictObject({
   type: z.literal('teardown_finished'),
   build_id: id,
@@ -115,12 +133,14 @@ export const workerMessage = z.discriminatedUnion('type', [
   atomOutputMessage,
   atomFinishedMessage,
   subjobFinishedMessage,
+  subjobRefusedMessage,
   teardownFinishedMessage,
   drainingMessage,
 ]);
 export type WorkerMessage = z.infer<typeof workerMessage>;
 export type RegisterMessage = z.infer<typeof registerMessage>;
 export type AtomFinishedMessage = z.infer<typeof atomFinishedMessage>;
+export type SubjobRefusedMessage = z.infer<typeof subjobRefusedMessage>;
 
 export const artifactChunkHeader = z.strictObject({
   type: z.literal('artifact_chunk'),

@@ -35,7 +35,8 @@ const MAX_QUEUED_MESSAGES = 10_000;
 /** Above this much unsent data on the socket, live console output is dropped rather than buffered. */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 const BACKOFF_FIRST_MS = 200;
-const BACKOFF_MAX_MS = 10_000;
+/** Capped low: a master back from an outage keeps the leases it finds for 30 s (master/builds/recovery.ts). */
+const BACKOFF_MAX_MS = 5_000;
 
 /**
  * How long the worker waits without hearing from the master before it drops the connection and dials again.
@@ -46,6 +47,31 @@ const BACKOFF_MAX_MS = 10_000;
  */
 export function silenceLimitMs(heartbeatIntervalMs: number, heartbeatFailureThreshold: number): number {
   return Math.max(heartbeatIntervalMs * 2, (heartbeatIntervalMs * heartbeatFailureThreshold) / 2);
+}
+
+/**
+ * Why a connection attempt failed, in words an operator can act on: DNS, connection refused, TLS, an HTTP
+ * status, rather than the bare close code 1006 the WebSocket reports for all of them.
+ */
+export function connectionFailureCause(error: Error & { code?: string }, masterUrl: string): string {
+  const url = new URL(masterUrl);
+  const code = error.code ?? '';
+  const status = /Unexpected server response: (\d+)/.exec(error.message);
+  if (status) {
+    const hint = status[1] === '401' ? ' (the master refused the signature: is the secret the same on both?)' :
+      status[1] === '404' ? ' (is master_url the master, and not another server?)' : '';
+    return `HTTP status ${status[1]} from ${url.host}${hint}`;
+  }
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_FAIL' || code === 'EAI_NONAME') {
+    return `DNS lookup of ${url.hostname} failed (${code})`;
+  }
+  if (code === 'ECONNREFUSED') return `connection refused by ${url.host} (is the master running, on that port?)`;
+  if (code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `${url.host} is unreachable (${code})`;
+  if (code === 'ECONNRESET') return `connection to ${url.host} reset by the peer`;
+  if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code === 'EPROTO' || /CERT|SELF_SIGNED|SSL|TLS/.test(code + error.message)) {
+    return `TLS with ${url.host} failed: ${error.message}${code ? ` (${code})` : ''}`;
+  }
+  return `${error.message}${code ? ` (${code})` : ''}`;
 }
 
 /**
@@ -67,6 +93,8 @@ export class MasterConnection {
   #droppedOutput = 0;
   #queuedOutputChars = 0;
   #waiters: (() => void)[] = [];
+  /** The last reason the master could not be reached, logged once per change (issue 15 item 6). */
+  #lastCause: string | null = null;
 
   constructor(options: ConnectionOptions) {
     this.#options = options;
@@ -241,7 +269,10 @@ export class MasterConnection {
       if (message.type === 'heartbeat_ack') return;
       this.#options.onMessage(message);
     });
+    /** This attempt's failure in words, from its error event (which comes before close). */
+    let cause: string | null = null;
     socket.on('error', (error) => {
+      cause ??= connectionFailureCause(error, this.#options.masterUrl);
       this.#options.log.debug({ err: error }, 'connection to the master failed');
     });
     socket.on('close', (code, reason) => {
@@ -256,7 +287,15 @@ export class MasterConnection {
         this.#options.onUnreachable('the master refused this worker\'s secret: make the secret in the worker\'s conf file match the master\'s');
         return;
       }
-      this.#options.log.warn({ code, reason: reason.toString() }, 'lost the connection to the master; reconnecting');
+      const said = cause ?? `closed with code ${code}${reason.length > 0 ? ` (${reason.toString()})` : ''}`;
+      if (wasRegistered) {
+        this.#options.log.warn({ code, reason: reason.toString(), cause: said }, 'lost the connection to the master; reconnecting');
+        this.#lastCause = said;
+      } else if (said !== this.#lastCause) {
+        // Once per change, not once per retry: a worker pointed at the wrong place would fill its log.
+        this.#options.log.warn({ master: this.#options.masterUrl, cause: said }, `cannot reach the master: ${said}; retrying`);
+        this.#lastCause = said;
+      }
       this.#scheduleReconnect();
     });
   }
@@ -264,6 +303,7 @@ export class MasterConnection {
   #onRegistered(socket: WebSocket, workerId: number, resumed: readonly string[], receivedOutput: readonly ReceivedOutput[]): void {
     this.#isRegistered = true;
     this.#attempt = 0;
+    this.#lastCause = null;
     this.#options.onRegistered(workerId, resumed, receivedOutput);
     const queued = this.#queue;
     this.#queue = [];
@@ -298,7 +338,8 @@ export class MasterConnection {
   #scheduleReconnect(): void {
     const awayMs = Date.now() - this.#disconnectedSinceMs;
     if (awayMs > this.#options.masterUnreachableMs) {
-      this.#options.onUnreachable(`the master at ${this.#options.masterUrl} has been unreachable for ${Math.round(awayMs / 1000)} s`);
+      this.#options.onUnreachable(`the master at ${this.#options.masterUrl} has been unreachable for ${Math.round(awayMs / 1000)} s` +
+        `${this.#lastCause === null ? '' : ` (last: ${this.#lastCause})`}`);
       return;
     }
     // Exponential backoff with full jitter: many workers losing one master must not come back in lockstep.

@@ -220,6 +220,7 @@ export class WorkerDaemon {
       heartbeat_interval_ms: this.#options.heartbeatIntervalMs,
       heartbeat_failure_threshold: this.#options.heartbeatFailureThreshold,
       disk: { state: this.#diskBound.state, free_bytes: this.#diskBound.freeBytes },
+      builds: this.#buildsSetUp(),
       // A subjob that ended while the master was away still has its results queued: it is resumed too.
       resume: this.#workerId === null ? null : {
         worker_id: this.#workerId,
@@ -232,27 +233,18 @@ export class WorkerDaemon {
     const previousId = this.#workerId;
     this.#workerId = workerId;
     const isReconnect = previousId !== null;
-    this.#log.info({ workerId, resumed: resumed.length }, isReconnect ? 'reconnected to the master' : 'registered with the master');
+    this.#log.info({ workerId, previousId: previousId ?? undefined, resumed: resumed.length }, isReconnect ? 'reconnected to the master' : 'registered with the master');
     if (!isReconnect) return;
     // Work the master gave to others meanwhile must stop here, and its queued results are worthless.
     const keep = new Set(resumed);
-    const keptBuilds = new Set<number>();
     for (const [leaseId, running] of this.#running) {
-      if (keep.has(leaseId)) keptBuilds.add(running.buildId);
-      else running.abort.abort('lease_lost');
+      if (!keep.has(leaseId)) running.abort.abort('lease_lost');
     }
     this.#connection.dropQueued((message) => 'lease_id' in message && !keep.has(message.lease_id));
     this.#resendOutput(keep, receivedOutput);
-    if (previousId !== workerId) {
-      // A new id: the master declared us dead (or restarted) and knows of no build set up here, except those of
-      // leases it resumed. It will never ask for the others' teardown, so they would stay set up for ever; it
-      // sends setup_build again for any it still wants here (#setup keeps a build it is asked for again).
-      for (const [buildId, build] of this.#builds) {
-        if (keptBuilds.has(buildId) || build.setup === 'running') continue;
-        build.wantsTeardown = true;
-        void this.#maybeTeardown(buildId);
-      }
-    }
+    // Nothing is torn down for a lost connection: the registration told the master which builds are set up
+    // here, and it answers with teardown_build for those it has finished with (issue 15: tearing down here
+    // while the master still counted on the setup made it hand out subjobs this worker then refused).
     if (this.#isDraining) this.#connection.send({ type: 'draining' });
   }
 
@@ -379,6 +371,16 @@ export class WorkerDaemon {
     report(result.exitCode === 0, result.exitCode, result.tail);
   }
 
+  /** For the registration: the builds set up here or being set up, not those being torn down. */
+  #buildsSetUp(): { build_id: number; setup: 'running' | 'ok' }[] {
+    const listed: { build_id: number; setup: 'running' | 'ok' }[] = [];
+    for (const [buildId, build] of this.#builds) {
+      if (build.isTearingDown || build.setup === 'failed') continue;
+      listed.push({ build_id: buildId, setup: build.setup });
+    }
+    return listed.slice(0, 1024);
+  }
+
   #workspaceDeps(message: SetupBuildMessage, log: Logger): WorkspaceDeps {
     return {
       git: this.#git,
@@ -415,11 +417,18 @@ export class WorkerDaemon {
   #run(message: RunSubjobMessage): void {
     const build = this.#builds.get(message.build_id);
     const ids = { lease_id: message.lease_id, build_id: message.build_id, subjob_id: message.subjob_id };
-    if (!build || build.setup !== 'ok' || build.isTearingDown || !build.context || this.#running.has(message.lease_id)) {
-      this.#log.warn({ ...ids }, 'refusing a subjob of a build that is not set up here');
-      this.#connection.send({ type: 'subjob_finished', ...ids });
+    if (this.#running.has(message.lease_id)) {
+      this.#log.warn({ ...ids }, 'ignoring a second run_subjob for a lease already running here');
       return;
     }
+    if (!build || build.setup !== 'ok' || build.isTearingDown || !build.context) {
+      // The master decides what comes next (set the build up again, with a back-off): no resend loop from here.
+      this.#log.warn({ ...ids }, 'refusing a subjob of a build that is not set up here');
+      this.#connection.send({ type: 'subjob_refused', ...ids, reason: 'not_set_up' });
+      return;
+    }
+    // The master's newest word wins: it gave work of the build, so a teardown it asked for before is off.
+    build.wantsTeardown = false;
     const abort = new AbortController();
     const done = runSubjob({
       message,

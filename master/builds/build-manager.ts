@@ -165,6 +165,10 @@ export class BuildManager implements WorkerEvents {
     return this.#leases.adopt(worker, leaseIds, (buildId) => this.#setups.adopted(worker, buildId));
   }
 
+  buildsReported(worker: WorkerEntry, builds: NonNullable<Message<'register'>['builds']>): void {
+    this.#setups.reconcile(worker, builds);
+  }
+
   workerReady(worker: WorkerEntry): void {
     this.#store.events.append('WORKER_CONNECTED', { worker_id: worker.id, worker: worker.name, num_executors: worker.numExecutors });
     this.#watch.check();
@@ -215,6 +219,10 @@ export class BuildManager implements WorkerEvents {
   executorFreed(worker: WorkerEntry, lease: Lease): void {
     this.#leases.freeExecutor(worker, lease);
     this.#loop.schedule();
+  }
+
+  subjobRefused(worker: WorkerEntry, _lease: Lease, message: Message<'subjob_refused'>): void {
+    this.#setups.refused(worker, message);
   }
 
   subjobFinished(worker: WorkerEntry, lease: Lease): void {

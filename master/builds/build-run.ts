@@ -30,6 +30,8 @@ export class BuildRun {
   executorsInUse = 0;
   readonly executorsPerWorker = new Map<number, number>();
   setupFailures = 0;
+  /** Subjobs of this build refused by workers, all workers together (worker-setups.ts bounds them). */
+  refusals = 0;
   /** Atoms of each subjob, by subjob id then atom id. */
   atoms: RunAtom[][] = [];
   remainingAtoms = 0;

@@ -20,6 +20,8 @@ export class DispatchLoop {
   readonly #leases: LeaseBook;
   readonly #runs: BuildRun[] = [];
   #scheduled: NodeJS.Immediate | null = null;
+  /** Wakes dispatch when the earliest refusal back-off runs out (nothing else may happen meanwhile). */
+  #backoffTimer: NodeJS.Timeout | null = null;
 
   constructor(deps: { registry: WorkerRegistry; setups: WorkerSetups; leases: LeaseBook }) {
     this.#registry = deps.registry;
@@ -55,18 +57,35 @@ export class DispatchLoop {
   close(): void {
     if (this.#scheduled) clearImmediate(this.#scheduled);
     this.#scheduled = null;
+    if (this.#backoffTimer) clearTimeout(this.#backoffTimer);
+    this.#backoffTimer = null;
+  }
+
+  /** Looks again when a back-off ends; one timer, for the earliest. */
+  #wakeAt(untilMs: number): void {
+    if (this.#backoffTimer) clearTimeout(this.#backoffTimer);
+    this.#backoffTimer = setTimeout(() => {
+      this.#backoffTimer = null;
+      this.schedule();
+    }, Math.max(0, untilMs - Date.now()));
+    this.#backoffTimer.unref();
   }
 
   dispatchNow(): void {
     const workers: WorkerSnapshot[] = [];
     let freeExecutors = 0;
+    const now = Date.now();
+    let nextWakeMs = Number.POSITIVE_INFINITY;
     for (const worker of this.#registry.all()) {
       if (worker.isAvailable) freeExecutors += worker.freeExecutorCount;
+      const heldOff = worker.heldOffBuilds(now);
+      for (const buildId of heldOff) nextWakeMs = Math.min(nextWakeMs, worker.refusals.get(buildId)!.untilMs);
       workers.push({
         id: worker.id, isUsable: worker.isAlive && !worker.isDraining, isConnected: worker.isConnected,
-        freeExecutors: worker.freeExecutorCount, builds: worker.builds,
+        freeExecutors: worker.freeExecutorCount, builds: worker.builds, heldOff,
       });
     }
+    if (nextWakeMs !== Number.POSITIVE_INFINITY) this.#wakeAt(nextWakeMs);
     if (freeExecutors === 0) return;
     const runs = this.#runs.filter((run) => run.phase === 'ready' && run.job !== null && run.hasPendingWork);
     const plan = planDispatch({ workers, runs: runs.map((run) => run.dispatchSnapshot(freeExecutors)) });

@@ -6,10 +6,12 @@ import type { LeaseBook } from './lease-book.ts';
 
 /**
  * How long a restarted master keeps the leases of the work that was running, for their workers to come back
- * and resume them. Workers retry with backoff capped at 10 s (worker/connection.ts), so most are back within
- * a few seconds; after this the work runs again elsewhere.
+ * and resume them. Workers retry with backoff capped at 5 s (worker/connection.ts), so most are back within
+ * a few seconds; on a loaded machine a master's start and a worker's reconnection can each take several
+ * more (a 15 s window let atoms of a worker that came back late run twice). After this the work runs again
+ * elsewhere.
  */
-const RESTART_RESUME_MS = 15_000;
+const RESTART_RESUME_MS = 30_000;
 
 /** What a restarted master does with each unfinished build it finds. */
 export interface RecoveredBuilds {

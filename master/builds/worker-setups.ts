@@ -1,5 +1,5 @@
 import type { Logger } from '../../shared/log.ts';
-import type { WorkerMessage } from '../../shared/protocol.ts';
+import type { RegisterMessage, SubjobRefusedMessage, WorkerMessage } from '../../shared/protocol.ts';
 import type { Store } from '../store/index.ts';
 import { transitionWorkerBuild, type WorkerBuildStep } from '../model/worker-build-state.ts';
 import type { TerminalStatus } from '../model/build-status.ts';
@@ -12,6 +12,18 @@ type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T
 
 /** Setup may fail on this many workers in all before the build gives up (SPEC §5). */
 const MAX_SETUP_FAILURES = 3;
+/**
+ * Refused subjobs a build bears, all workers together, before it ends ERROR with the reason. With the
+ * registration saying which builds a worker has set up, a refusal is a rare race; a run of them is a bug or
+ * a broken worker, and must not spin (issue 15: 5,000 refusals a second).
+ */
+export const MAX_REFUSALS = 10;
+/** A worker that refused a build's subjob gets none of that build for 1 s, doubling per refusal up to 30 s. */
+export function refusalBackoffMs(count: number): number {
+  return Math.min(30_000, 1000 * 2 ** Math.max(0, count - 1));
+}
+
+type ReportedBuild = NonNullable<RegisterMessage['builds']>[number];
 
 /**
  * Each worker's state per build (model/worker-build-state.ts): setup, teardown, and what a worker does
@@ -69,9 +81,68 @@ export class WorkerSetups {
     if (worker.builds.get(buildId) !== 'ready') this.#move(worker, buildId, 'ready');
   }
 
+  /**
+   * The worker (re)registered and said which builds it has set up: that is the answer from now on (issue 15).
+   * A build it no longer has is set up again before it gets work of it; one it has and the master still
+   * runs is used as it is; one the master is done with (or never knew) is torn down there.
+   */
+  reconcile(worker: WorkerEntry, reported: readonly ReportedBuild[]): void {
+    const setups = new Map(reported.map((build) => [build.build_id, build.setup]));
+    for (const [buildId, state] of [...worker.builds]) {
+      // Failed stays failed: the build does not try that worker again.
+      if (!setups.has(buildId) && state !== 'failed') this.#move(worker, buildId, 'absent');
+    }
+    for (const [buildId, setup] of setups) {
+      const run = this.#runs.get(buildId);
+      const state = worker.builds.get(buildId);
+      if (state === 'tearing_down' || state === 'failed' || !run || run.phase !== 'ready') {
+        // Said again: a teardown_build sent while it was away went nowhere.
+        if (state !== 'tearing_down') this.#forceState(worker, buildId, 'tearing_down');
+        worker.send({ type: 'teardown_build', build_id: buildId });
+        continue;
+      }
+      const wanted = setup === 'ok' ? 'ready' : 'setting_up';
+      if (state !== wanted) this.#forceState(worker, buildId, wanted);
+    }
+  }
+
+  /** Moves through absent when there is no direct edge: the worker's report overrides what the master thought. */
+  #forceState(worker: WorkerEntry, buildId: number, to: 'ready' | 'setting_up' | 'tearing_down'): void {
+    if (worker.builds.has(buildId)) this.#move(worker, buildId, 'absent');
+    this.#move(worker, buildId, to);
+  }
+
+  /**
+   * The worker refused a subjob (the build is not set up there): it is set up again before more work goes
+   * there, after a back-off that doubles with each refusal; past MAX_REFUSALS in all the build ends ERROR.
+   */
+  refused(worker: WorkerEntry, message: SubjobRefusedMessage): void {
+    const buildId = message.build_id;
+    const state = worker.builds.get(buildId);
+    if (state === 'ready' || state === 'setting_up') this.#move(worker, buildId, 'absent');
+    const run = this.#runs.get(buildId);
+    if (!run || run.phase !== 'ready') return;
+    run.refusals++;
+    const count = (worker.refusals.get(buildId)?.count ?? 0) + 1;
+    const backoffMs = refusalBackoffMs(count);
+    worker.refusals.set(buildId, { count, untilMs: Date.now() + backoffMs });
+    this.#log.warn({ buildId, workerId: worker.id, reason: message.reason, refusals: run.refusals, backoffMs }, 'worker refused a subjob; backing off');
+    if (run.refusals >= MAX_REFUSALS) {
+      this.#finishInBackground(run, 'ERROR', `Workers refused subjobs of this build ${run.refusals} times ` +
+        `(last: worker ${worker.name}, reason ${message.reason}: the build is not set up there); giving up rather than loop.`);
+    }
+  }
+
   setupFinished(worker: WorkerEntry, message: Message<'setup_finished'>): void {
     const run = this.#runs.get(message.build_id);
-    if (worker.builds.get(message.build_id) !== 'setting_up') return;
+    if (worker.builds.get(message.build_id) !== 'setting_up') {
+      // A setup the worker finished while the master had lost track of it (a reconnection in between).
+      if (message.ok && !worker.builds.has(message.build_id)) {
+        if (run && run.phase === 'ready') this.#move(worker, message.build_id, 'ready');
+        else this.teardown(worker, message.build_id);
+      }
+      return;
+    }
     this.#store.events.append('BUILD_SETUP_FINISH', {
       build_id: message.build_id, worker_id: worker.id, worker: worker.name, ok: message.ok, exit_code: message.exit_code,
     });
@@ -120,11 +191,13 @@ export class WorkerSetups {
 
   teardown(worker: WorkerEntry, buildId: number): void {
     this.#move(worker, buildId, 'tearing_down');
+    worker.refusals.delete(buildId);
     worker.send({ type: 'teardown_build', build_id: buildId });
   }
 
   /** The build ended: workers still running it stop now, those set up tear down, failed setups are forgotten. */
   endBuild(worker: WorkerEntry, buildId: number, hadLeases: boolean): void {
+    worker.refusals.delete(buildId);
     const state = worker.builds.get(buildId);
     if (hadLeases || state === 'setting_up') {
       // Stop now: atoms still running belong to a build that has ended (cancel, or an error elsewhere).
@@ -140,5 +213,6 @@ export class WorkerSetups {
   /** The worker is gone: it holds nothing of any build any more. */
   forgetWorker(worker: WorkerEntry): void {
     for (const buildId of [...worker.builds.keys()]) this.#move(worker, buildId, 'absent');
+    worker.refusals.clear();
   }
 }

@@ -11,6 +11,8 @@ export interface WorkerSnapshot {
   readonly freeExecutors: number;
   /** Its state for each build it knows (no entry: nothing of that build there). */
   readonly builds: ReadonlyMap<number, WorkerBuildState>;
+  /** Builds it refused work of lately: neither set up nor given work there until the back-off runs out. */
+  readonly heldOff?: ReadonlySet<number>;
 }
 
 /** A build ready to run, as the plan sees it. */
@@ -111,7 +113,7 @@ export function planDispatch(snapshot: DispatchSnapshot): Assignment[] {
   for (const worker of available) {
     for (const plan of plans) {
       if (!isAvailable(worker)) break;
-      if (!wantsExecutor(plan, worker.id)) continue;
+      if (!wantsExecutor(plan, worker.id) || worker.heldOff?.has(plan.run.id)) continue;
       const state = stateOf(worker, plan.run.id);
       if (state === undefined) {
         if (needsAnotherWorker(plan) || retryNeedsAnotherWorker(plan, worker)) {

@@ -4,10 +4,15 @@ import type { Db } from './database.ts';
 export function createWorkerStore(db: Db) {
   const insert = db.prepare('INSERT INTO workers (name, session_id, first_seen, last_seen) VALUES (?, ?, ?, ?)');
   const touch = db.prepare('UPDATE workers SET last_seen = ? WHERE id = ?');
+  const same = db.prepare('SELECT 1 FROM workers WHERE id = ? AND name = ? AND session_id = ?');
   return {
     insert(name: string, sessionId: string): number {
       const now = Date.now() / 1000;
       return Number(insert.run(name, sessionId, now, now).lastInsertRowid);
+    },
+    /** This id was given to a worker of this name and session: a reconnection of the same process. */
+    isSameWorker(id: number, name: string, sessionId: string): boolean {
+      return same.get(id, name, sessionId) !== undefined;
     },
     touch(id: number): void {
       touch.run(Date.now() / 1000, id);

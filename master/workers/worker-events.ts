@@ -10,6 +10,11 @@ export interface WorkerEvents {
    * are resumed and returned; the worker stops the others.
    */
   adoptLeases(worker: WorkerEntry, leaseIds: readonly string[]): string[];
+  /**
+   * The builds the worker says are set up there (its registration): the master's view of that worker is
+   * made to match, before it is given any work (issue 15).
+   */
+  buildsReported(worker: WorkerEntry, builds: NonNullable<Message<'register'>['builds']>): void;
   workerReady(worker: WorkerEntry): void;
   /** The worker is gone for good (silent too long, or not back within the lease window). */
   workerLost(worker: WorkerEntry, reason: string): void;
@@ -26,6 +31,8 @@ export interface WorkerEvents {
    * not held up by the master still writing the last result's files.
    */
   executorFreed(worker: WorkerEntry, lease: Lease): void;
+  /** The worker did not run the lease's subjob (subjob_refused): called at once, before executorFreed. */
+  subjobRefused(worker: WorkerEntry, lease: Lease, message: Message<'subjob_refused'>): void;
   /** The same subjob_finished, in order after the lease's other messages: settles what is left of the lease. */
   subjobFinished(worker: WorkerEntry, lease: Lease): void;
   /** A lease the worker did not list when it came back: it no longer runs it. */

@@ -47,6 +47,11 @@ export class WorkerEntry {
   readonly leases = new Map<string, Lease>();
   /** Its state per build; written only by master/builds/worker-setups.ts, through model/worker-build-state.ts. */
   readonly builds = new Map<number, WorkerBuildState>();
+  /**
+   * Subjobs of a build this worker refused, and until when it is given none of that build (back-off,
+   * master/builds/worker-setups.ts): a refusal is never answered by an immediate resend.
+   */
+  readonly refusals = new Map<number, { count: number; untilMs: number }>();
   readonly #freeExecutors: number[];
 
   constructor(init: {
@@ -104,6 +109,13 @@ export class WorkerEntry {
     if (this.#freeExecutors.includes(index)) return;
     this.#freeExecutors.push(index);
     this.#freeExecutors.sort((a, b) => b - a);
+  }
+
+  /** The builds this worker is not to be given now (a refusal's back-off has not run out). */
+  heldOffBuilds(nowMs: number): Set<number> {
+    const held = new Set<number>();
+    for (const [buildId, refusal] of this.refusals) if (refusal.untilMs > nowMs) held.add(buildId);
+    return held;
   }
 
   currentBuildIds(): number[] {

@@ -119,17 +119,20 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
         type: 'registered', worker_id: previous.id, master_session_id: deps.masterSessionId, resumed_leases: resumed,
         received_output: receivedOutput(previous, resumed),
       });
-      // What was said to it while it was away went nowhere (WorkerEntry.send drops it): say it again, or the
-      // worker never drains, and a build canceled meanwhile is never torn down there.
-      for (const [buildId, state] of previous.builds) {
-        if (state === 'tearing_down') sendTo(socket, { type: 'teardown_build', build_id: buildId });
-      }
+      // What was said to it while it was away went nowhere (WorkerEntry.send drops it): its own list of builds
+      // set up decides, and a teardown_build still owed is said again (a build canceled meanwhile).
+      deps.events.buildsReported(previous, message.builds ?? []);
       if (previous.isDraining) sendTo(socket, { type: 'shutdown' });
       log.info({ workerId: previous.id, worker: previous.name, resumed: resumed.length }, 'worker reconnected');
       deps.events.workerReady(previous);
       return;
     }
-    const id = deps.workerStore.insert(message.name, message.session_id);
+    // Same name and session as the id it asks for (a reconnection, also to a restarted master): it keeps that
+    // id, so lists, metrics and the event log follow one machine (issue 15 item 4). Anything else is new.
+    const kept = message.resume !== null && (previous === undefined || !previous.isAlive) &&
+      deps.workerStore.isSameWorker(message.resume.worker_id, message.name, message.session_id) ? message.resume.worker_id : null;
+    if (kept !== null) deps.workerStore.touch(kept);
+    const id = kept ?? deps.workerStore.insert(message.name, message.session_id);
     worker = new WorkerEntry({
       id,
       name: message.name,
@@ -146,7 +149,8 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
       type: 'registered', worker_id: id, master_session_id: deps.masterSessionId, resumed_leases: resumed,
       received_output: receivedOutput(worker, resumed),
     });
-    log.info({ workerId: id, worker: message.name, executors: message.num_executors, resumed: resumed.length }, 'worker connected');
+    deps.events.buildsReported(worker, message.builds ?? []);
+    log.info({ workerId: id, worker: message.name, executors: message.num_executors, resumed: resumed.length, keptId: kept !== null }, 'worker connected');
     deps.events.workerReady(worker);
   };
 
@@ -194,6 +198,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
       case 'atom_started':
       case 'atom_output':
       case 'atom_finished':
+      case 'subjob_refused':
       case 'subjob_finished': {
         const lease = leaseFor(current, message.lease_id);
         if (!lease) return;
@@ -201,7 +206,12 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
           fail(`lease ${lease.id} belongs to build ${lease.buildId} subjob ${lease.subjobId}`);
           return;
         }
-        if (message.type === 'subjob_finished') {
+        if (message.type === 'subjob_refused') {
+          // Before the executor is free again: the next dispatch pass must already see the back-off.
+          deps.events.subjobRefused(current, lease, message);
+          deps.events.executorFreed(current, lease);
+          inOrder(lease, () => deps.events.subjobFinished(current, lease));
+        } else if (message.type === 'subjob_finished') {
           deps.events.executorFreed(current, lease);
           inOrder(lease, () => deps.events.subjobFinished(current, lease));
         }
