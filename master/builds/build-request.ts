@@ -15,6 +15,8 @@ export interface BuildRequest {
   readonly remoteFiles: Readonly<Record<string, string>>;
   readonly atomsOverride: readonly string[] | null;
   readonly priority: number;
+  /** Variables for every atom, setup and teardown; {} when none. */
+  readonly environment: Readonly<Record<string, string>>;
 }
 
 /** Turns an untrusted JSON body into a BuildRequest, or throws a 400 that names the field. */
@@ -56,6 +58,7 @@ export function parseBuildRequest(body: unknown): BuildRequest {
     remoteFiles: fields.remote_files ?? {},
     atomsOverride: fields.atoms_override ?? null,
     priority: fields.priority ?? 0,
+    environment: fields.environment ?? {},
   };
 }
 
@@ -70,6 +73,9 @@ export function redactRequestParams(body: Record<string, unknown>): Record<strin
   if (typeof copy['remote_files'] === 'object' && copy['remote_files'] !== null) {
     copy['remote_files'] = Object.fromEntries(Object.entries(copy['remote_files']).map(([k, v]) => [k, mask(v)]));
   }
+  if (typeof copy['environment'] === 'object' && copy['environment'] !== null) {
+    copy['environment'] = Object.fromEntries(Object.entries(copy['environment']).map(([k, v]) => [k, isSecretName(k) ? MASKED_VALUE : v]));
+  }
   return copy;
 }
 
@@ -83,4 +89,12 @@ function maskUrlCredentials(value: string): string {
   } catch {
     return value;
   }
+}
+
+const MASKED_VALUE = '********';
+/** Variable names CI systems treat as secrets: their values are never shown (build listings are open to read). */
+const SECRET_NAME = /SECRET|TOKEN|PASSWORD|PASSWD|PASS|PWD|KEY|CREDENTIAL|AUTH|PRIVATE|SIGNATURE|COOKIE|SESSION/i;
+
+export function isSecretName(name: string): boolean {
+  return SECRET_NAME.test(name);
 }

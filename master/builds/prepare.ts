@@ -27,8 +27,10 @@ export function timingKey(project: ProjectSource, jobName: string): string {
   return `${where}:${jobName}`;
 }
 
-export function toStoredJob(job: JobConfig, project: ProjectSource, remoteFiles: Readonly<Record<string, string>>): StoredJob {
+export function toStoredJob(job: JobConfig, project: ProjectSource, remoteFiles: Readonly<Record<string, string>>,
+  environment: Readonly<Record<string, string>> = {}): StoredJob {
   return {
+    ...(Object.keys(environment).length > 0 ? { environment } : {}),
     project,
     remoteFiles,
     timingKey: timingKey(project, job.name),
@@ -68,6 +70,10 @@ async function readJobAndAtoms(request: BuildRequest, projectDir: string, limits
   } else {
     atoms = await runAtomizers(job, projectDir, limits, signal);
   }
+  if (atoms.length === 0 && job.allowNoAtoms === false) {
+    const atomizers = job.atomizers.map((atomizer) => `${atomizer.variable} (${atomizer.command})`).join(', ');
+    throw prepareError(`No atoms: the atomizers ${atomizers} printed nothing, and job "${job.name}" sets allow_no_atoms: false.`);
+  }
   return { job, atoms };
 }
 
@@ -77,7 +83,7 @@ export async function prepareDirectoryBuild(request: BuildRequest, limits: Atomi
   const info = await stat(projectDir).catch(() => null);
   if (!info?.isDirectory()) throw prepareError(`The project directory ${projectDir} does not exist on the master.`);
   const { job, atoms } = await readJobAndAtoms(request, projectDir, limits, signal);
-  return { projectDir, job: toStoredJob(job, { type: 'directory', path: projectDir }, request.remoteFiles), atoms };
+  return { projectDir, job: toStoredJob(job, { type: 'directory', path: projectDir }, request.remoteFiles, request.environment), atoms };
 }
 
 /**
@@ -108,5 +114,5 @@ export async function prepareGitBuild(
   }
   const { job, atoms } = await readJobAndAtoms(request, projectDir, limits, signal);
   const project: ProjectSource = { type: 'git', url: source.url, branch: source.branch, remote: source.remote, commit, subdirectory };
-  return { projectDir, job: toStoredJob(job, project, request.remoteFiles), atoms };
+  return { projectDir, job: toStoredJob(job, project, request.remoteFiles, request.environment), atoms };
 }

@@ -7,6 +7,7 @@ import type { WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts'
 import type { BuildRun } from './build-run.ts';
 import type { BuildSettings } from './build-settings.ts';
 import { moveBuildStatus } from './status-writer.ts';
+import { withEnvironment } from '../model/stored-job.ts';
 
 type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
 
@@ -66,10 +67,11 @@ export class WorkerSetups {
       project: job.project,
       snapshot_path: `/v1/build/${run.id}/project.tar.gz`,
       remote_files: job.remoteFiles,
-      setup_command: job.setupCommand,
-      teardown_command: job.teardownCommand,
+      // build -e variables go in front of each command: the worker needs nothing new to run them.
+      setup_command: job.setupCommand === null ? null : withEnvironment(job.setupCommand, job.environment),
+      teardown_command: job.teardownCommand === null ? null : withEnvironment(job.teardownCommand, job.environment),
       ...(job.junit === undefined ? {} : { junit: [...job.junit] }),
-      command: job.command,
+      command: withEnvironment(job.command, job.environment),
       atom_timeout_ms: job.atomTimeoutMs,
       kill_grace_ms: this.#settings.killGraceMs,
       max_console_bytes: this.#settings.maxConsoleBytes,

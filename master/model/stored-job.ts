@@ -15,6 +15,16 @@ export interface StoredJob {
   readonly maxExecutorsPerWorker: number | null;
   readonly atomTimeoutMs: number | null;
   readonly retries: number;
+  /** build -e variables, exported in front of every atom, setup and teardown command; absent when none. */
+  readonly environment?: Readonly<Record<string, string>>;
   /** Key junit (SPEC §15): the globs workers collect test reports with; absent for jobs without. */
   readonly junit?: readonly string[];
+}
+
+/** `export A='1' B='2'; command`: the build's variables in front of a command a worker runs. */
+export function withEnvironment(command: string, environment: Readonly<Record<string, string>> | undefined): string {
+  const entries = Object.entries(environment ?? {});
+  if (entries.length === 0) return command;
+  const quote = (value: string) => `'${value.replace(/'/g, `'\\''`)}'`;
+  return `export ${entries.map(([name, value]) => `${name}=${quote(value)}`).join(' ')}; ${command}`;
 }

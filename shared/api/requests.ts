@@ -5,11 +5,12 @@
 import { isAbsolute, normalize } from 'node:path';
 import { z } from 'zod';
 import { START_REASON_KEYS, startReasonFields } from './start-reason.ts';
+import { isReservedVariable } from '../job-config.ts';
 
 /** The keys of POST /v1/build, either type; any other key is refused by name. */
 export const BUILD_REQUEST_KEYS = [
   'type', 'url', 'branch', 'hash', 'remote', 'project_directory', 'job_name', 'config', 'remote_files',
-  'atoms_override', 'priority',
+  'atoms_override', 'priority', 'environment',
   ...START_REASON_KEYS,
 ] as const;
 
@@ -37,6 +38,13 @@ const COMMON = {
   ).optional(),
   atoms_override: z.array(z.string('"atoms_override" entries must be strings.').max(1024 * 1024), '"atoms_override" must be a list of atom strings.').max(1_000_000).optional(),
   priority: z.number('"priority" must be an integer.').int('"priority" must be an integer.').min(-1_000_000).max(1_000_000).optional(),
+  /** Variables for every atom, setup and teardown of the build (`build -e KEY=VALUE`), bounded. */
+  environment: z.record(
+    z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'environment names must be shell variable names.')
+      .refine((name) => !isReservedVariable(name), 'environment may not set a variable ClusterRunner sets itself (PROJECT_DIR, ARTIFACT_DIR, PATH, HOME, CLUSTERRUNNER_*, ...).'),
+    z.string('environment values must be strings.').max(32 * 1024).refine((value) => !value.includes('\0'), 'environment values may not hold NUL.'),
+    '"environment" must be an object of variable name to value.',
+  ).refine((variables) => Object.keys(variables).length <= 100, '"environment" holds more than 100 variables.').optional(),
 };
 
 /** Keys only a git build uses; a directory build accepts and ignores them, as the original did. */
