@@ -225,11 +225,14 @@ describe('the v1, unversioned and v2 trees', () => {
     expect(await routes('/v1/build')).toEqual(expect.arrayContaining(['/v1/build/[build_id]']));
     expect(await routes(`/v1/build/${id}`)).toEqual(expect.arrayContaining([
       '/v1/build/[build_id]/subjob', '/v1/build/[build_id]/artifacts.tar.gz', '/v1/build/[build_id]/artifacts.zip', '/v1/build/[build_id]/result',
+      '/v1/build/[build_id]/retry',
     ]));
     expect(await routes(`/v1/build/${id}/subjob`)).toEqual(['/v1/build/[build_id]/subjob/[subjob_id]']);
     expect(await routes(`/v1/build/${id}/subjob/0`)).toEqual(['/v1/build/[build_id]/subjob/[subjob_id]/atom']);
     expect(await routes(`/v1/build/${id}/subjob/0/atom`)).toEqual(['/v1/build/[build_id]/subjob/[subjob_id]/atom/[atom_id]']);
-    expect(await routes(`/v1/build/${id}/subjob/0/atom/0`)).toEqual(['/v1/build/[build_id]/subjob/[subjob_id]/atom/[atom_id]/console']);
+    expect(await routes(`/v1/build/${id}/subjob/0/atom/0`)).toEqual([
+      '/v1/build/[build_id]/subjob/[subjob_id]/atom/[atom_id]/console', '/v1/build/[build_id]/subjob/[subjob_id]/atom/[atom_id]/attempts',
+    ]);
     expect(await routes('/v1/worker')).toEqual(['/v1/worker/[worker_id]']);
     expect(await routes(`/v2/builds/${id}`)).toEqual(expect.arrayContaining(['/v2/builds/[build_id]/subjobs']));
   });
