@@ -6,6 +6,8 @@ export interface WorkerFlags extends CommonFlags {
   readonly masterUrl?: string;
   readonly numExecutors?: string;
   readonly name?: string;
+  /** --labels a,b (SPEC §13): overrides the conf key labels. */
+  readonly labels?: string;
   /** The original slave's --port: accepted and ignored (our workers connect out and listen on nothing). */
   readonly port?: string;
   /** The original's --eventlog-file: accepted and ignored with a warning (workers keep no event log). */
@@ -18,7 +20,7 @@ export interface WorkerFlags extends CommonFlags {
  */
 export async function runWorkerCommand(flags: WorkerFlags): Promise<number> {
   const conf = loadCommandConf('worker', flags, {
-    master_url: flags.masterUrl, num_executors: flags.numExecutors, eventlog_filename: flags.eventlogFile,
+    master_url: flags.masterUrl, num_executors: flags.numExecutors, eventlog_filename: flags.eventlogFile, labels: flags.labels,
   });
   const log = serviceLogger('worker', conf);
   logIgnoredSettings(log, conf, flags.port === undefined ? [] : [

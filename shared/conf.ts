@@ -11,6 +11,7 @@ import ini from 'ini';
 import { z } from 'zod';
 import { ClusterRunnerError, errorMessage } from './errors.ts';
 import { isOriginalKey, readOriginalKeys, type OriginalEntry } from './original-conf.ts';
+import { LABEL_PATTERN, MAX_LABELS } from './protocol.ts';
 
 export const CONF_ROLES = ['master', 'worker', 'client'] as const;
 export type ConfRole = (typeof CONF_ROLES)[number];
@@ -104,6 +105,12 @@ export interface Conf {
   readonly maxWorkspaceBytes: number;
   /** Free disk space under the worker's base directory below which it reports disk pressure (default 1 GiB). */
   readonly minDiskFreeBytes: number;
+  /** Key labels (worker): the labels it carries, for jobs' `requires` (SPEC §13); default none. */
+  readonly labels: readonly string[];
+  /** Key health_check_command (worker): a shell command whose failure makes the worker unhealthy; default null (none). */
+  readonly healthCheckCommand: string | null;
+  /** Key health_check_interval_seconds (worker): between runs of health_check_command; default 30 s. */
+  readonly healthCheckIntervalMs: number;
   /** Key compatibility: 'original' answers the original ClusterRunner's clients in its vocabulary (issue 17); default 'default'. */
   readonly compatibility: 'default' | 'original';
   /** The original's log_filename: log there instead of stderr; default null (stderr). */
@@ -183,6 +190,13 @@ const httpUrl = z
   .refine(isHttpUrl)
   .transform((value) => value.replace(/\/+$/, ''));
 
+/** `a, b,c`: empty entries dropped, duplicates kept once; None or empty is no label. */
+const labelsSetting = z
+  .string()
+  .nullable()
+  .transform((value) => [...new Set((value ?? '').split(',').map((label) => label.trim()).filter((label) => label !== ''))])
+  .pipe(z.array(z.string().regex(LABEL_PATTERN)).max(MAX_LABELS));
+
 const SETTINGS = {
   secret: setting(z.string().min(8), 'a secret of at least 8 characters'),
   base_directory: setting(absolutePath, 'an absolute path (~ allowed)'),
@@ -226,6 +240,9 @@ const SETTINGS = {
   max_workspace_bytes: setting(integer(1), 'a number of bytes >= 1'),
   min_disk_free_bytes: setting(integer(0), 'a number of bytes >= 0 (0 = never report disk pressure)'),
   compatibility: setting(z.enum(['default', 'original']), 'default or original'),
+  labels: setting(labelsSetting, `a comma-separated list of at most ${MAX_LABELS} labels (letters, digits, "_", ".", ":", "-")`),
+  health_check_command: setting(z.string().max(4096).nullable(), 'a shell command, or None'),
+  health_check_interval_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
 } as const;
 
 export type ConfKey = keyof typeof SETTINGS;
@@ -384,6 +401,9 @@ export function loadConf(options: {
     maxWorkspaceBytes: get('max_workspace_bytes') ?? 21474836480,
     minDiskFreeBytes: get('min_disk_free_bytes') ?? 1073741824,
     compatibility: get('compatibility') ?? 'default',
+    labels: Object.freeze(get('labels') ?? []),
+    healthCheckCommand: get('health_check_command') ?? null,
+    healthCheckIntervalMs: toMs(get('health_check_interval_seconds') ?? 30),
     logFile: original.logFile,
     eventlogFile: original.eventlogFile,
     warnings: Object.freeze([...original.warnings]),

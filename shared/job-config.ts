@@ -6,6 +6,7 @@
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { ClusterRunnerError, errorMessage } from './errors.ts';
+import { LABEL_PATTERN, MAX_LABELS } from './protocol.ts';
 
 export interface JobConfig {
   readonly name: string;
@@ -34,6 +35,11 @@ export interface JobConfig {
    * the worker sends those an atom wrote with its artifacts. Absent when the file has none.
    */
   readonly junit?: readonly string[];
+  /**
+   * Key requires (SPEC §13): labels a worker must carry, every one, to run this job's work. Absent when the
+   * file names none (any worker will do).
+   */
+  readonly requires?: readonly string[];
 }
 
 /** Env var names the product sets itself; an atomizer may not use them. */
@@ -82,6 +88,7 @@ const KNOWN_KEYS = [
   'retries',
   'allow_no_atoms',
   'junit',
+  'requires',
 ] as const;
 type JobKey = (typeof KNOWN_KEYS)[number];
 
@@ -157,6 +164,7 @@ export function parseJobDefinition(name: string, raw: unknown): JobConfig {
   const retries = read('retries', RETRIES_RULE, 0);
   const allowNoAtoms = read<boolean>('allow_no_atoms', BOOLEAN_RULE, true);
   const junit = read('junit', JUNIT_RULE, []);
+  const requires = read('requires', REQUIRES_RULE, []);
 
   if (problems.length > 0) throw badJob(problems.join('\n'));
   return Object.freeze({
@@ -171,6 +179,7 @@ export function parseJobDefinition(name: string, raw: unknown): JobConfig {
     retries,
     ...(allowNoAtoms ? {} : { allowNoAtoms: false as const }),
     ...(junit.length === 0 ? {} : { junit: Object.freeze([...junit]) }),
+    ...(requires.length === 0 ? {} : { requires: Object.freeze([...new Set(requires)]) }),
   });
 }
 
@@ -228,6 +237,11 @@ const JUNIT_RULE: KeyRule<string[]> = {
   schema: z.array(z.string().min(1).max(MAX_JUNIT_GLOB_CHARS)
     .refine((glob) => !glob.startsWith('/') && !glob.split('/').includes('..') && !glob.includes('\u0000'))).max(MAX_JUNIT_GLOBS),
   expected: `a list of at most ${MAX_JUNIT_GLOBS} globs relative to PROJECT_DIR (no leading "/", no "..")`,
+};
+
+const REQUIRES_RULE: KeyRule<string[]> = {
+  schema: z.array(z.string().regex(LABEL_PATTERN)).max(MAX_LABELS),
+  expected: `a list of at most ${MAX_LABELS} worker labels (letters, digits, "_", ".", ":", "-"; at most 63 characters)`,
 };
 
 const ATOMIZERS_EXPECTED = 'a non-empty list of maps {VARIABLE: command}';

@@ -29,6 +29,11 @@ const leaseId = z.string().min(1).max(64);
 const text = (max: number) => z.string().max(max);
 const STOP_REASONS = ['cancel', 'timeout', 'worker_stop', 'lease_lost'] as const;
 
+/** A worker label (SPEC §13, `--labels`): what a job's `requires` names. */
+export const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/;
+export const MAX_LABELS = 32;
+export const labelList = z.array(z.string().regex(LABEL_PATTERN)).max(MAX_LABELS);
+
 // ---- worker -> master -------------------------------------------------------------------------------
 
 export const registerMessage = z.strictObject({
@@ -50,11 +55,30 @@ export const registerMessage = z.strictObject({
    * that leaves it out is taken to have none.
    */
   builds: z.array(z.strictObject({ build_id: id, setup: z.enum(['running', 'ok']) })).max(1024).optional(),
+  /** Optional: the labels this worker carries (SPEC §13); a job's `requires` runs only where all are carried. */
+  labels: labelList.optional(),
   /** Optional: the worker's disk health (worker/disk-bounds.ts); free_bytes null where it cannot tell. */
   disk: z.strictObject({ state: z.enum(['ok', 'disk_pressure']), free_bytes: z.number().int().min(0).nullable() }).optional(),
 });
 
-export const heartbeatMessage = z.strictObject({ type: z.literal('heartbeat') });
+/**
+ * Every field but the type is optional (SPEC §13 health): a worker that sends none is taken as healthy and
+ * shown without figures. `health` is the worker's own verdict (its health_check_command, min_disk_free_bytes);
+ * unhealthy workers get no new work until a heartbeat says healthy again.
+ */
+export const heartbeatMessage = z.strictObject({
+  type: z.literal('heartbeat'),
+  cpu_count: z.number().int().min(0).max(1_000_000).optional(),
+  load1: z.number().min(0).max(1e9).optional(),
+  memory_total_bytes: z.number().int().min(0).optional(),
+  memory_available_bytes: z.number().int().min(0).optional(),
+  /** Of the worker's work folder; null where the platform cannot tell. */
+  disk_free_bytes: z.number().int().min(0).nullable().optional(),
+  health: z.enum(['healthy', 'unhealthy']).optional(),
+  /** Why it is unhealthy, in words (a failing check's exit code and output tail, a short disk). */
+  health_reason: text(1024).nullable().optional(),
+});
+export type HeartbeatMessage = z.infer<typeof heartbeatMessage>;
 
 export const setupFinishedMessage = z.strictObject({
   type: z.literal('setup_finished'),

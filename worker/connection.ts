@@ -3,7 +3,7 @@ import type { Logger } from '../shared/log.ts';
 import { NONCE_HEADER, signRequest } from '../shared/auth.ts';
 import {
   CLOSE_MASTER_UNAUTHENTICATED, CLOSE_SHUTDOWN, CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES, PROTOCOL_VERSION, WORKER_CONNECT_PATH,
-  helloMessage, masterMessage, parseFrame, type MasterMessage, type RegisteredMessage, type RegisterMessage, type WorkerMessage,
+  helloMessage, masterMessage, parseFrame, type HeartbeatMessage, type MasterMessage, type RegisteredMessage, type RegisterMessage, type WorkerMessage,
 } from '../shared/protocol.ts';
 import {
   FrameOpener, WORKER_CHALLENGE_HEADER, createNonce, isMasterProofValid, registerProof, type ConnectionBinding,
@@ -26,6 +26,8 @@ export interface ConnectionOptions {
    */
   readonly onRegistered: (workerId: number, resumedLeases: readonly string[], receivedOutput: readonly ReceivedOutput[]) => void;
   readonly onUnreachable: (reason: string) => void;
+  /** The machine figures and health verdict each heartbeat carries (SPEC §13, worker/health.ts); default none. */
+  readonly heartbeatReport?: () => Omit<HeartbeatMessage, 'type'>;
 }
 
 export type ReceivedOutput = RegisteredMessage['received_output'][number];
@@ -328,7 +330,15 @@ export class MasterConnection {
       return;
     }
     // Before the master's answer to "register", anything else would be a protocol error.
-    if (this.#isRegistered && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: 'heartbeat' } satisfies WorkerMessage));
+    this.heartbeatNow();
+  }
+
+  /** A heartbeat now (also when the health verdict changed); nothing while not registered. */
+  heartbeatNow(): void {
+    const socket = this.#socket;
+    // Before the master's answer to "register", anything else would be a protocol error.
+    if (!this.#isRegistered || socket === null || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ type: 'heartbeat', ...this.#options.heartbeatReport?.() } satisfies WorkerMessage));
   }
 
   #isSilent(): boolean {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from '../shared/log.ts';
 import { startLogRotation, type LogRotation } from '../shared/log.ts';
 import { WorkerDiskBound } from './disk-bounds.ts';
+import { WorkerHealth } from './health.ts';
 import { commandEnvironment, type Conf } from '../shared/conf.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { createMask, credentialValuesOf, type Mask } from '../shared/mask.ts';
@@ -28,6 +29,12 @@ export type WorkerConf = Pick<Conf,
 export interface DaemonOptions extends WorkerConf {
   /** Conf run_as_user: build commands run as this user (the worker must run as root); default: ours. */
   readonly runAsUser?: string | null;
+  /** Conf labels / --labels (SPEC §13), sent at registration; default none. */
+  readonly labels?: readonly string[];
+  /** Conf health_check_command (worker/health.ts); default none. */
+  readonly healthCheckCommand?: string | null;
+  /** Conf health_check_interval_seconds in ms; default 30 s. */
+  readonly healthCheckIntervalMs?: number;
   readonly name: string;
   readonly log: Logger;
 }
@@ -127,6 +134,8 @@ export class WorkerDaemon {
   readonly #git: GitCache;
   /** Old workspaces and repository caches within max_workspace_bytes; disk pressure as a state (disk-bounds.ts). */
   readonly #diskBound: WorkerDiskBound;
+  /** Machine figures and the worker's own health verdict for every heartbeat (SPEC §13). */
+  readonly #health: WorkerHealth;
   #logRotation: LogRotation | null = null;
   #workerId: number | null = null;
   #isDraining = false;
@@ -145,6 +154,11 @@ export class WorkerDaemon {
       maxBytes: options.maxWorkspaceBytes, minFreeBytes: options.minDiskFreeBytes, log: options.log.child({ component: 'disk' }),
       buildsInUse: () => [...this.#builds.values()].map((build) => build.message), mirrorPath: (url) => this.#git.mirrorPath(url),
     });
+    this.#health = new WorkerHealth({
+      diskPath: this.#workDir, cwd: this.#workDir, minDiskFreeBytes: options.minDiskFreeBytes,
+      checkCommand: options.healthCheckCommand ?? null, checkIntervalMs: options.healthCheckIntervalMs ?? 30_000,
+      log: options.log.child({ component: 'health' }), onChange: () => this.#connection.heartbeatNow(),
+    });
     this.exited = new Promise((resolve) => {
       this.#resolveExit = resolve;
     });
@@ -156,6 +170,7 @@ export class WorkerDaemon {
       heartbeatFailureThreshold: options.heartbeatFailureThreshold,
       masterUnreachableMs: options.masterUnreachableMs,
       registration: () => this.#registration(),
+      heartbeatReport: () => this.#health.report(),
       onMessage: (message) => this.#handle(message),
       onRegistered: (workerId, resumed, receivedOutput) => this.#onRegistered(workerId, resumed, receivedOutput),
       onUnreachable: (reason) => {
@@ -174,6 +189,7 @@ export class WorkerDaemon {
     // Build commands of another user must reach their folders below ours: traverse, never list.
     if (this.#runAs !== null) await chmod(this.#workDir, 0o711);
     this.#diskBound.start();
+    this.#health.start();
     this.#logRotation = startLogRotation({ maxBytes: this.#options.logMaxBytes, keepFiles: this.#options.logKeepFiles, log: this.#log });
     this.#log.info({ master: this.#options.masterUrl, executors: this.#options.numExecutors, name: this.#options.name }, 'worker starting');
     this.#connection.start();
@@ -220,6 +236,7 @@ export class WorkerDaemon {
       heartbeat_interval_ms: this.#options.heartbeatIntervalMs,
       heartbeat_failure_threshold: this.#options.heartbeatFailureThreshold,
       disk: { state: this.#diskBound.state, free_bytes: this.#diskBound.freeBytes },
+      ...(this.#options.labels === undefined || this.#options.labels.length === 0 ? {} : { labels: [...this.#options.labels] }),
       builds: this.#buildsSetUp(),
       // A subjob that ended while the master was away still has its results queued: it is resumed too.
       resume: this.#workerId === null ? null : {
@@ -523,6 +540,7 @@ export class WorkerDaemon {
       }
       await this.#connection.close();
       await this.#diskBound.close();
+      await this.#health.close();
       this.#logRotation?.close();
       await rm(this.#workDir, { recursive: true, force: true }).catch(() => undefined);
       this.#log.info({ code }, 'worker stopped');

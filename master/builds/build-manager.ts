@@ -175,6 +175,12 @@ export class BuildManager implements WorkerEvents {
     this.#loop.schedule();
   }
 
+  healthChanged(worker: WorkerEntry, health: 'healthy' | 'unhealthy', reason: string | null): void {
+    this.#log.info({ workerId: worker.id, worker: worker.name, health, reason }, 'worker health changed');
+    this.#store.events.append('WORKER_HEALTH_CHANGED', { worker_id: worker.id, worker: worker.name, health, reason });
+    this.#loop.schedule();
+  }
+
   workerLost(worker: WorkerEntry, reason: string): void {
     this.#log.warn({ workerId: worker.id, worker: worker.name, reason, leases: worker.leases.size }, 'worker lost; its work goes back to the queue');
     this.#store.events.append('WORKER_LOST', { worker_id: worker.id, worker: worker.name, reason });

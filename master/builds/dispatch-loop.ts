@@ -1,5 +1,6 @@
 import type { WorkerRegistry } from '../workers/worker-registry.ts';
 import { planDispatch, type WorkerSnapshot } from '../scheduling/dispatcher.ts';
+import { acceptsNewWork } from '../scheduling/eligibility.ts';
 import type { BuildRun } from './build-run.ts';
 import type { LeaseBook } from './lease-book.ts';
 import type { WorkerSetups } from './worker-setups.ts';
@@ -81,14 +82,16 @@ export class DispatchLoop {
       const heldOff = worker.heldOffBuilds(now);
       for (const buildId of heldOff) nextWakeMs = Math.min(nextWakeMs, worker.refusals.get(buildId)!.untilMs);
       workers.push({
-        id: worker.id, isUsable: worker.isAlive && !worker.isDraining, isConnected: worker.isConnected,
+        // An unhealthy worker (SPEC §13) serves nothing new: not even the builds it has set up.
+        id: worker.id, isUsable: worker.isAlive && !worker.isDraining && acceptsNewWork(worker.health()), isConnected: worker.isConnected,
+        labels: worker.labels,
         freeExecutors: worker.freeExecutorCount, builds: worker.builds, heldOff,
       });
     }
     if (nextWakeMs !== Number.POSITIVE_INFINITY) this.#wakeAt(nextWakeMs);
     if (freeExecutors === 0) return;
     const runs = this.#runs.filter((run) => run.phase === 'ready' && run.job !== null && run.hasPendingWork);
-    const plan = planDispatch({ workers, runs: runs.map((run) => run.dispatchSnapshot(freeExecutors)) });
+    const plan = planDispatch({ workers, runs: runs.map((run) => ({ ...run.dispatchSnapshot(freeExecutors), requires: run.job?.requires })) });
     const byId = new Map(runs.map((run) => [run.id, run]));
     for (const step of plan) {
       const run = byId.get(step.buildId)!;

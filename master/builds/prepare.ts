@@ -43,6 +43,7 @@ export function toStoredJob(job: JobConfig, project: ProjectSource, remoteFiles:
     atomTimeoutMs: job.atomTimeoutS === null ? null : Math.round(job.atomTimeoutS * 1000),
     retries: job.retries,
     ...(job.junit === undefined ? {} : { junit: job.junit }),
+    ...(job.requires === undefined ? {} : { requires: job.requires }),
   };
 }
 

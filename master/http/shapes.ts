@@ -73,5 +73,23 @@ export function workerShape(worker: WorkerEntry): WorkerView {
     current_build_id: buildIds[0] ?? null,
     is_alive: worker.isAlive,
     is_in_shutdown_mode: worker.isDraining,
+    ...healthShape(worker),
+  };
+}
+
+/** SPEC §13: labels, the last heartbeat, health and the machine figures the worker last reported. */
+function healthShape(worker: WorkerEntry): Pick<WorkerView, 'labels' | 'last_heartbeat' | 'health' | 'health_reason' |
+  'cpu_count' | 'load1' | 'memory_total_bytes' | 'memory_available_bytes' | 'disk_free_bytes'> {
+  const machine = worker.machine;
+  return {
+    labels: [...worker.labels].sort(),
+    last_heartbeat: worker.lastHeartbeatMs === null ? null : worker.lastHeartbeatMs / 1000,
+    health: worker.health(),
+    health_reason: machine.reason,
+    cpu_count: machine.cpuCount ?? null,
+    load1: machine.load1 ?? null,
+    memory_total_bytes: machine.memoryTotalBytes ?? null,
+    memory_available_bytes: machine.memoryAvailableBytes ?? null,
+    disk_free_bytes: machine.diskFreeBytes ?? null,
   };
 }

@@ -19,6 +19,8 @@ export interface StoredJob {
   readonly environment?: Readonly<Record<string, string>>;
   /** Key junit (SPEC §15): the globs workers collect test reports with; absent for jobs without. */
   readonly junit?: readonly string[];
+  /** Key requires (SPEC §13): labels a worker must carry, all of them, to be given this build; absent: any worker. */
+  readonly requires?: readonly string[];
 }
 
 /** `export A='1' B='2'; command`: the build's variables in front of a command a worker runs. */

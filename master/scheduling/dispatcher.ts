@@ -1,5 +1,6 @@
 import type { WorkItem } from '../model/work-item.ts';
 import type { WorkerBuildState } from '../model/worker-build-state.ts';
+import { carriesLabels } from './eligibility.ts';
 
 /** A worker as the plan sees it. */
 export interface WorkerSnapshot {
@@ -11,6 +12,8 @@ export interface WorkerSnapshot {
   readonly freeExecutors: number;
   /** Its state for each build it knows (no entry: nothing of that build there). */
   readonly builds: ReadonlyMap<number, WorkerBuildState>;
+  /** The labels it carries (SPEC §13); absent: none. */
+  readonly labels?: ReadonlySet<string>;
   /** Builds it refused work of lately: neither set up nor given work there until the back-off runs out. */
   readonly heldOff?: ReadonlySet<number>;
 }
@@ -28,6 +31,8 @@ export interface RunSnapshot {
   readonly queue: readonly WorkItem[];
   /** All pending items, front and queue (the queue above may be cut short). */
   readonly pendingCount: number;
+  /** Labels a worker must carry, every one, to take this build's work (job key requires); absent: none. */
+  readonly requires?: readonly string[];
 }
 
 export interface DispatchSnapshot {
@@ -114,6 +119,7 @@ export function planDispatch(snapshot: DispatchSnapshot): Assignment[] {
     for (const plan of plans) {
       if (!isAvailable(worker)) break;
       if (!wantsExecutor(plan, worker.id) || worker.heldOff?.has(plan.run.id)) continue;
+      if (!carriesLabels(worker.labels, plan.run.requires)) continue;
       const state = stateOf(worker, plan.run.id);
       if (state === undefined) {
         if (needsAnotherWorker(plan) || retryNeedsAnotherWorker(plan, worker)) {
@@ -126,7 +132,8 @@ export function planDispatch(snapshot: DispatchSnapshot): Assignment[] {
       // Asked only for an item that would rather avoid this worker: the answer costs a look at every worker.
       let alternative: boolean | null = null;
       const hasAlternative = () => (alternative ??= available.some((other) =>
-        other !== worker && stateOf(other, plan.run.id) !== 'failed' && wantsExecutor(plan, other.id)));
+        other !== worker && stateOf(other, plan.run.id) !== 'failed' && wantsExecutor(plan, other.id) &&
+        carriesLabels(other.labels, plan.run.requires)));
       while (isAvailable(worker) && wantsExecutor(plan, worker.id)) {
         const item = takeItem(plan, worker.id, hasAlternative);
         if (item === null) break;

@@ -16,6 +16,8 @@ export interface WorkerEvents {
    */
   buildsReported(worker: WorkerEntry, builds: NonNullable<Message<'register'>['builds']>): void;
   workerReady(worker: WorkerEntry): void;
+  /** The worker's own health verdict changed (SPEC §13): unhealthy workers get no new work, healthy ones again. */
+  healthChanged(worker: WorkerEntry, health: 'healthy' | 'unhealthy', reason: string | null): void;
   /** The worker is gone for good (silent too long, or not back within the lease window). */
   workerLost(worker: WorkerEntry, reason: string): void;
   /** The worker left cleanly after a drain; it held no leases. */

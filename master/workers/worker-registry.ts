@@ -1,6 +1,7 @@
 import type { WebSocket } from 'ws';
 import type { MasterMessage } from '../../shared/protocol.ts';
 import type { WorkerBuildState } from '../model/worker-build-state.ts';
+import { judgeHealth, type WorkerHealth } from '../scheduling/eligibility.ts';
 
 export type { WorkerBuildState } from '../model/worker-build-state.ts';
 
@@ -31,6 +32,17 @@ export interface Lease {
   readonly outputBytes: Map<number, number>;
 }
 
+/** A worker's last heartbeat figures; a figure it never sent is absent. */
+export interface WorkerMachineReport {
+  readonly reported: 'healthy' | 'unhealthy';
+  readonly reason: string | null;
+  readonly cpuCount?: number;
+  readonly load1?: number;
+  readonly memoryTotalBytes?: number;
+  readonly memoryAvailableBytes?: number;
+  readonly diskFreeBytes?: number | null;
+}
+
 export class WorkerEntry {
   readonly id: number;
   readonly name: string;
@@ -47,6 +59,12 @@ export class WorkerEntry {
   readonly leases = new Map<string, Lease>();
   /** Its state per build; written only by master/builds/worker-setups.ts, through model/worker-build-state.ts. */
   readonly builds = new Map<number, WorkerBuildState>();
+  /** The labels it registered with (SPEC §13): a job's `requires` runs only where every one is carried. */
+  labels: ReadonlySet<string> = new Set();
+  /** What its last heartbeat said of its machine and its own health (SPEC §13); empty until one says. */
+  machine: WorkerMachineReport = { reported: 'healthy', reason: null };
+  /** When the last heartbeat arrived (epoch ms); null before the first. */
+  lastHeartbeatMs: number | null = null;
   /**
    * Subjobs of a build this worker refused, and until when it is given none of that build (back-off,
    * master/builds/worker-setups.ts): a refusal is never answered by an immediate resend.
@@ -83,6 +101,11 @@ export class WorkerEntry {
 
   get isConnected(): boolean {
     return this.socket !== null && this.socket.readyState === this.socket.OPEN;
+  }
+
+  /** Its health now: what it reported, or suspect while its heartbeats are late (scheduling/eligibility.ts). */
+  health(nowMs = Date.now()): WorkerHealth {
+    return judgeHealth({ reported: this.machine.reported, lastSeenMs: this.lastSeenMs, heartbeatIntervalMs: this.heartbeatIntervalMs, nowMs });
   }
 
   /** A worker that may be given new work now. */

@@ -2,7 +2,7 @@ import type { WebSocket, RawData } from 'ws';
 import type { Logger } from '../../shared/log.ts';
 import {
   CLOSE_PROTOCOL_ERROR, CLOSE_REPLACED, CLOSE_UNAUTHENTICATED, PROTOCOL_VERSION, decodeArtifactChunk, parseFrame, workerMessage,
-  type MasterMessage, type RegisterMessage,
+  type HeartbeatMessage, type MasterMessage, type RegisterMessage,
 } from '../../shared/protocol.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import type { WorkerStore } from '../store/worker-store.ts';
@@ -108,6 +108,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
       if (previous.socket && previous.socket !== socket) previous.socket.close(CLOSE_REPLACED, 'replaced by a newer connection');
       previous.socket = socket;
       previous.lastSeenMs = Date.now();
+      previous.labels = new Set(message.labels ?? []);
       const listed = new Set(message.resume!.leases);
       const resumed: string[] = [];
       for (const lease of [...previous.leases.values()]) {
@@ -142,6 +143,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
       heartbeatFailureThreshold: message.heartbeat_failure_threshold,
       socket,
     });
+    worker.labels = new Set(message.labels ?? []);
     deps.registry.add(worker);
     // A worker that outlived a restart of this master may go on with what it runs, if the master kept it.
     const resumed = message.resume ? deps.events.adoptLeases(worker, message.resume.leases) : [];
@@ -185,6 +187,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
         return;
       case 'heartbeat':
         sendTo(socket, { type: 'heartbeat_ack' });
+        recordHeartbeat(current, message, deps);
         return;
       case 'draining':
         current.isDraining = true;
@@ -265,6 +268,22 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
     log.info({ workerId: current.id, windowMs: current.leaseWindowMs }, 'worker disconnected; waiting for it to come back');
     current.disconnectTimer = setTimeout(() => markWorkerLost(current, deps, 'disconnected'), current.leaseWindowMs);
   });
+}
+
+/** Keeps the heartbeat's figures for the worker shape; a change of the worker's own verdict is news to dispatch. */
+function recordHeartbeat(worker: WorkerEntry, message: HeartbeatMessage, deps: SessionDeps): void {
+  const before = worker.machine.reported;
+  worker.lastHeartbeatMs = Date.now();
+  worker.machine = {
+    reported: message.health ?? 'healthy',
+    reason: message.health === 'unhealthy' ? (message.health_reason ?? null) : null,
+    ...(message.cpu_count === undefined ? {} : { cpuCount: message.cpu_count }),
+    ...(message.load1 === undefined ? {} : { load1: message.load1 }),
+    ...(message.memory_total_bytes === undefined ? {} : { memoryTotalBytes: message.memory_total_bytes }),
+    ...(message.memory_available_bytes === undefined ? {} : { memoryAvailableBytes: message.memory_available_bytes }),
+    ...(message.disk_free_bytes === undefined ? {} : { diskFreeBytes: message.disk_free_bytes }),
+  };
+  if (worker.machine.reported !== before) deps.events.healthChanged(worker, worker.machine.reported, worker.machine.reason);
 }
 
 /** Declares silent workers dead (a frozen process keeps its socket open but stops its heartbeats). */

@@ -48,7 +48,11 @@ export const buildViewSchema = z.looseObject({
   artifacts: z.string().nullable(),
   error_message: z.string().nullable(),
   /** Set while the build is ready to run but no worker is connected; gives_up_at null: it waits for ever. */
-  waiting_for_workers: z.object({ since: z.number(), gives_up_at: z.number().nullable() }).nullable(),
+  waiting_for_workers: z.object({
+    since: z.number(), gives_up_at: z.number().nullable(),
+    /** Set when workers are connected but none carries every label the job requires (SPEC §13). */
+    requires: z.array(z.string()).optional(),
+  }).nullable(),
   job_name: z.string().nullable(),
   priority: z.number().int(),
   request_params: z.record(z.string(), z.unknown()),
@@ -68,6 +72,20 @@ export const workerViewSchema = z.looseObject({
   current_build_id: id.nullable(),
   is_alive: z.boolean(),
   is_in_shutdown_mode: z.boolean(),
+  /** SPEC §13: the pool it belongs to (null: started by hand without --pool), its labels and health. */
+  pool: z.string().nullable().optional(),
+  labels: z.array(z.string()).optional(),
+  /** Epoch seconds of its last heartbeat; null before the first. */
+  last_heartbeat: z.number().nullable().optional(),
+  health: z.enum(['healthy', 'unhealthy', 'suspect']).optional(),
+  /** Why it is unhealthy, in its own words; null when it is not. */
+  health_reason: z.string().nullable().optional(),
+  /** Figures of its last heartbeat; null where it sent none. */
+  cpu_count: z.number().int().nullable().optional(),
+  load1: z.number().nullable().optional(),
+  memory_total_bytes: z.number().int().nullable().optional(),
+  memory_available_bytes: z.number().int().nullable().optional(),
+  disk_free_bytes: z.number().int().nullable().optional(),
 });
 export type WorkerView = z.infer<typeof workerViewSchema>;
 

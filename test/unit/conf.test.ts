@@ -94,6 +94,9 @@ describe('loadConf', () => {
       logKeepFiles: 5,
       maxWorkspaceBytes: 21474836480,
       minDiskFreeBytes: 1073741824,
+      labels: [],
+      healthCheckCommand: null,
+      healthCheckIntervalMs: 30_000,
       compatibility: 'default',
       logFile: null,
       eventlogFile: null,
@@ -341,6 +344,21 @@ describe('redactConf', () => {
 describe('defaultConfPath', () => {
   it('is ~/.clusterrunner/clusterrunner.conf', () => {
     expect(defaultConfPath()).toBe(path.join(os.homedir(), '.clusterrunner', 'clusterrunner.conf'));
+  });
+});
+
+describe('worker labels and health check keys (SPEC §13)', () => {
+  it('reads labels as a comma list, trimmed and once each, and the check with its interval', () => {
+    const text = `[general]\nsecret = ${SECRET}\n[worker]\nlabels = gpu, linux,,gpu\n` +
+      'health_check_command = test -d /tmp\nhealth_check_interval_seconds = 2.5\n';
+    const conf = load(text, { role: 'worker' });
+    expect(conf.labels).toEqual(['gpu', 'linux']);
+    expect(conf.healthCheckCommand).toBe('test -d /tmp');
+    expect(conf.healthCheckIntervalMs).toBe(2500);
+  });
+
+  it.each([['labels', 'has space'], ['labels', 'ok,-dash'], ['health_check_interval_seconds', '0']])('refuses %s = %s, naming the key', (key, value) => {
+    expect(() => load(`[general]\nsecret = ${SECRET}\n[worker]\n${key} = ${value}\n`, { role: 'worker' })).toThrow(new RegExp(`"${key}" must be`));
   });
 });
 
