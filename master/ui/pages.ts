@@ -46,6 +46,18 @@ interface Frame {
   readonly refreshOn: readonly string[];
 }
 
+/**
+ * The newest event id the page was drawn after: its stream resumes from there (since_id), so an event
+ * between this render and the stream's start (a short build ending) still reaches the page.
+ */
+function latestEventId(ctx: PageContext): number {
+  return ctx.store.db.prepare<[], { id: number }>('SELECT coalesce(max(id), 0) AS id FROM events').get()!.id;
+}
+
+function streamUrl(ctx: PageContext, query: string): string {
+  return `/v2/events?${query}&since_id=${latestEventId(ctx)}`;
+}
+
 export function page(frame: Frame, viewer: Viewer, body: SafeHtml, status = ''): SafeHtml {
   const current = (name: Frame['nav']) => (frame.nav === name ? html` aria-current="page"` : '');
   const operator = viewer.csrfToken !== null
@@ -175,7 +187,7 @@ ${input.error !== null && html`<p class="error" role="alert" id="search-error">$
 ${table}
 ${pager('Pages of builds', link, input.offset, BUILDS_PAGE_SIZE, input.total, ['Newer builds', 'Older builds'])}
 </div>`;
-  return page({ title: 'Builds', nav: 'builds', stream: '/v2/events?tags=BUILD_STATUS,ATOM_FINISH', refreshOn: ['BUILD_STATUS', 'ATOM_FINISH'] }, viewer, body);
+  return page({ title: 'Builds', nav: 'builds', stream: streamUrl(ctx, 'tags=BUILD_STATUS,ATOM_FINISH'), refreshOn: ['BUILD_STATUS', 'ATOM_FINISH'] }, viewer, body);
 }
 
 // ---- one build -----------------------------------------------------------------------------------------
@@ -282,7 +294,7 @@ ${pager('Pages of atoms', link, input.atomsOffset, ATOMS_PAGE_SIZE, atoms.total,
 <div id="live-console">${isDone ? html`<p class="muted">The build has ended.</p>` : html`<p class="muted">Output of running atoms appears here.</p>`}</div>`;
   return page({
     title: `Build #${build.id}`, nav: 'builds',
-    stream: isDone ? null : `/v2/events?build_id=${build.id}&console=true`,
+    stream: isDone ? null : streamUrl(ctx, `build_id=${build.id}&console=true`),
     refreshOn: ['BUILD_STATUS', 'ATOM_START', 'ATOM_FINISH'],
   }, viewer, body);
 }
@@ -306,7 +318,7 @@ ${all.length > MAX_WORKERS_SHOWN && html`<p class="muted">Showing ${MAX_WORKERS_
 </div>`;
   return page({
     title: 'Workers', nav: 'workers',
-    stream: '/v2/events?tags=WORKER_CONNECTED,WORKER_LOST,ATOM_START,ATOM_FINISH,BUILD_STATUS',
+    stream: streamUrl(ctx, 'tags=WORKER_CONNECTED,WORKER_LOST,ATOM_START,ATOM_FINISH,BUILD_STATUS'),
     refreshOn: ['WORKER_CONNECTED', 'WORKER_LOST', 'ATOM_START', 'ATOM_FINISH', 'BUILD_STATUS'],
   }, viewer, body);
 }

@@ -75,17 +75,17 @@ describe('the dashboard in Chromium', () => {
 
   it('shows a running atom\'s console growing live, then a failed build\'s failing atom output', async () => {
     const id = await postBuild(master, directory({
-      commands: ['for i in 1 2 3 4 5 6; do echo "tick $i of atom $X"; sleep 0.5; done; test $X -eq 1'], atomizers: [{ X: 'seq 1 2' }],
+      commands: ['for i in $(seq 1 12); do echo "tick $i of atom $X"; sleep 0.5; done; test $X -eq 1'], atomizers: [{ X: 'seq 1 2' }],
     }));
     await waitForBuild(master, id, (b) => b.status === 'BUILDING', 20_000);
     const p = await openPage(`builds/${id}`);
     const liveConsole = p.locator('#live-console');
     await expect.poll(() => liveConsole.textContent(), { timeout: 20_000 }).toContain('tick 2 of atom');
     const early = (await liveConsole.textContent()) ?? '';
-    expect(early).not.toContain('tick 6 of atom');
-    await expect.poll(() => liveConsole.textContent(), { timeout: 20_000 }).toContain('tick 6 of atom 2');
+    expect(early).not.toContain('tick 12 of atom');
+    await expect.poll(() => liveConsole.textContent(), { timeout: 20_000 }).toContain('tick 12 of atom 2');
     await expect.poll(() => p.locator('#build-status').textContent(), { timeout: 20_000 }).toBe('FAILURE');
-    await expect.poll(() => p.locator('pre.failed-console').first().textContent(), { timeout: 10_000 }).toContain('tick 6 of atom 2');
+    await expect.poll(() => p.locator('pre.failed-console').first().textContent(), { timeout: 10_000 }).toContain('tick 12 of atom 2');
     if (SCREENSHOTS) await p.screenshot({ path: join(PROJECT_ROOT, SCREENSHOTS, 'dashboard-build.png'), fullPage: true });
   });
 
@@ -103,6 +103,30 @@ describe('the dashboard in Chromium', () => {
     expect(session?.httpOnly).toBe(true);
     expect(session?.sameSite).toBe('Strict');
     expect(cookies.some((c) => c.value.includes(master.secret))).toBe(false);
+  });
+
+  it('works from the keyboard: skip link, sign-in, a running build\'s progress bar, its page and its cancel', async () => {
+    const id = await postBuild(master, directory({ commands: ['sleep 30'], atomizers: [{ X: 'seq 1 3' }] }));
+    await waitForBuild(master, id, (b) => b.status === 'BUILDING', 20_000);
+    await browser.clearCookies(); // signed out, whatever an earlier test did
+    const p = await openPage();
+    const bar = p.locator(`tr[data-build-id="${id}"] progress`);
+    await expect.poll(() => bar.getAttribute('aria-label'), { timeout: 20_000 }).toBe(`Build ${id}: 0 of 3 atoms done`);
+    await p.keyboard.press('Tab');
+    expect(await p.evaluate(() => document.activeElement?.textContent)).toBe('Skip to content');
+    await p.getByLabel('Secret').focus();
+    await p.keyboard.type(master.secret);
+    await p.keyboard.press('Enter');
+    await p.getByRole('button', { name: 'Sign out' }).waitFor();
+    await p.locator(`a[href="/ui/builds/${id}"]`).focus();
+    await p.keyboard.press('Enter');
+    await p.waitForURL(`**/ui/builds/${id}`);
+    const cancel = p.getByRole('button', { name: 'Cancel build' });
+    await cancel.focus();
+    await p.keyboard.press('Enter');
+    await expect.poll(() => p.locator('#build-status').textContent(), { timeout: 20_000 }).toBe('CANCELED');
+    await p.getByRole('button', { name: 'Sign out' }).click();
+    await p.getByLabel('Secret').waitFor();
   });
 
   it('renders console lines holding markup as text', async () => {
