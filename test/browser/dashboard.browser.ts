@@ -80,11 +80,11 @@ describe('the dashboard in Chromium', () => {
     await waitForBuild(master, id, (b) => b.status === 'BUILDING', 20_000);
     const p = await openPage(`builds/${id}`);
     const liveConsole = p.locator('#live-console');
-    await expect.poll(() => liveConsole.textContent(), { timeout: 20_000 }).toContain('tick 2 of atom');
+    await expect.poll(() => liveConsole.textContent(), { timeout: 40_000 }).toContain('tick 2 of atom');
     const early = (await liveConsole.textContent()) ?? '';
     expect(early).not.toContain('tick 12 of atom');
-    await expect.poll(() => liveConsole.textContent(), { timeout: 20_000 }).toContain('tick 12 of atom 2');
-    await expect.poll(() => p.locator('#build-status').textContent(), { timeout: 20_000 }).toBe('FAILURE');
+    await expect.poll(() => liveConsole.textContent(), { timeout: 40_000 }).toContain('tick 12 of atom 2');
+    await expect.poll(() => p.locator('#build-status').textContent(), { timeout: 40_000 }).toBe('FAILURE');
     await expect.poll(() => p.locator('pre.failed-console').first().textContent(), { timeout: 10_000 }).toContain('tick 12 of atom 2');
     if (SCREENSHOTS) await p.screenshot({ path: join(PROJECT_ROOT, SCREENSHOTS, 'dashboard-build.png'), fullPage: true });
   });
