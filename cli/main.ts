@@ -59,6 +59,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('-m, --master-url <url>', 'the master, e.g. http://build-master:43000')
     .option('-e, --num-executors <n>', 'executors (atoms run at once) on this machine (default 1)')
     .option('-n, --name <name>', 'worker name (default host:pid)')
+    .option('--pool <name>', "the pool this worker belongs to (a master's [pool NAME])")
     .option('--labels <a,b>', 'labels this worker carries, for jobs that say requires: [a, b] (conf key labels)')
     .option('-p, --port <port>', "the original slave's port: ignored with a warning (a worker listens on no port)")
     .option('--eventlog-file <path>', 'the original\'s event log file: ignored with a warning (workers keep no event log)')

@@ -26,7 +26,9 @@ export function createMetrics() {
   const oldestBuildTimestampSeconds = new Gauge({
     name: 'clusterrunner_oldest_build_timestamp_seconds', help: 'When the oldest build kept was queued (Unix time; 0 when none is kept).', registers: [registry],
   });
-  return { registry, buildsTotal, buildDuration, atomsTotal, queueDepth, workers, executors, httpDuration, resultsBytes, oldestBuildTimestampSeconds };
+  // Set by master/pools each time it looks at the pools (SPEC §13): desired, connected, busy and idle workers.
+  const poolWorkers = new Gauge({ name: 'clusterrunner_pool_workers', help: 'Workers of each pool by state.', labelNames: ['pool', 'state'], registers: [registry] });
+  return { registry, poolWorkers, buildsTotal, buildDuration, atomsTotal, queueDepth, workers, executors, httpDuration, resultsBytes, oldestBuildTimestampSeconds };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

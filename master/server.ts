@@ -17,8 +17,10 @@ import { createApp } from './http/app.ts';
 import { Pruner } from './maintenance/pruner.ts';
 import { startLogRotation } from '../shared/log.ts';
 import { join } from 'node:path';
+import { startPools, type PoolsHandle } from './pools/start-pools.ts';
 
-export type MasterConf = Pick<Conf,
+/** confFile and pools: the master's pools (SPEC §13) start local workers with its conf file. */
+export type MasterConf = Partial<Pick<Conf, 'confFile' | 'pools'>> & Pick<Conf,
   'secret' | 'baseDirectory' | 'port' | 'hostname' | 'database' | 'maxBodyBytes' | 'authenticateReads' | 'acceptLegacyDigest' |
   'heartbeatIntervalMs' | 'httpsCertFile' | 'httpsKeyFile' | 'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' |
   'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' |
@@ -46,10 +48,11 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
   const layout = createResultsLayout(join(conf.baseDirectory, 'results'));
   const git = new GitCache({ root: join(conf.baseDirectory, 'git-cache'), timeoutMs: conf.gitTimeoutMs, allowLocalRepositories: conf.allowLocalRepositories });
   const manager = new BuildManager({ store, settings: conf, log, registry, metrics, layout, git, checkoutsRoot: join(conf.baseDirectory, 'projects') });
+  const pools: PoolsHandle = { current: null };
   const app = createApp({
     store, manager, registry, layout, metrics, log, sessionId, version: options.version, secret: conf.secret,
     maxBodyBytes: conf.maxBodyBytes, authenticateReads: conf.authenticateReads, acceptLegacyDigest: conf.acceptLegacyDigest,
-    compatibility: conf.compatibility, nonces: createNonceStore(store.db),
+    compatibility: conf.compatibility, nonces: createNonceStore(store.db), pools,
   });
 
   // Slow or stalled clients must not hold sockets for ever. Node checks these timeouts only every
@@ -89,6 +92,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
   const port = typeof address === 'object' && address ? address.port : conf.port;
   const scheme = conf.httpsCertFile ? 'https' : 'http';
   log.info({ port, sessionId }, 'master listening');
+  pools.current = startPools({ conf, log, store, registry, metrics, events: store.events, demand: () => manager.executorDemand(), url: `${scheme}://127.0.0.1:${port}`, hostUrl: `${scheme}://${options.host && options.host !== '0.0.0.0' ? options.host : conf.hostname}:${port}` });
 
   let closing: Promise<void> | null = null;
   return {
@@ -99,6 +103,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
     close() {
       closing ??= (async () => {
         liveness.close();
+        await pools.current?.close();
         await pruner.close();
         logRotation.close();
         registry.close();

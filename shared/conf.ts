@@ -11,6 +11,7 @@ import ini from 'ini';
 import { z } from 'zod';
 import { ClusterRunnerError, errorMessage } from './errors.ts';
 import { isOriginalKey, readOriginalKeys, type OriginalEntry } from './original-conf.ts';
+import { parsePools, poolSectionName, type PoolConf, type PoolEntry } from './pool-conf.ts';
 import { LABEL_PATTERN, MAX_LABELS } from './protocol.ts';
 
 export const CONF_ROLES = ['master', 'worker', 'client'] as const;
@@ -119,6 +120,8 @@ export interface Conf {
   readonly eventlogFile: string | null;
   /** Keys of the original's that have no effect here, each with what we do instead; to be logged at start. */
   readonly warnings: readonly string[];
+  /** `[pool NAME]` sections (SPEC §13, shared/pool-conf.ts); read by the master only. */
+  readonly pools: readonly PoolConf[];
 }
 
 /** Keyed by INI key names, e.g. `{ port: 43001 }`; undefined values are ignored, null unsets a nullable key. */
@@ -283,8 +286,9 @@ export function loadConf(options: {
   const text = readConfText(confFile);
 
   const problems: string[] = [];
-  const { entries, problems: syntaxProblems } = scanIni(text);
+  const { entries, poolEntries, problems: syntaxProblems } = scanIni(text);
   problems.push(...syntaxProblems.map((problem) => `${confFile} ${problem}`));
+  const pools = parsePools(poolEntries.map((entry) => ({ ...entry, value: normalizeValue(entry.value), where: `${confFile} line ${entry.line}` })), problems);
 
   const fileValues: RawValue[] = [];
   // The original's own keys (shared/original-conf.ts), so that its conf files and flags keep working.
@@ -407,6 +411,7 @@ export function loadConf(options: {
     logFile: original.logFile,
     eventlogFile: original.eventlogFile,
     warnings: Object.freeze([...original.warnings]),
+    pools,
   });
 }
 
@@ -535,8 +540,10 @@ const INI_LINE = /^\[([^\]]*)\]\s*$|^([^=]+)(=(.*))?$/;
  * so blank lines vanish from any count), so this follows its grammar line by line and uses ini.unsafe for
  * quoting, escapes and inline `;`/`#` comments, so that values read exactly as ini would read them.
  */
-function scanIni(text: string): { entries: IniEntry[]; problems: string[] } {
+function scanIni(text: string): { entries: IniEntry[]; poolEntries: (Omit<PoolEntry, 'where'> & { line: number })[]; problems: string[] } {
   const entries: IniEntry[] = [];
+  const poolEntries: (Omit<PoolEntry, 'where'> & { line: number })[] = [];
+  let pool: string | null = null;
   const problems: string[] = [];
   const seen = new Map<string, number>();
   let section: Section | null = null;
@@ -549,10 +556,11 @@ function scanIni(text: string): { entries: IniEntry[]; problems: string[] } {
     const [, sectionName, rawKey, hasValue, rawValue] = match ?? [];
     if (sectionName !== undefined) {
       const name = ini.unsafe(sectionName);
-      isKnownSection = (SECTIONS as readonly string[]).includes(name);
-      section = isKnownSection ? (name as Section) : null;
+      pool = poolSectionName(name);
+      isKnownSection = pool !== null || (SECTIONS as readonly string[]).includes(name);
+      section = isKnownSection && pool === null ? (name as Section) : null;
       if (!isKnownSection) {
-        problems.push(`line ${line}: unknown section [${name}]; expected [general], [master], [worker] or [slave]`);
+        problems.push(`line ${line}: unknown section [${name}]; expected [general], [master], [worker], [slave] or [pool NAME]`);
       }
       return;
     }
@@ -563,6 +571,14 @@ function scanIni(text: string): { entries: IniEntry[]; problems: string[] } {
     // Keys under an unknown section were reported with the section already.
     if (!isKnownSection) return;
     const key = ini.unsafe(rawKey);
+    if (pool !== null) {
+      const poolKey = `pool ${pool}\u0000${key}`;
+      const firstPoolLine = seen.get(poolKey);
+      if (firstPoolLine === undefined) poolEntries.push({ pool, key, value: String(ini.unsafe(rawValue ?? '')), line });
+      else problems.push(`line ${line}: key "${key}" is set twice in [pool ${pool}] (first on line ${firstPoolLine})`);
+      seen.set(poolKey, firstPoolLine ?? line);
+      return;
+    }
     if (section === null) {
       problems.push(`line ${line}: key "${key}" is outside any section; put it under [general], [master] or [worker]`);
       return;
@@ -578,7 +594,7 @@ function scanIni(text: string): { entries: IniEntry[]; problems: string[] } {
     const value: unknown = ini.unsafe(rawValue ?? '');
     entries.push({ section, key, value: value === null ? null : String(value), line });
   });
-  return { entries, problems };
+  return { entries, poolEntries, problems };
 }
 
 // ---------------------------------------------------------------------------------------------------------

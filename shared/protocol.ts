@@ -41,6 +41,8 @@ export const registerMessage = z.strictObject({
   protocol_version: z.number().int(),
   name: text(256).min(1),
   num_executors: z.number().int().min(1).max(1024),
+  /** Optional (SPEC §13): the pool a worker says it belongs to (`--pool`); pools count it, never stop it. */
+  pool: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/).optional(),
   /** Unique per worker process: a reconnect with the same session may resume its leases. */
   session_id: text(64).min(1),
   heartbeat_interval_ms: z.number().int().min(10).max(600_000),

@@ -29,6 +29,8 @@ export type WorkerConf = Pick<Conf,
 export interface DaemonOptions extends WorkerConf {
   /** Conf run_as_user: build commands run as this user (the worker must run as root); default: ours. */
   readonly runAsUser?: string | null;
+  /** The pool this worker says it belongs to (`--pool`, SPEC §13); default none. */
+  readonly pool?: string | null;
   /** Conf labels / --labels (SPEC §13), sent at registration; default none. */
   readonly labels?: readonly string[];
   /** Conf health_check_command (worker/health.ts); default none. */
@@ -231,6 +233,7 @@ export class WorkerDaemon {
       type: 'register',
       protocol_version: PROTOCOL_VERSION,
       name: this.#options.name,
+      ...(this.#options.pool ? { pool: this.#options.pool } : {}),
       num_executors: this.#options.numExecutors,
       session_id: this.#sessionId,
       heartbeat_interval_ms: this.#options.heartbeatIntervalMs,

@@ -134,6 +134,17 @@ export class BuildManager implements WorkerEvents {
     this.#store.batcher.flush();
   }
 
+  /** Executors that queued and running work can use now; pools size themselves by it (master/pools/). */
+  executorDemand(): number {
+    let demand = 0;
+    for (const run of this.#runs.values()) {
+      // A build still preparing will want at least one: starting a worker now saves its start-up time.
+      if (run.phase === 'preparing') demand += 1;
+      else if (run.phase === 'ready') demand += Math.min(run.job?.maxExecutors ?? Infinity, run.executorsInUse + run.pendingCount);
+    }
+    return demand;
+  }
+
   /** For the API: see NoWorkerWatch.waitingSince. */
   waitingForWorkers(buildId: number): { since: number; gives_up_at: number | null } | null {
     return this.#watch.waitingSince(this.#runs.get(buildId));

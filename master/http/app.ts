@@ -20,6 +20,8 @@ import { addTestRoutes } from './tests-routes.ts';
 import { API_VERSION, addServiceRoutes, masterStatus } from './service-routes.ts';
 import { addCompatibility, normaliseOriginalRequests, type Compatibility } from './compat/compatibility.ts';
 import { createLiveRoutes } from '../ui/live-routes.ts';
+import { addPoolRoutes } from './pools-routes.ts';
+import type { PoolManager } from '../pools/pool-manager.ts';
 
 export interface AppDeps {
   readonly store: Store;
@@ -38,6 +40,8 @@ export interface AppDeps {
   readonly compatibility?: Compatibility;
   /** Nonces of accepted signed requests; the master's persist in SQLite (issue 10, item 13). */
   readonly nonces?: NonceBook;
+  /** The master's pools (SPEC §13); GET /v2/pools lists none without it. Set once the port is known. */
+  readonly pools?: { current: PoolManager | null };
 }
 
 function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signature: RequestHandler): express.Router {
@@ -45,6 +49,7 @@ function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signat
   route(router, '/', { get: [(_req, res) => res.json(masterStatus(deps.registry, tree))] });
   addServiceRoutes(router, deps, tree);
   if (tree.isPaginated) {
+    addPoolRoutes(router, { pools: deps.pools ?? { current: null }, requireDigest: digest }, tree); // SPEC §13 (pools-routes.ts)
     // Before the build routes: /v2/builds/latest is not a build id (SPEC §11, §12).
     addSearchRoutes(router, { store: deps.store, manager: deps.manager }, tree);
     addAttachmentRoutes(router, { store: deps.store, layout: deps.layout }, tree);

@@ -18,6 +18,9 @@ export const EVENT_TAGS = [
   'WORKER_HEALTH_CHANGED',
   'BUILD_WAITING_FOR_WORKERS',
   'BUILD_FINISHED',
+  'POOL_WORKER_STARTED',
+  'POOL_WORKER_START_FAILED',
+  'POOL_WORKER_STOPPED',
   'BUILD_RETRIED',
 ] as const;
 export type EventTag = (typeof EVENT_TAGS)[number];

@@ -53,6 +53,8 @@ export class WorkerEntry {
   socket: WebSocket | null;
   isAlive = true;
   isDraining = false;
+  /** The pool it said it belongs to at registration (SPEC §13); null for none. */
+  pool: string | null = null;
   lastSeenMs = Date.now();
   /** Set while the socket is gone but the worker may still come back and resume its leases. */
   disconnectTimer: NodeJS.Timeout | null = null;

@@ -144,6 +144,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
       socket,
     });
     worker.labels = new Set(message.labels ?? []);
+    worker.pool = message.pool ?? null;
     deps.registry.add(worker);
     // A worker that outlived a restart of this master may go on with what it runs, if the master kept it.
     const resumed = message.resume ? deps.events.adoptLeases(worker, message.resume.leases) : [];
