@@ -123,7 +123,7 @@ function progress(ctx: PageContext, build: BuildRecord): SafeHtml {
   const failed = stats.failed > 0 ? html`, <span class="failed-count">${stats.failed} failed</span>` : '';
   if (isTerminalStatus(build.status) || total === null) {
     return total === null ? html`<span class="muted">${build.status === 'QUEUED' || build.status === 'PREPARING' ? 'atoms not known yet' : ''}</span>`
-      : html`<span class="muted">${total} atoms</span>${failed}`;
+      : html`<span class="muted">${total} ${total === 1 ? 'atom' : 'atoms'}</span>${failed}`;
   }
   const eta = buildEta(ctx.store, build);
   return html`<progress max="${Math.max(1, total)}" value="${done}" aria-label="Build ${build.id}: ${done} of ${total} atoms done"></progress>
