@@ -241,7 +241,7 @@ const JUNIT_RULE: KeyRule<string[]> = {
 
 const REQUIRES_RULE: KeyRule<string[]> = {
   schema: z.array(z.string().regex(LABEL_PATTERN)).max(MAX_LABELS),
-  expected: `a list of at most ${MAX_LABELS} worker labels (letters, digits, "_", ".", ":", "-"; at most 63 characters)`,
+  expected: `a list of at most ${MAX_LABELS} worker labels (letters, digits, "_", ".", ":", "-"; at most 64 characters)`,
 };
 
 const ATOMIZERS_EXPECTED = 'a non-empty list of maps {VARIABLE: command}';

@@ -30,7 +30,7 @@ const text = (max: number) => z.string().max(max);
 const STOP_REASONS = ['cancel', 'timeout', 'worker_stop', 'lease_lost'] as const;
 
 /** A worker label (SPEC §13, `--labels`): what a job's `requires` names. */
-export const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/;
+export const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
 export const MAX_LABELS = 32;
 export const labelList = z.array(z.string().regex(LABEL_PATTERN)).max(MAX_LABELS);
 
