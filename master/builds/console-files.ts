@@ -1,6 +1,6 @@
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
-import { readFile } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { badRequest } from '../../shared/errors.ts';
 import { CONSOLE_FILE } from './results-layout.ts';
 
@@ -36,14 +36,157 @@ export function pageConsole(text: string, maxLines: number, offsetLine: number |
   };
 }
 
+/** The most lines one console answer holds; a larger max_lines is served as this (README, API). */
+export const MAX_CONSOLE_PAGE_LINES = 10_000;
+/** The most content bytes one console answer holds; lines past it are left for the next page, a longer line is cut. */
+export const MAX_CONSOLE_PAGE_BYTES = 1024 * 1024;
+/** Every this many lines the index keeps the line's start offset: 60 MiB of short lines is a few hundred numbers. */
+const CHECKPOINT_LINES = 1024;
+/** Files are read in pieces this size, each an await apart, so no request holds the event loop for a whole file. */
+const READ_CHUNK_BYTES = 256 * 1024;
+const NEWLINE = 0x0a;
+
+/** What is known of one console file: complete lines counted up to `scannedBytes` (just past a newline). */
+interface LineIndex {
+  ino: number;
+  scannedBytes: number;
+  lines: number;
+  /** checkpoints[k]: the byte offset where line k * CHECKPOINT_LINES starts. */
+  readonly checkpoints: number[];
+  /** One scan at a time per file: concurrent readers wait for it instead of scanning again. */
+  scanning: Promise<void> | null;
+  /** fingerprint() when the scan ended. */
+  fingerprint: string;
+}
+
+/** Indexes of recently read console files, least recently used first; bounded so many atoms cannot grow it. */
+const indexes = new Map<string, LineIndex>();
+const MAX_INDEXES = 512;
+
+async function readAt(handle: FileHandle, position: number, length: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(length);
+  const { bytesRead } = await handle.read(buffer, 0, length, position);
+  return buffer.subarray(0, bytesRead);
+}
+
+/** Counts the complete lines between index.scannedBytes and size, a chunk per await. */
+async function extendIndex(handle: FileHandle, index: LineIndex, size: number): Promise<void> {
+  let position = index.scannedBytes;
+  while (position < size) {
+    const chunk = await readAt(handle, position, Math.min(READ_CHUNK_BYTES, size - position));
+    if (chunk.length === 0) break;
+    let from = 0;
+    for (let at = chunk.indexOf(NEWLINE, from); at !== -1; at = chunk.indexOf(NEWLINE, from)) {
+      index.lines++;
+      from = at + 1;
+      index.scannedBytes = position + from;
+      if (index.lines % CHECKPOINT_LINES === 0) index.checkpoints.push(index.scannedBytes);
+    }
+    position += chunk.length;
+  }
+}
+
+/** The bytes that end the indexed part and those that start the file: if either changed, the file was rewritten. */
+async function fingerprint(handle: FileHandle, scannedBytes: number): Promise<string> {
+  if (scannedBytes === 0) return '';
+  const head = await readAt(handle, 0, Math.min(FINGERPRINT_BYTES, scannedBytes));
+  const tail = await readAt(handle, Math.max(0, scannedBytes - FINGERPRINT_BYTES), Math.min(FINGERPRINT_BYTES, scannedBytes));
+  return `${head.toString('base64')}/${tail.toString('base64')}`;
+}
+const FINGERPRINT_BYTES = 64;
+
+async function lineIndex(path: string, handle: FileHandle): Promise<LineIndex> {
+  const info = await handle.stat();
+  let index = indexes.get(path);
+  // A file replaced, cut short or rewritten in place (the worker's final copy of the output replaces the
+  // live one) is indexed again from the start.
+  if (index && (index.ino !== info.ino || info.size < index.scannedBytes)) index = undefined;
+  if (index && index.scanning === null && (await fingerprint(handle, index.scannedBytes)) !== index.fingerprint) index = undefined;
+  const current: LineIndex = index ?? { ino: info.ino, scannedBytes: 0, lines: 0, checkpoints: [0], scanning: null, fingerprint: '' };
+  indexes.delete(path);
+  indexes.set(path, current);
+  if (indexes.size > MAX_INDEXES) indexes.delete(indexes.keys().next().value!);
+  while (current.scanning) await current.scanning;
+  if (info.size > current.scannedBytes) {
+    const scan = extendIndex(handle, current, info.size).then(async () => {
+      current.fingerprint = await fingerprint(handle, current.scannedBytes);
+    });
+    current.scanning = scan.finally(() => {
+      current.scanning = null;
+    });
+    await current.scanning;
+  }
+  return current;
+}
+
+/** The byte offset where `line` starts, reading forward from the checkpoint before it. */
+async function lineStart(handle: FileHandle, index: LineIndex, line: number): Promise<number> {
+  const checkpoint = Math.floor(line / CHECKPOINT_LINES);
+  let position = index.checkpoints[checkpoint]!;
+  let toSkip = line - checkpoint * CHECKPOINT_LINES;
+  while (toSkip > 0) {
+    const chunk = await readAt(handle, position, Math.min(READ_CHUNK_BYTES, index.scannedBytes - position));
+    if (chunk.length === 0) break;
+    let from = 0;
+    while (toSkip > 0) {
+      const at = chunk.indexOf(NEWLINE, from);
+      if (at === -1) break;
+      from = at + 1;
+      toSkip--;
+    }
+    position += toSkip > 0 ? chunk.length : from;
+  }
+  return position;
+}
+
+/**
+ * SPEC §2.2 paging served from the file: a line index (a start offset every 1024 lines, kept per file and
+ * extended as the file grows) finds the page, and only the page is read. At most MAX_CONSOLE_PAGE_LINES
+ * lines and MAX_CONSOLE_PAGE_BYTES bytes: num_lines says how many came, so a client pages on from there.
+ */
 export async function readConsolePage(path: string, maxLines: number, offsetLine: number | null): Promise<ConsolePage> {
-  let text = '';
+  if (!Number.isInteger(maxLines) || maxLines <= 0) throw badRequest('max_lines must be a positive integer.');
+  if (offsetLine !== null && (!Number.isInteger(offsetLine) || offsetLine < 0)) {
+    throw badRequest('offset_line must be a non-negative integer.');
+  }
+  const lines = Math.min(maxLines, MAX_CONSOLE_PAGE_LINES);
+  let handle: FileHandle;
   try {
-    text = await readFile(path, 'utf8');
+    handle = await open(path, 'r');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    return pageConsole('', lines, offsetLine);
   }
-  return pageConsole(text, maxLines, offsetLine);
+  try {
+    const index = await lineIndex(path, handle);
+    const total = index.lines;
+    let start: number;
+    if (offsetLine === null) start = Math.max(0, total - lines);
+    else if (offsetLine > total) throw badRequest(`offset_line ${offsetLine} is past the end of the output (${total} lines).`);
+    else start = offsetLine;
+    const wanted = Math.min(lines, total - start);
+    if (wanted === 0) return { offset_line: start, num_lines: 0, total_num_lines: total, content: '' };
+    const from = await lineStart(handle, index, start);
+    const piece = await readAt(handle, from, Math.min(MAX_CONSOLE_PAGE_BYTES, index.scannedBytes - from));
+    let end = 0;
+    let count = 0;
+    while (count < wanted) {
+      const at = piece.indexOf(NEWLINE, end);
+      if (at === -1) break;
+      end = at + 1;
+      count++;
+    }
+    if (count === 0) {
+      // One line longer than a whole answer: its first part, cut where a character starts, marked.
+      let cut = piece.length;
+      while (cut > 0 && (piece[cut]! & 0xc0) === 0x80) cut--;
+      const note = `[ClusterRunner: line cut at ${MAX_CONSOLE_PAGE_BYTES} bytes per answer]`;
+      return { offset_line: start, num_lines: 1, total_num_lines: total, content: `${piece.subarray(0, cut).toString('utf8')}${note}\n` };
+    }
+    return { offset_line: start, num_lines: count, total_num_lines: total, content: piece.subarray(0, end).toString('utf8') };
+  } finally {
+    await handle.close();
+  }
 }
 
 /**

@@ -12,6 +12,7 @@ import { CONSOLE_FILE, type ResultsLayout } from '../builds/results-layout.ts';
 import { join } from 'node:path';
 import { atomShape, buildShape, subjobShape } from './shapes.ts';
 import { findingChildRoutes } from './search-routes.ts';
+import { createFailedAtomsView } from './failed-atoms.ts';
 import { attemptChildRoutes, retryChildRoutes } from './retry-routes.ts';
 import { testViewFields } from './tests-routes.ts';
 import { createBuildQuery } from '../store/build-query.ts';
@@ -72,17 +73,24 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
     if (!build) throw notFound(`Invalid build id: ${id}.`);
     return build;
   };
-  // failed_atoms is shown only for terminal builds: a list of running builds costs no query per build.
+  // failed_atoms is shown only for terminal builds: a list of running builds costs no query per build. A list
+  // holds the first 100 (MAX_LISTED_FAILED_ATOMS), a build's own view the first 1,000, with num_failed_atoms
+  // beside them, so one build of 50,000 failed atoms does not make every GET megabytes long (issue 10 item 3).
   const query = createBuildQuery(store.db);
-  const shape = (build: BuildRecord) => ({
-    ...(isTerminalStatus(build.status)
-      ? buildShape(build, store.atoms.listFailedAtoms(build.id), `${tree.prefix}${b}`)
-      : buildShape(build, null, `${tree.prefix}${b}`, manager.waitingForWorkers(build.id))),
-    // SPEC §11: when and why it started, and from which repository, branch and commit.
-    ...query.identity(build.id),
-    // SPEC §15: the tests summary, and while it runs the ETA.
-    ...testViewFields(store, build),
-  });
+  const buildFailedAtoms = createFailedAtomsView(store);
+  const shape = (build: BuildRecord, isList: boolean) => {
+    const failed = !isTerminalStatus(build.status) ? null : isList ? query.failedAtoms(build.id) : buildFailedAtoms(build.id);
+    return {
+      ...(failed
+        ? buildShape(build, failed.atoms, `${tree.prefix}${b}`)
+        : buildShape(build, null, `${tree.prefix}${b}`, manager.waitingForWorkers(build.id))),
+      num_failed_atoms: failed ? failed.total : null,
+      // SPEC §11: when and why it started, and from which repository, branch and commit.
+      ...query.identity(build.id),
+      // SPEC §15: the tests summary, and while it runs the ETA.
+      ...testViewFields(store, build),
+    };
+  };
   const loadSubjob = (build: BuildRecord, raw: string | string[] | undefined) => {
     const id = pathId(raw, 'subjob');
     const subjob = store.atoms.getSubjob(build.id, id);
@@ -101,7 +109,7 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
       store.batcher.flush();
       const { offset, limit } = tree.isPaginated ? pagination(req.query) : { offset: 0, limit: Number.MAX_SAFE_INTEGER };
       const builds = store.builds.list(offset, limit);
-      res.json({ builds: builds.map(shape), child_routes: { build: `${tree.prefix}${b}/[build_id]` } });
+      res.json({ builds: builds.map((build) => shape(build, true)), child_routes: { build: `${tree.prefix}${b}/[build_id]` } });
     }],
     post: [deps.requireDigest, (req, res) => {
       // The manager validates the body against the schema of shared/api/requests.ts (build-request.ts).
@@ -113,7 +121,7 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
   route(router, `${b}/:buildId`, {
     get: [(req, res) => {
       const build = loadBuild(req.params['buildId']);
-      res.json({ build: shape(build), child_routes: childRoutes });
+      res.json({ build: shape(build, false), child_routes: childRoutes });
     }],
     put: [deps.requireDigest, async (req, res) => {
       parseBody(req, CANCEL_BUILD_KEYS, cancelBuildRequestSchema);
