@@ -162,6 +162,15 @@ export function createLiveRoutes(deps: LiveRoutesDeps): Router {
     }],
   });
 
+  route(router, '/ui/api/builds/:buildId/retry', {
+    post: [requireOperator, async (req, res) => {
+      objectBody(req, []);
+      const id = pathId(req.params['buildId'], 'build');
+      const retried = await deps.manager.retry(id, null);
+      res.status(202).json({ build_id: id, num_atoms_retried: retried, STATUS: 'SUCCESS' });
+    }],
+  });
+
   // The pages, rendered here (master/ui/pages.ts); static/live.js keeps them current from the stream.
   const ctx: PageContext = { store: deps.store, query: createBuildQuery(deps.store.db), layout: deps.layout, registry: deps.registry };
   const viewerOf = (req: express.Request): Viewer => ({ csrfToken: sessions.find(req)?.csrfToken ?? null });

@@ -271,8 +271,11 @@ export async function buildPage(ctx: PageContext, viewer: Viewer, input: BuildPa
   const times = build.stateTimestamps;
   const cancel = viewer.csrfToken !== null && !isDone
     ? html`<button type="button" id="cancel" data-build-id="${build.id}">Cancel build</button>` : '';
+  // SPEC §10: a finished build that did not pass (or was stopped) runs its failed atoms again, as the same build.
+  const retry = viewer.csrfToken !== null && isDone && build.status !== 'SUCCESS' && build.job !== null
+    ? html`<button type="button" id="retry" data-build-id="${build.id}">Retry failed atoms</button>` : '';
   const body = html`<div id="content">
-<div class="toolbar"><h1>Build #${build.id}</h1>${badge(build.status, 'build-status')}${cancel}</div>
+<div class="toolbar"><h1>Build #${build.id}</h1>${badge(build.status, 'build-status')}${cancel}${retry}</div>
 <dl class="facts">
 <dt>Job</dt><dd>${build.jobName ?? '(not known yet)'}</dd>
 <dt>Source</dt><dd>${build.projectType} ${source(build)}</dd>

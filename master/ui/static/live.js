@@ -157,6 +157,19 @@ function bindActions() {
       });
     });
   }
+  const retry = document.getElementById('retry');
+  if (retry instanceof HTMLButtonElement && retry.dataset['bound'] !== 'yes') {
+    retry.dataset['bound'] = 'yes';
+    retry.addEventListener('click', () => {
+      retry.disabled = true;
+      announce('Retrying…');
+      // A finished build's page follows no stream: load it again to follow the retried build live.
+      post(`/ui/api/builds/${encodeURIComponent(retry.dataset['buildId'] ?? '')}/retry`, {}).then(() => location.reload(), (error) => {
+        retry.disabled = false;
+        reportError(error);
+      });
+    });
+  }
 }
 
 function bindOperator() {
