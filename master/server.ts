@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { readFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../shared/log.ts';
 import type { Conf } from '../shared/conf.ts';
@@ -14,9 +15,9 @@ import { startLivenessSweep, type SessionDeps } from './workers/worker-session.t
 import { attachWorkerEndpoint } from './workers/worker-endpoint.ts';
 import { createMetrics } from './metrics.ts';
 import { createApp } from './http/app.ts';
+import { guardConnections } from './http/connection-guard.ts';
 import { Pruner } from './maintenance/pruner.ts';
 import { startLogRotation } from '../shared/log.ts';
-import { join } from 'node:path';
 import { startPools, type PoolsHandle } from './pools/start-pools.ts';
 
 /** confFile and pools: the master's pools (SPEC §13) start local workers with its conf file. */
@@ -25,7 +26,33 @@ export type MasterConf = Partial<Pick<Conf, 'confFile' | 'pools'>> & Pick<Conf,
   'heartbeatIntervalMs' | 'httpsCertFile' | 'httpsKeyFile' | 'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' |
   'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' |
   'keepBuildsMs' | 'maxResultsBytes' | 'logMaxBytes' | 'logKeepFiles' |
-  'allowLocalRepositories' | 'gitTimeoutMs' | 'httpRequestTimeoutMs' | 'httpHeadersTimeoutMs' | 'maxWorkerConnectsPerSecond' | 'compatibility'>;
+  'allowLocalRepositories' | 'gitTimeoutMs' | 'httpRequestTimeoutMs' | 'httpHeadersTimeoutMs' | 'maxWorkerConnectsPerSecond' | 'compatibility' |
+  'httpSendTimeoutMs' | 'maxConnections' | 'maxConnectionsPerAddress'>;
+
+/**
+ * The database holds git and remote_files credentials, the master's folders every build's project and output:
+ * they are the master's user's only (issue 10 item 9). The folders at 0700 close everything under them,
+ * whatever mode a file inside was made with; the database file (and its WAL and shared-memory files) at 0600.
+ * base_directory itself is made 0700 when the master creates it, and otherwise left as it is: a worker
+ * sharing it may have opened it for traversal by run_as_user.
+ */
+function restrictFileModes(conf: Pick<Conf, 'baseDirectory' | 'database'>): void {
+  mkdirSync(conf.baseDirectory, { recursive: true, mode: 0o700 });
+  for (const folder of MASTER_FOLDERS) {
+    const path = join(conf.baseDirectory, folder);
+    mkdirSync(path, { recursive: true, mode: 0o700 });
+    chmodSync(path, 0o700);
+  }
+  if (conf.database === ':memory:') return;
+  // Made here, empty, so it is never readable by others even for a moment; SQLite gives its WAL and
+  // shared-memory files the database file's mode.
+  mkdirSync(dirname(conf.database), { recursive: true });
+  closeSync(openSync(conf.database, 'a', 0o600));
+  for (const file of [conf.database, `${conf.database}-wal`, `${conf.database}-shm`]) {
+    if (existsSync(file)) chmodSync(file, 0o600);
+  }
+}
+const MASTER_FOLDERS = ['results', 'projects', 'git-cache'];
 
 export interface MasterServer {
   readonly port: number;
@@ -42,6 +69,7 @@ export interface MasterServer {
 export async function startMaster(options: { conf: MasterConf; log: Logger; version: string; host?: string }): Promise<MasterServer> {
   const { conf, log } = options;
   const sessionId = randomUUID();
+  restrictFileModes(conf);
   const store = openStore(conf.database);
   const metrics = createMetrics();
   const registry = new WorkerRegistry();
@@ -66,6 +94,9 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
   const server: Server = conf.httpsCertFile && conf.httpsKeyFile
     ? createHttpsServer({ ...timeouts, cert: readFileSync(conf.httpsCertFile), key: readFileSync(conf.httpsKeyFile) }, app)
     : createHttpServer(timeouts, app);
+  guardConnections(server, {
+    maxConnections: conf.maxConnections, maxPerAddress: conf.maxConnectionsPerAddress, idleMs: conf.httpSendTimeoutMs, closeGraceMs: 2_000,
+  }, log);
 
   const sessionDeps: SessionDeps = { registry, events: manager, workerStore: store.workers, log: log.child({ component: 'workers' }), masterSessionId: sessionId,
     registerTimeoutMs: Math.max(5_000, 3 * conf.heartbeatIntervalMs),

@@ -53,6 +53,12 @@ export interface Conf {
   readonly httpHeadersTimeoutMs: number;
   /** WebSocket connection attempts accepted per second from one address; more get 429; default 20. */
   readonly maxWorkerConnectsPerSecond: number;
+  /** Key http_send_timeout_seconds; a connection that neither sends nor takes a byte for this long is closed; default 60 s. */
+  readonly httpSendTimeoutMs: number;
+  /** Key max_connections; open connections to the master in all, past which new ones are closed at once; default 1000. */
+  readonly maxConnections: number;
+  /** Key max_connections_per_address; open connections from one address; default 100. */
+  readonly maxConnectionsPerAddress: number;
   /** Whether GET requests need the digest too; default false. */
   readonly authenticateReads: boolean;
   /** Whether builds may use file:// and local paths as repositories; default true. */
@@ -216,6 +222,9 @@ const SETTINGS = {
   http_request_timeout_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
   http_headers_timeout_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
   max_worker_connects_per_second: setting(integer(1), 'an integer >= 1'),
+  http_send_timeout_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
+  max_connections: setting(integer(1), 'an integer >= 1'),
+  max_connections_per_address: setting(integer(1), 'an integer >= 1'),
   authenticate_reads: setting(boolean, 'true or false'),
   allow_local_repositories: setting(boolean, 'true or false'),
   accept_legacy_digest: setting(boolean, 'true or false'),
@@ -379,6 +388,9 @@ export function loadConf(options: {
     httpRequestTimeoutMs: toMs(get('http_request_timeout_seconds') ?? 60),
     httpHeadersTimeoutMs: toMs(get('http_headers_timeout_seconds') ?? 20),
     maxWorkerConnectsPerSecond: get('max_worker_connects_per_second') ?? 20,
+    httpSendTimeoutMs: toMs(get('http_send_timeout_seconds') ?? 60),
+    maxConnections: get('max_connections') ?? 1000,
+    maxConnectionsPerAddress: get('max_connections_per_address') ?? 100,
     authenticateReads: get('authenticate_reads') ?? false,
     allowLocalRepositories: get('allow_local_repositories') ?? true,
     acceptLegacyDigest: get('accept_legacy_digest') ?? true,
