@@ -16,6 +16,13 @@ export interface AtomizeLimits {
   readonly graceMs: number;
 }
 
+/**
+ * The longest atom value accepted, in bytes (README: max_atom_bytes, fixed). A longer atomizer line ends the
+ * build in ERROR naming the line: past about 1 MiB an atom hung its build in BUILDING holding an executor, past
+ * 4 MiB it broke the worker's connection over and over (issue 10 item 10).
+ */
+export const MAX_ATOM_BYTES = 64 * 1024;
+
 /** A failure of preparation that the build reports as ERROR with this message. */
 export function prepareError(message: string, cause?: unknown): ClusterRunnerError {
   return new ClusterRunnerError('PREPARE_FAILED', message, { status: 400, cause });
@@ -81,7 +88,12 @@ export async function runAtomizers(job: JobConfig, projectDir: string, limits: A
       throw prepareError(`Atomizer command failed!\nCommand: ${atomizer.command}\nExit code: ${result.exitCode}\n` +
         `Output:\n${tail.text(50)}`);
     }
-    for (const line of splitAtomizerOutput(Buffer.concat(chunks).toString('utf8'))) {
+    for (const [index, line] of splitAtomizerOutput(Buffer.concat(chunks).toString('utf8')).entries()) {
+      const bytes = Buffer.byteLength(line);
+      if (bytes > MAX_ATOM_BYTES) {
+        throw prepareError(`Atomizer line ${index + 1} is ${bytes} bytes long, over the limit of ${MAX_ATOM_BYTES} bytes per atom ` +
+          `(max_atom_bytes).\nCommand: ${atomizer.command}\nLine ${index + 1} starts: ${JSON.stringify(line.slice(0, 80))}`);
+      }
       if (atoms.length >= limits.maxAtoms) {
         throw prepareError(`The atomizers produced more than ${limits.maxAtoms} atoms (max_atoms). ` +
           `Raise max_atoms in the master's configuration, or make the atoms coarser.`);
@@ -97,6 +109,9 @@ const ATOM_STRING = /^export ([A-Za-z_][A-Za-z0-9_]*)="([\s\S]*)";$/;
 /** `atoms_override` entries are atom strings as the API shows them: `export VAR="value";`. */
 export function parseAtomsOverride(entries: readonly string[], projectDir: string): AtomValue[] {
   return entries.map((entry, index) => {
+    if (Buffer.byteLength(entry) > MAX_ATOM_BYTES + 64) {
+      throw prepareError(`atoms_override[${index}] is ${Buffer.byteLength(entry)} bytes long, over the limit of ${MAX_ATOM_BYTES} bytes per atom (max_atom_bytes).`);
+    }
     const match = ATOM_STRING.exec(entry.trim());
     if (!match) {
       throw prepareError(`atoms_override[${index}] must look like export NAME="value"; (got ${JSON.stringify(entry.slice(0, 200))}).`);
