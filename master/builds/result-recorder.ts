@@ -101,14 +101,18 @@ export class ResultRecorder {
     collectAtomTests({ db: this.#store.db, log: this.#log }, { buildId: run.id, subjobId: lease.subjobId, atomId, attempt, dir, jobKey: run.job!.timingKey });
     const attemptResult = { exitCode, stopReason: attemptStopReason(message.stop_reason), finishedS: Date.now() / 1000 };
     // `retries` counts within one round: a retry asked through the API (retry.ts) starts a new round.
-    if (exitCode !== 0 && message.stop_reason === null && attempt - run.retryRoundStart(lease.subjobId, atomId) <= run.job!.retries) {
-      log.info({ exitCode, attempt }, 'atom failed; retrying it');
+    // An atom stopped by atom_timeout failed like any other and is retried too (issue 15 item 5); one stopped by
+    // a cancel or a lost lease is not a failure of the atom (those are requeued or ended elsewhere).
+    const isFailure = exitCode !== 0 && (message.stop_reason === null || message.stop_reason === 'timeout');
+    if (isFailure && attempt - run.retryRoundStart(lease.subjobId, atomId) <= run.job!.retries) {
+      log.info({ exitCode, attempt, stopReason: message.stop_reason }, 'atom failed; retrying it');
       this.#store.batcher.add(() => {
         this.#store.atoms.markRetrying(run.id, lease.subjobId, atomId);
         this.#store.attempts.finished(run.id, lease.subjobId, atomId, attempt, attemptResult);
       }, run.id);
       this.#store.events.append('ATOM_ATTEMPT_FAILED', {
         build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, attempt, exit_code: exitCode, time: message.time_s, worker: worker.name,
+        stop_reason: message.stop_reason,
       });
       run.requeueFront({ subjobId: lease.subjobId, atomIds: [atomId], avoidWorkerId: worker.id });
       return;

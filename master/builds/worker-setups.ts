@@ -182,12 +182,16 @@ export class WorkerSetups {
     else log.warn({ exitCode: message.exit_code, output: message.output_tail }, 'teardown failed');
   }
 
-  /** Teardown once the worker has nothing of the build running and the build has nothing left to give. */
+  /**
+   * Teardown once the worker has nothing of the build running and the build has no atom left without its
+   * result. Not merely "nothing pending now": atoms held for a worker after a restart, or running elsewhere,
+   * may come back to the queue, and a worker torn down would then set the build up a second time (issue 15).
+   */
   maybeTeardown(worker: WorkerEntry, buildId: number): void {
     if (worker.builds.get(buildId) !== 'ready') return;
     for (const lease of worker.leases.values()) if (lease.buildId === buildId) return;
     const run = this.#runs.get(buildId);
-    if (run && run.phase === 'ready' && run.hasPendingWork) return;
+    if (run && run.phase === 'ready' && run.remainingAtoms > 0) return;
     this.teardown(worker, buildId);
   }
 
