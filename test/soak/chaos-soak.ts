@@ -1,16 +1,20 @@
 /**
- * A seeded chaos soak (`npm run soak [-- --seconds N --seed S --workers W]`, never part of `npm test`).
- * A real master and real workers, as CLI processes, run a stream of builds while faults are injected at
- * random: workers SIGKILLed, frozen with SIGSTOP, drained; the master SIGKILLed and restarted on the same
- * port and base folder; builds canceled. Then it checks what the product promises: every build terminal,
- * every atom of a successful build exactly one result, no marked process alive, no lease left, and a SQLite
- * file that passes PRAGMA integrity_check. It prints a table and exits 1 if any check fails.
+ * A seeded chaos soak (`npm run soak [-- --seconds N --seed S --workers W --max-rate R]`, never part of
+ * `npm test`). A real master and real workers, as CLI processes, run a stream of builds while faults are
+ * injected at random: workers SIGKILLed, frozen with SIGSTOP (briefly, or past their lease), drained; the
+ * master SIGKILLed and restarted on the same port and base folder, at once or after a long outage (SIGTERM
+ * or SIGKILL, down 0-90 s), also while a worker is frozen; builds canceled. Then it checks what the product
+ * promises: every build terminal, every atom of a successful build exactly one result, setup and teardown
+ * once per worker process per build, no marked process alive, no lease left, and a SQLite file that passes
+ * PRAGMA integrity_check. All along a livelock detector reads every log line and the event log: any one
+ * message or event tag more than --max-rate times in one second fails the run (issue 15: a refusal loop
+ * wrote 5,000 a second). It prints a table and exits 1 if any check fails.
  *
  * The same seed makes the same plan of builds and faults (timings on a loaded machine still vary).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,10 +33,12 @@ const { values: args } = parseArgs({
     seed: { type: 'string' },
     workers: { type: 'string', default: '3' },
     keep: { type: 'boolean', default: false },
+    'max-rate': { type: 'string', default: '200' },
   },
 });
 const SECONDS = positive(args.seconds!, '--seconds');
 const WORKERS = positive(args.workers!, '--workers');
+const MAX_RATE = positive(args['max-rate']!, '--max-rate');
 const SEED = args.seed === undefined ? randomBytes(4).readUInt32BE() : positive(args.seed, '--seed');
 const EXECUTORS = 2;
 const MAX_BUILDS_IN_FLIGHT = 3;
@@ -60,12 +66,12 @@ const root = mkdtempSync(join(tmpdir(), 'cr-soak-'));
 const secret = randomBytes(16).toString('hex');
 const children = new Set<ChildProcess>();
 
-function startProcess(name: string, cliArgs: string[], home: string): ChildProcess {
+function startProcess(name: string, cliArgs: string[], home: string, env: Record<string, string> = {}): ChildProcess {
   mkdirSync(join(root, 'logs'), { recursive: true });
   const log = openSync(join(root, 'logs', `${name}.log`), 'a');
   // Its own process group: a fault hits the daemon and only it (its commands have groups of their own).
   const child = spawn(process.execPath, [CLI, ...cliArgs], {
-    detached: true, stdio: ['ignore', log, log], env: { ...process.env, HOME: home, SOAK_RUN: runToken },
+    detached: true, stdio: ['ignore', log, log], env: { ...process.env, HOME: home, SOAK_RUN: runToken, ...env },
   });
   children.add(child);
   child.once('exit', () => children.delete(child));
@@ -124,8 +130,12 @@ interface Worker {
   readonly dir: string;
   process: ChildProcess | null;
   frozen: boolean;
+  /** Which start of this worker: setup and teardown are counted per worker process. */
+  generation: number;
 }
 const workers: Worker[] = [];
+/** Worker processes (name#generation) that were SIGKILLed: they owe no teardown. */
+const killedProcesses = new Set<string>();
 
 function startWorker(worker: Worker): void {
   const conf = writeConf(worker.dir, [
@@ -133,7 +143,10 @@ function startWorker(worker: Worker): void {
     'heartbeat_interval = 0.25', 'heartbeat_failure_threshold = 12', 'kill_grace_seconds = 0.5',
     '[worker]', `master_url = ${masterUrl}`,
   ]);
-  worker.process = startProcess(worker.name, ['worker', '-e', String(EXECUTORS), '-n', worker.name, '-c', conf], worker.dir);
+  worker.generation++;
+  // Setup and teardown commands append this to their build's files: per worker process, per build.
+  worker.process = startProcess(worker.name, ['worker', '-e', String(EXECUTORS), '-n', worker.name, '-c', conf], worker.dir,
+    { SOAK_WORKER: `${worker.name}#${worker.generation}` });
   worker.frozen = false;
 }
 
@@ -172,6 +185,7 @@ async function retrying(method: string, path: string, json?: unknown, deadlineMs
 interface PostedBuild {
   readonly id: number;
   readonly atoms: number;
+  readonly project: string;
   canceled: boolean;
 }
 const posted: PostedBuild[] = [];
@@ -188,6 +202,8 @@ function buildJob(atoms: number): Record<string, unknown> {
       'sleep "${N#*:}"',
     ],
     atomizers: [{ N: `printf '%s\\n' ${values.join(' ')}` }],
+    setup_build: ['echo "$SOAK_WORKER" >> "$PROJECT_DIR/setups"'],
+    teardown_build: ['echo "$SOAK_WORKER" >> "$PROJECT_DIR/teardowns"'],
   };
 }
 
@@ -197,7 +213,7 @@ async function postOne(): Promise<void> {
   mkdirSync(project, { recursive: true });
   try {
     const response = await request('POST', '/v1/build', { type: 'directory', project_directory: project, config: buildJob(atoms) });
-    if (response.status === 202) posted.push({ id: response.body.build_id, atoms, canceled: false });
+    if (response.status === 202) posted.push({ id: response.body.build_id, atoms, project, canceled: false });
     else postsRefused++;
   } catch {
     // The master was down: this build was never accepted (or, if it was, the final check finds it).
@@ -214,9 +230,19 @@ const TERMINAL = new Set(['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED']);
 
 // ---- faults ----------------------------------------------------------------------------------------------
 
-type FaultKind = 'kill_worker' | 'freeze_worker' | 'drain_worker' | 'kill_master' | 'cancel_build';
-const FAULTS: readonly FaultKind[] = ['kill_worker', 'kill_worker', 'freeze_worker', 'freeze_worker', 'drain_worker', 'kill_master', 'cancel_build'];
+type FaultKind = 'kill_worker' | 'freeze_worker' | 'freeze_worker_past_lease' | 'drain_worker' | 'kill_master' | 'master_outage' |
+  'master_outage_and_freeze' | 'cancel_build';
+const FAULTS: readonly FaultKind[] = [
+  'kill_worker', 'kill_worker', 'freeze_worker', 'freeze_worker_past_lease', 'drain_worker', 'kill_master', 'master_outage',
+  'master_outage_and_freeze', 'cancel_build',
+];
+/** The workers' lease window: heartbeat_interval × heartbeat_failure_threshold (startWorker's conf). */
+const LEASE_WINDOW_MS = 250 * 12;
+/** The longest master outage injected (issue 15 asks for 0-90 s). */
+const MAX_OUTAGE_MS = 90_000;
 const injected = new Map<FaultKind, number>();
+/** Faults whose recovery ran to its end (the process restarted, the worker thawed). */
+const recovered = new Map<FaultKind, number>();
 const pending = new Set<Promise<void>>();
 
 function track(work: Promise<void>): void {
@@ -224,14 +250,38 @@ function track(work: Promise<void>): void {
   void work.finally(() => pending.delete(work));
 }
 
+/** Freezes a worker (SIGSTOP) for ms, then thaws it. */
+async function freeze(worker: Worker, ms: number): Promise<void> {
+  const child = worker.process!;
+  worker.frozen = true;
+  signalGroup(child, 'SIGSTOP');
+  await sleep(ms);
+  signalGroup(child, 'SIGCONT');
+  worker.frozen = false;
+}
+
+/** The master down for ms (SIGTERM or SIGKILL), then started again on the same port and base folder. */
+async function outage(ms: number): Promise<void> {
+  const child = master!;
+  master = null;
+  signalGroup(child, random() < 0.5 ? 'SIGTERM' : 'SIGKILL');
+  await exited(child);
+  await sleep(ms);
+  await startMaster();
+}
+
 async function inject(kind: FaultKind): Promise<void> {
   const idle = workers.filter((worker) => worker.process !== null && !worker.frozen);
+  // Counted once past its guard: a fault with nothing to hit is not injected.
+  const hit = () => injected.set(kind, (injected.get(kind) ?? 0) + 1);
   switch (kind) {
     case 'kill_worker': {
       if (idle.length === 0) return;
+      hit();
       const worker = pick(idle);
       const child = worker.process!;
       worker.process = null;
+      killedProcesses.add(`${worker.name}#${worker.generation}`);
       signalGroup(child, 'SIGKILL');
       await exited(child);
       await sleep(between(500, 2000));
@@ -240,17 +290,34 @@ async function inject(kind: FaultKind): Promise<void> {
     }
     case 'freeze_worker': {
       if (idle.length === 0) return;
+      hit();
+      await freeze(pick(idle), between(1000, 6000));
+      break;
+    }
+    case 'freeze_worker_past_lease': {
+      // Past its lease: the master gives its work away and must take it back as the same worker when it thaws.
+      if (idle.length === 0) return;
+      hit();
+      await freeze(pick(idle), LEASE_WINDOW_MS + between(1000, 8000));
+      break;
+    }
+    case 'master_outage': {
+      if (master === null) return;
+      hit();
+      await outage(between(0, MAX_OUTAGE_MS));
+      break;
+    }
+    case 'master_outage_and_freeze': {
+      if (master === null || idle.length === 0) return;
+      hit();
       const worker = pick(idle);
-      const child = worker.process!;
-      worker.frozen = true;
-      signalGroup(child, 'SIGSTOP');
-      await sleep(between(1000, 6000));
-      signalGroup(child, 'SIGCONT');
-      worker.frozen = false;
+      const downMs = between(0, MAX_OUTAGE_MS);
+      await Promise.all([outage(downMs), freeze(worker, Math.min(downMs + between(0, 10_000), MAX_OUTAGE_MS))]);
       break;
     }
     case 'drain_worker': {
       if (idle.length === 0) return;
+      hit();
       const worker = pick(idle);
       const child = worker.process!;
       worker.process = null;
@@ -264,6 +331,7 @@ async function inject(kind: FaultKind): Promise<void> {
     }
     case 'kill_master': {
       if (master === null) return;
+      hit();
       const child = master;
       master = null;
       signalGroup(child, 'SIGKILL');
@@ -275,16 +343,116 @@ async function inject(kind: FaultKind): Promise<void> {
     case 'cancel_build': {
       const candidates = posted.filter((build) => !build.canceled);
       if (candidates.length === 0) return;
+      hit();
       const build = pick(candidates.slice(-MAX_BUILDS_IN_FLIGHT));
       build.canceled = true;
       await retrying('PUT', `/v1/build/${build.id}`, { status: 'canceled' });
       break;
     }
   }
-  injected.set(kind, (injected.get(kind) ?? 0) + 1);
+  recovered.set(kind, (recovered.get(kind) ?? 0) + 1);
+}
+
+// ---- the livelock detector --------------------------------------------------------------------------------
+
+/** The busiest second of any one log message (per process log) or event tag, and every second over MAX_RATE. */
+let busiest = { what: 'nothing', count: 0, second: 0 };
+const livelocks: string[] = [];
+/** Per message or tag, the second being counted and its count so far (a second may span two scans). */
+const current = new Map<string, { second: number; count: number }>();
+const logOffsets = new Map<string, number>();
+let lastEventId = 0;
+/** At most this much of a log is read per scan: a runaway log is caught on its first megabytes anyway. */
+const MAX_SCAN_BYTES = 32 * 1024 * 1024;
+
+function count(what: string, second: number): void {
+  const seen = current.get(what);
+  if (seen === undefined || seen.second !== second) {
+    current.set(what, { second, count: 1 });
+    return;
+  }
+  seen.count++;
+  if (seen.count > busiest.count) busiest = { what, count: seen.count, second };
+  if (seen.count === MAX_RATE + 1 && livelocks.length < 20) livelocks.push(`${what}: more than ${MAX_RATE} in the second at ${new Date(second * 1000).toISOString()}`);
+}
+
+/** Reads what the logs and the event log gained since the last scan. */
+function scanForLivelock(): void {
+  const logs = join(root, 'logs');
+  for (const name of existsSync(logs) ? readdirSync(logs) : []) {
+    const file = join(logs, name);
+    const from = logOffsets.get(file) ?? 0;
+    const size = statSync(file).size;
+    if (size <= from) continue;
+    const buffer = Buffer.alloc(Math.min(size - from, MAX_SCAN_BYTES));
+    const fd = openSync(file, 'r');
+    try {
+      readSync(fd, buffer, 0, buffer.length, from);
+    } finally {
+      closeSync(fd);
+    }
+    const end = buffer.lastIndexOf(10);
+    if (end < 0) continue;
+    logOffsets.set(file, from + end + 1);
+    for (const line of buffer.subarray(0, end).toString('utf8').split('\n')) {
+      let entry: { time?: unknown; msg?: unknown };
+      try {
+        entry = JSON.parse(line) as { time?: unknown; msg?: unknown };
+      } catch {
+        continue;
+      }
+      if (typeof entry.time === 'number' && typeof entry.msg === 'string') count(`${name}: "${entry.msg}"`, Math.floor(entry.time / 1000));
+    }
+  }
+  const file = join(masterDir, 'base', 'clusterrunner.db');
+  if (!existsSync(file)) return;
+  try {
+    const database = new Database(file, { readonly: true, fileMustExist: true });
+    try {
+      const rows = database.prepare('SELECT id, tag, timestamp FROM events WHERE id > ? ORDER BY id LIMIT 200000').all(lastEventId) as { id: number; tag: string; timestamp: number }[];
+      for (const row of rows) count(`event ${row.tag}`, Math.floor(row.timestamp));
+      if (rows.length > 0) lastEventId = rows[rows.length - 1]!.id;
+    } finally {
+      database.close();
+    }
+  } catch {
+    // Busy or being replaced by a restart: the next scan reads it.
+  }
 }
 
 // ---- checks ----------------------------------------------------------------------------------------------
+
+/**
+ * Setup and teardown ran once per worker process per build (issue 15): each appends its worker process's
+ * name to the build's project folder. A process that was SIGKILLed owes no teardown. Returns the problems
+ * and how many setups or teardowns ran more than once.
+ */
+function checkSetups(): { problems: string[]; duplicated: number; setups: number } {
+  const problems: string[] = [];
+  let duplicated = 0;
+  let setups = 0;
+  const tally = (file: string) => {
+    const counts = new Map<string, number>();
+    const text = existsSync(file) ? readFileSync(file, 'utf8') : '';
+    for (const name of text.split('\n').filter((line) => line !== '')) counts.set(name, (counts.get(name) ?? 0) + 1);
+    return counts;
+  };
+  for (const build of posted) {
+    const setupsBy = tally(join(build.project, 'setups'));
+    const teardownsBy = tally(join(build.project, 'teardowns'));
+    for (const name of new Set([...setupsBy.keys(), ...teardownsBy.keys()])) {
+      const setup = setupsBy.get(name) ?? 0;
+      const teardown = teardownsBy.get(name) ?? 0;
+      setups += setup;
+      if (setup > 1 || teardown > 1) duplicated += Math.max(0, setup - 1) + Math.max(0, teardown - 1);
+      const isKilled = killedProcesses.has(name);
+      if (setup !== 1 || (teardown !== 1 && !isKilled) || teardown > 1) {
+        problems.push(`build ${build.id} on ${name}${isKilled ? ' (SIGKILLed)' : ''}: setup ran ${setup} times, teardown ${teardown} times`);
+      }
+    }
+  }
+  return { problems, duplicated, setups };
+}
 
 /** Processes the workers started for atoms (the marker) in this soak (the run token). */
 function markedProcesses(): number[] {
@@ -354,6 +522,10 @@ async function checkResults(build: any): Promise<ResultCheck> {
 
 // ---- the run ---------------------------------------------------------------------------------------------
 
+function sum(counts: ReadonlyMap<unknown, number>): number {
+  return [...counts.values()].reduce((total, value) => total + value, 0);
+}
+
 async function cleanup(): Promise<void> {
   for (const child of children) {
     signalGroup(child, 'SIGCONT');
@@ -383,13 +555,14 @@ async function main(): Promise<number> {
   ]);
   await startMaster();
   for (let index = 0; index < WORKERS; index += 1) {
-    const worker: Worker = { name: `soak-worker-${index + 1}`, dir: join(root, `worker-${index + 1}`), process: null, frozen: false };
+    const worker: Worker = { name: `soak-worker-${index + 1}`, dir: join(root, `worker-${index + 1}`), process: null, frozen: false, generation: 0 };
     workers.push(worker);
     startWorker(worker);
   }
 
   const end = Date.now() + SECONDS * 1000;
   let nextFaultAt = Date.now() + between(2000, 5000);
+  const detector = setInterval(scanForLivelock, 1000);
   while (Date.now() < end) {
     const builds = await listBuilds();
     const inFlight = builds === null ? MAX_BUILDS_IN_FLIGHT : builds.filter((build) => !TERMINAL.has(build.status)).length;
@@ -444,6 +617,11 @@ async function main(): Promise<number> {
     master.kill('SIGTERM');
     await exited(master);
   }
+  clearInterval(detector);
+  scanForLivelock();
+  if (livelocks.length > 0) problems.push(...livelocks.map((line) => `livelock detector: ${line}`));
+  const setupCheck = checkSetups();
+  problems.push(...setupCheck.problems);
   const database = new Database(join(masterDir, 'base', 'clusterrunner.db'), { readonly: true });
   const integrity = (database.prepare('PRAGMA integrity_check').pluck().get() as string) ?? 'no answer';
   const leases = database.prepare('SELECT COUNT(*) FROM leases').pluck().get() as number;
@@ -456,13 +634,18 @@ async function main(): Promise<number> {
   const rows: [string, string][] = [
     ['seed', String(SEED)],
     ...[...new Set(FAULTS)].map((kind): [string, string] => [`faults: ${kind}`, `${injected.get(kind) ?? 0} injected`]),
-    ['faults survived', problems.length === 0 ? `all ${[...injected.values()].reduce((sum, count) => sum + count, 0)}` : 'not all: see below'],
+    ['faults injected / recovered from', `${sum(injected)} / ${sum(recovered)}`],
+    ['faults survived', problems.length === 0 && sum(recovered) === sum(injected) ? `all ${sum(injected)}` : 'not all: see below'],
     ['builds posted (202)', String(posted.length)],
     ['posts refused / unanswered', `${postsRefused} / ${postsUnanswered}`],
     ['builds on the master', `${builds.length}: ${[...byStatus].map(([status, count]) => `${count} ${status}`).join(', ')}`],
     ['atoms of SUCCESS builds', String(atoms)],
     ['results lost', String(lost)],
     ['duplicate results', String(duplicated)],
+    ['setups run (worker process × build)', String(setupCheck.setups)],
+    ['setups or teardowns duplicated', String(setupCheck.duplicated)],
+    ['livelock detector', `${livelocks.length === 0 ? 'no livelock' : `${livelocks.length} seconds over the limit`} (limit ${MAX_RATE}/s; ` +
+      `busiest: ${busiest.count}/s of ${busiest.what})`],
     ['processes left', String(survivors.length)],
     ['leases left', String(leases)],
     ['integrity_check', integrity],
