@@ -8,6 +8,7 @@ import type { WorkerRegistry } from '../workers/worker-registry.ts';
 import type { Metrics } from '../metrics.ts';
 import type { NonceBook } from '../../shared/auth.ts';
 import { createAuthentication } from './authentication.ts';
+import { maskSecretInAnswers } from './answer-mask.ts';
 import { errorHandler, notFoundHandler } from './http-errors.ts';
 import { V1_TREE, V2_TREE, route, type ApiTree } from './api-tree.ts';
 import { addBuildRoutes } from './builds-routes.ts';
@@ -85,6 +86,8 @@ export function createApp(deps: AppDeps): Express {
     }
     next();
   });
+
+  app.use(maskSecretInAnswers(deps.secret));
 
   // Read the raw bytes (bounded) so the digest covers exactly what was sent; routes parse JSON themselves.
   app.use(express.raw({ type: () => true, limit: deps.maxBodyBytes }));

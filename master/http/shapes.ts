@@ -5,6 +5,8 @@ import { atomCommandString } from '../../shared/job-config.ts';
 import { isTerminalStatus } from '../../shared/api/statuses.ts';
 import type { AtomView, BuildView, SubjobView, WorkerView } from '../../shared/api/views.ts';
 import type { WorkerEntry } from '../workers/worker-registry.ts';
+import { createHash } from 'node:crypto';
+import { MASK } from '../../shared/mask.ts';
 import { attemptStopReason } from '../builds/attempts.ts';
 
 /** The API's JSON shapes (SPEC §2.1), typed by the contract in shared/api/views.ts; field names are the original's, for its clients. */
@@ -55,9 +57,45 @@ export function buildShape(build: BuildRecord, failedAtoms: readonly AtomRecord[
     waiting_for_workers: waitingForWorkers,
     job_name: build.jobName,
     priority: build.priority,
-    request_params: build.requestParams,
+    request_params: viewRequestParams(build.requestParams),
     state_timestamps: build.stateTimestamps,
   };
+}
+
+/**
+ * What GET /v1/worker shows of a worker's session: a digest, never the value. The session id with the secret
+ * is enough to take over a worker's identity (resume its leases), and reads are open by default; the digest
+ * still tells two sessions of one worker apart (issue 10, for the record).
+ */
+function sessionDigest(sessionId: string): string {
+  return `sha256:${createHash('sha256').update(sessionId).digest('hex').slice(0, 16)}`;
+}
+
+/**
+ * The request as views show it (issue 10 item 9): remote_files URLs lose every query value (presigned URLs
+ * carry their signature there) and any user or password; the stored request keeps them for the workers.
+ */
+function viewRequestParams(params: BuildRecord['requestParams']): BuildRecord['requestParams'] {
+  const files = (params as Record<string, unknown>)['remote_files'];
+  if (typeof files !== 'object' || files === null || Array.isArray(files)) return params;
+  const masked = Object.fromEntries(Object.entries(files).map(([name, url]) => [name, typeof url === 'string' ? maskUrlQuery(url) : url]));
+  return { ...params, remote_files: masked };
+}
+
+function maskUrlQuery(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return value;
+  }
+  if (url.username !== '') url.username = MASK;
+  if (url.password !== '') url.password = MASK;
+  const keys = [...url.searchParams.keys()];
+  const hash = url.hash;
+  url.search = '';
+  url.hash = '';
+  return `${url.href}${keys.length === 0 ? '' : `?${keys.map((key) => `${encodeURIComponent(key)}=${MASK}`).join('&')}`}${hash}`;
 }
 
 export function workerShape(worker: WorkerEntry): WorkerView {
@@ -66,7 +104,7 @@ export function workerShape(worker: WorkerEntry): WorkerView {
     id: worker.id,
     name: worker.name,
     url: worker.name,
-    session_id: worker.sessionId,
+    session_id: sessionDigest(worker.sessionId),
     num_executors: worker.numExecutors,
     num_executors_in_use: worker.executorsInUse,
     current_build_ids: buildIds,
