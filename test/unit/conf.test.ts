@@ -101,6 +101,7 @@ describe('loadConf', () => {
       logFile: null,
       eventlogFile: null,
       warnings: [],
+      pools: [],
     });
     expect(Object.isFrozen(conf)).toBe(true);
   });
