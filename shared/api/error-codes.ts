@@ -16,6 +16,8 @@ export const ERROR_CODES = {
   NOT_FOUND: { status: 404 },
   /** The path exists but not with that method; the `Allow` header lists the methods it takes. */
   METHOD_NOT_ALLOWED: { status: 405 },
+  /** The build is not in a state that allows it: a retry of a build still running, or of one whose project is gone. */
+  CONFLICT: { status: 409 },
   /** `Expected-Session-Id` names another master process: the master was restarted. */
   SESSION_EXPIRED: { status: 412 },
   /** The body is longer than `max_body_bytes`. */
@@ -37,6 +39,7 @@ export function errorCodeForStatus(status: number): ErrorCode {
     case 401: return 'UNAUTHORIZED';
     case 404: return 'NOT_FOUND';
     case 405: return 'METHOD_NOT_ALLOWED';
+    case 409: return 'CONFLICT';
     case 412: return 'SESSION_EXPIRED';
     case 413: return 'PAYLOAD_TOO_LARGE';
     default: return status >= 500 ? 'INTERNAL' : 'BAD_REQUEST';

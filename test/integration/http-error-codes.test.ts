@@ -81,6 +81,15 @@ describe('error codes', () => {
     expectCode(await request(master.url).get('/v1').set('Expected-Session-Id', 'an-older-master'), 'SESSION_EXPIRED');
   });
 
+  it('CONFLICT: a retry of a build that has not ended', async () => {
+    const master = await startTestMaster();
+    // No worker: the build waits, never terminal.
+    const body = JSON.stringify({ type: 'directory', project_directory: tempDir(), config: { commands: ['true'], atomizers: [{ N: 'echo 1' }] } });
+    const created = await post(master, '/v1/build', body);
+    expect(created.status).toBe(202);
+    expectCode(await post(master, `/v1/build/${created.body.build_id as number}/retry`, '{}'), 'CONFLICT');
+  });
+
   it('PAYLOAD_TOO_LARGE: a body over max_body_bytes', async () => {
     const master = await startTestMaster({ conf: { maxBodyBytes: 1024 } });
     const body = JSON.stringify({ type: 'directory', project_directory: tempDir(), job_name: 'x'.repeat(2048) });
