@@ -1,4 +1,4 @@
-import { appendFile, mkdir, rm } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSafeExtractor } from '../../shared/archive.ts';
 import { ClusterRunnerError, errorMessage } from '../../shared/errors.ts';
@@ -88,7 +88,15 @@ export async function closeAtomFiles(options: {
   }
   if (options.console) await options.console.close();
   if (problems.length === 0) return options.exitCode;
+  // A refused upload keeps nothing it unpacked before the refusal (names with a newline or U+202E among
+  // them): the archive would carry half of a result nobody accepted. The console, which says why, stays.
+  await removeAllBut(options.dir, CONSOLE_FILE);
   await mkdir(options.dir, { recursive: true });
   await appendFile(join(options.dir, CONSOLE_FILE), `\n[ClusterRunner: ${problems.join('; ')}]\n`);
   return options.exitCode === 0 ? 1 : options.exitCode;
+}
+
+async function removeAllBut(dir: string, keep: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  await Promise.all(names.filter((name) => name !== keep).map((name) => rm(join(dir, name), { recursive: true, force: true })));
 }
