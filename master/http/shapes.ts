@@ -116,10 +116,11 @@ export function workerShape(worker: WorkerEntry): WorkerView {
 }
 
 /** SPEC §13: labels, the last heartbeat, health and the machine figures the worker last reported. */
-function healthShape(worker: WorkerEntry): Pick<WorkerView, 'labels' | 'last_heartbeat' | 'health' | 'health_reason' |
+function healthShape(worker: WorkerEntry): Pick<WorkerView, 'pool' | 'labels' | 'last_heartbeat' | 'health' | 'health_reason' |
   'cpu_count' | 'load1' | 'memory_total_bytes' | 'memory_available_bytes' | 'disk_free_bytes'> {
   const machine = worker.machine;
   return {
+    pool: worker.pool,
     labels: [...worker.labels].sort(),
     last_heartbeat: worker.lastHeartbeatMs === null ? null : worker.lastHeartbeatMs / 1000,
     health: worker.health(),

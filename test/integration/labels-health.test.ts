@@ -82,7 +82,7 @@ describe('worker health (SPEC §13)', () => {
       const worker = await workerView(master, name);
       return worker?.cpu_count != null && worker.disk_free_bytes != null ? worker : null;
     }, 60_000);
-    expect(view).toMatchObject({ health: 'healthy', health_reason: null, labels: ['linux'] });
+    expect(view).toMatchObject({ health: 'healthy', health_reason: null, labels: ['linux'], pool: null });
     expect(view.cpu_count).toBeGreaterThan(0);
     expect(view.load1).toBeGreaterThanOrEqual(0);
     expect(view.memory_total_bytes).toBeGreaterThan(0);
