@@ -13,6 +13,7 @@ import { exitCodeForStatus, EXIT_ERROR } from './exit-codes.ts';
 import { isTerminalStatus, isUnreachable, type AtomView, type BuildView, type MasterClient, type SubjobView } from './master-client.ts';
 import { createProgressReporter, formatDuration, timestamp, type BuildProgress } from './progress.ts';
 import { neutraliseBlock, neutraliseLine } from './terminal-text.ts';
+import { printFailedTests } from './failed-tests.ts';
 
 const POLL_MS = 300;
 /** Longest pause between two subjob listings of a huge build: the list grows with the atoms. */
@@ -209,6 +210,7 @@ async function reportBuild(options: FollowOptions, build: BuildView): Promise<nu
       'The build counts as SUCCESS; set `allow_no_atoms: false` in the job to make this an ERROR.');
   }
 
+  await printFailedTests(options, build);
   for (const atom of failed.slice(0, MAX_FAILED_ATOMS_SHOWN)) {
     out.result('');
     out.result(`failed ${atomName(atom)} (exit code ${atom.exit_code}): ${neutraliseLine(atom.command_string)}`);
