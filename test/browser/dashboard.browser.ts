@@ -113,7 +113,7 @@ describe('the dashboard in Chromium', () => {
     const bar = p.locator(`tr[data-build-id="${id}"] progress`);
     await expect.poll(() => bar.getAttribute('aria-label'), { timeout: 20_000 }).toBe(`Build ${id}: 0 of 3 atoms done`);
     await p.keyboard.press('Tab');
-    expect(await p.evaluate(() => document.activeElement?.textContent)).toBe('Skip to content');
+    expect(await p.evaluate('document.activeElement?.textContent')).toBe('Skip to content');
     await p.getByLabel('Secret').focus();
     await p.keyboard.type(master.secret);
     await p.keyboard.press('Enter');
