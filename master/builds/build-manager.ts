@@ -134,13 +134,13 @@ export class BuildManager implements WorkerEvents {
     this.#store.batcher.flush();
   }
 
-  /** Executors that queued and running work can use now; pools size themselves by it (master/pools/). */
-  executorDemand(): number {
-    let demand = 0;
+  /** Executors that queued and running work can use now, with the labels each job requires; pools size themselves by it (master/pools/). */
+  executorDemand(): { executors: number; requires: readonly string[] }[] {
+    const demand: { executors: number; requires: readonly string[] }[] = [];
     for (const run of this.#runs.values()) {
       // A build still preparing will want at least one: starting a worker now saves its start-up time.
-      if (run.phase === 'preparing') demand += 1;
-      else if (run.phase === 'ready') demand += Math.min(run.job?.maxExecutors ?? Infinity, run.executorsInUse + run.pendingCount);
+      if (run.phase === 'preparing') demand.push({ executors: 1, requires: [] });
+      else if (run.phase === 'ready') demand.push({ executors: Math.min(run.job?.maxExecutors ?? Infinity, run.executorsInUse + run.pendingCount), requires: run.job?.requires ?? [] });
     }
     return demand;
   }

@@ -16,7 +16,7 @@ import type { PoolConf } from '../../shared/pool-conf.ts';
 import type { EventStore } from '../store/event-store.ts';
 import type { WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts';
 import { drainWorker } from '../workers/worker-session.ts';
-import { desiredSizes } from './desired-size.ts';
+import { desiredSizes, type Demand, type OtherWorker } from './desired-size.ts';
 import type { PoolStore } from './pool-store.ts';
 import { isOurs, startPoolWorker, stopPoolWorker, type ProviderContext, type StartedWorker } from './providers.ts';
 
@@ -72,8 +72,8 @@ export interface PoolGauges {
 export interface PoolManagerDeps {
   readonly pools: readonly PoolConf[];
   readonly registry: WorkerRegistry;
-  /** Executors that queued and running work can use now (BuildManager.executorDemand). */
-  readonly demand: () => number;
+  /** Executors that queued and running work can use now, by the labels they require (BuildManager.executorDemand). */
+  readonly demand: () => readonly Demand[];
   readonly store: PoolStore;
   readonly events: EventStore;
   readonly gauges: PoolGauges;
@@ -178,15 +178,17 @@ export class PoolManager {
 
   #follow(now: number): void {
     const byName = new Map<string, WorkerEntry>();
-    let otherExecutors = 0;
+    const others: OtherWorker[] = [];
     const poolOf = new Map<string, string>();
     for (const pool of this.#pools.values()) for (const name of pool.instances.keys()) poolOf.set(name, pool.conf.name);
     for (const worker of this.#deps.registry.all()) {
       if (!worker.isAlive || !worker.isConnected) continue;
       byName.set(worker.name, worker);
-      if (!worker.isDraining && !poolOf.has(worker.name) && (worker.pool === null || !this.#pools.has(worker.pool))) otherExecutors += worker.numExecutors;
+      if (!worker.isDraining && !poolOf.has(worker.name) && (worker.pool === null || !this.#pools.has(worker.pool))) {
+        others.push({ executors: worker.numExecutors, labels: worker.labels });
+      }
     }
-    const sizes = desiredSizes([...this.#pools.values()].map((pool) => pool.conf), this.#deps.demand(), otherExecutors);
+    const sizes = desiredSizes([...this.#pools.values()].map((pool) => pool.conf), this.#deps.demand(), others);
     for (const pool of this.#pools.values()) {
       pool.desired = sizes.get(pool.conf.name) ?? pool.conf.minWorkers;
       this.#followPool(pool, byName, now);

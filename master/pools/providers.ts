@@ -3,7 +3,7 @@
  * `command` runs the pool's start_command and stop_command. Only processes started here are ever signalled.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { commandEnvironment } from '../../shared/conf.ts';
@@ -159,12 +159,19 @@ function commandEnv(context: ProviderContext, pool: PoolConf, name: string): Nod
   });
 }
 
+/** The last TAIL_BYTES of a worker's log, without reading the rest (it may be megabytes). */
 function readTail(file: string): string {
+  let fd: number | null = null;
   try {
-    const text = readFileSync(file, 'utf8');
-    return text.slice(-TAIL_BYTES);
+    fd = openSync(file, 'r');
+    const size = fstatSync(fd).size;
+    const buffer = Buffer.alloc(Math.min(TAIL_BYTES, size));
+    readSync(fd, buffer, 0, buffer.length, size - buffer.length);
+    return buffer.toString('utf8');
   } catch {
     return '';
+  } finally {
+    if (fd !== null) closeSync(fd);
   }
 }
 

@@ -5,6 +5,7 @@ import type { Store } from '../store/index.ts';
 import type { EventStore } from '../store/event-store.ts';
 import type { WorkerRegistry } from '../workers/worker-registry.ts';
 import type { PoolGauges } from './pool-manager.ts';
+import type { Demand } from './desired-size.ts';
 import { PoolManager } from './pool-manager.ts';
 import { createPoolStore } from './pool-store.ts';
 
@@ -20,7 +21,7 @@ export interface PoolsHandle {
 export function startPools(options: {
   conf: Pick<Conf, 'baseDirectory' | 'killGraceMs'> & Partial<Pick<Conf, 'confFile' | 'pools'>>;
   log: Logger; store: Pick<Store, 'db'>; registry: WorkerRegistry; metrics: PoolGauges; events: EventStore;
-  demand: () => number;
+  demand: () => readonly Demand[];
   /** The master as seen from its own host (local pools). */
   url: string;
   /** The master as other machines reach it (command pools' MASTER_URL). */
