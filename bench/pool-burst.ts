@@ -57,12 +57,14 @@ try {
   }
   const postedAllMs = Date.now() - postedAt;
   let firstAtomMs: number | null = null;
+  // Where the wait goes: the pool's first start, the first worker connected, the first setup done.
+  const firsts = new Map<string, number>();
   let mostWorkers = 0;
   for (;;) {
     if (firstAtomMs === null) {
       const events = (await call('GET', '/v1/eventlog?since_id=0')).events as { __tag__: string; __timestamp__: number }[];
-      const start = events.find((event) => event.__tag__ === 'ATOM_START');
-      if (start) firstAtomMs = Math.round(start.__timestamp__ * 1000 - postedAt);
+      for (const event of events) if (!firsts.has(event.__tag__)) firsts.set(event.__tag__, Math.round(event.__timestamp__ * 1000 - postedAt));
+      firstAtomMs = firsts.get('ATOM_START') ?? null;
     }
     mostWorkers = Math.max(mostWorkers, (await poolView()).connected_workers as number);
     const builds = await Promise.all(ids.map(async (id) => (await call('GET', `/v1/build/${id}`)).build.status as string));
@@ -76,6 +78,8 @@ try {
       process.stdout.write(
         `pool burst: ${BUILDS} builds x ${ATOMS} atoms of ${ATOM_SECONDS} s, local pool max 4 x 2 executors, reap ${REAP_SECONDS} s\n` +
         `  POSTs took ${postedAllMs} ms; first atom running ${firstAtomMs} ms after the first POST (no worker at the start)\n` +
+        `  after the first POST: first pool start ${firsts.get('POOL_WORKER_STARTED')} ms, first worker connected ${firsts.get('WORKER_CONNECTED')} ms, ` +
+        `first setup finished ${firsts.get('BUILD_SETUP_FINISH')} ms\n` +
         `  most workers connected ${mostWorkers}; all builds terminal (${statuses}) after ${finishedMs} ms with ${atEnd.connected_workers} connected\n` +
         `  ${REAP_SECONDS + 3} s later: ${afterReap.connected_workers} connected, ${afterReap.workers.length} pool workers listed, ${alive} worker processes alive\n`,
       );
