@@ -182,10 +182,13 @@ export class LeaseBook {
     this.#log.info({ buildId: run.id, subjobId: lease.subjobId, atoms: atomIds.length }, 'requeued unfinished atoms');
   }
 
-  /** subjob_finished arrived: the worker's executor is free for the next subjob at once. */
+  /**
+   * subjob_finished arrived: the worker's executor is free for the next subjob at once. The stored lease stays
+   * until settle(), after the lease's results are written: removed first, a master that died in between
+   * found neither the lease nor the result after its restart, and ran the atom again (issue 15).
+   */
   freeExecutor(worker: WorkerEntry, lease: Lease): void {
     worker.leases.delete(lease.id);
-    this.#store.leases.remove(lease.id);
     worker.releaseExecutor(lease.executorIndex);
     this.#releaseBuildExecutor(lease);
   }
