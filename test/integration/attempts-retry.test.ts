@@ -13,6 +13,11 @@ import { atomsOf, downloadArtifacts, listFiles, readText } from '../support/buil
 afterEach(cleanupAll);
 
 const TEST_TIMEOUT_MS = 90_000;
+/**
+ * The tests count attempts exactly: a worker declared lost (its heartbeats late on a loaded machine) would add
+ * a worker_lost attempt. 50 missed 200 ms beats (10 s) keeps the in-process worker alive through a busy spell.
+ */
+const CONF = { heartbeatFailureThreshold: 50 };
 const BUILD_WAIT_MS = 60_000;
 
 /** A directory project with this clusterrunner.yaml. */
@@ -41,7 +46,7 @@ async function eventsOf(master: { url: string; secret: string }, buildId: number
 
 describe('attempts', () => {
   it('an atom that fails once then passes with retries: 1 has 2 attempts, is flaky, and both consoles are readable', async () => {
-    const master = await startTestMaster();
+    const master = await startTestMaster({ conf: CONF });
     await startTestWorker(master, { executors: 1 });
     const marker = join(tempDir('cr-flaky-'), 'failed-once');
     const dir = project([
@@ -87,7 +92,7 @@ describe('attempts', () => {
 
 describe('retry', () => {
   it('a FAILURE git build retried passes: same id, same commit, only the failed atom runs again, a new archive', async () => {
-    const master = await startTestMaster();
+    const master = await startTestMaster({ conf: CONF });
     await startTestWorker(master, { executors: 2 });
     const fixed = join(tempDir('cr-retry-fix-'), 'fixed');
     const job = (version: string) => [
@@ -142,7 +147,7 @@ describe('retry', () => {
   }, TEST_TIMEOUT_MS);
 
   it('refuses what cannot be retried: a running build, nothing failed, unknown atoms and builds, bad bodies, no signature', async () => {
-    const master = await startTestMaster();
+    const master = await startTestMaster({ conf: CONF });
     await startTestWorker(master, { executors: 1 });
     const flag = join(tempDir('cr-retry-flag-'), 'go');
     const dir = project([
@@ -191,7 +196,7 @@ describe('retry', () => {
   }, TEST_TIMEOUT_MS);
 
   it('refuses a directory build whose folder is gone (409), and retries a CANCELED one with every unfinished atom', async () => {
-    const master = await startTestMaster();
+    const master = await startTestMaster({ conf: CONF });
     await startTestWorker(master, { executors: 1 });
     const fixed = join(tempDir('cr-retry-gone-'), 'fixed');
     const gone = project(fixableJob(fixed));
@@ -231,7 +236,7 @@ describe('retry', () => {
   it('keeps attempts and their consoles over a master restart, and retries after it', async () => {
     const base = tempDir('cr-retry-master-');
     const secret = 'a-secret-for-the-restart-test';
-    const first = await startTestMaster({ base, secret });
+    const first = await startTestMaster({ base, secret, conf: CONF });
     const worker = await startTestWorker(first, { executors: 1 });
     const fixed = join(tempDir('cr-retry-restart-'), 'fixed');
     const dir = project(fixableJob(fixed, '  retries: 1\n'));
@@ -240,7 +245,7 @@ describe('retry', () => {
     await worker.stop();
     await first.close();
 
-    const second = await startTestMaster({ base, secret });
+    const second = await startTestMaster({ base, secret, conf: CONF });
     const attempts = (await api(second, 'GET', `/v2/builds/${buildId}/subjobs/1/atoms/0/attempts`)).body.attempts as any[];
     expect(attempts.map((a) => [a.attempt, a.state, a.exit_code])).toEqual([[1, 'COMPLETED', 3], [2, 'COMPLETED', 3]]);
     for (const n of [1, 2]) {
