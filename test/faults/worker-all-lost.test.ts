@@ -63,10 +63,11 @@ describe('every worker lost', () => {
     const outcomes = await expectOneResultPerAtom(master, id, 4);
     const rerun = [...outcomes.values()].filter((outcome) => outcome.attempts === 2).map((outcome) => outcome.value).sort();
     expect(rerun).toEqual(held.sort());
-    // Both are back (the second maybe later: its backoff grew while refused), each under a new id.
+    // Both are back (the second maybe later: its backoff grew while refused), each under its own id (same name
+    // and session, issue 15 item 4).
     await eventually('both workers to be back', async () => {
       const alive = (await workersOf(master)).filter((worker) => worker.is_alive);
-      return alive.length === 2 && alive.every((worker) => !workers.some((old) => old.id === worker.id));
+      return alive.length === 2 && alive.every((worker) => workers.some((old) => old.id === worker.id));
     });
     await expectNoProcessesLeft();
   });

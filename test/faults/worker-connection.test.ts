@@ -90,8 +90,9 @@ describe('a connection cut longer than the lease window', () => {
     // Back: it offers the lease it still runs and the result it kept; the master honours neither.
     cut.proxy.accept();
     await expectNoProcessesLeft(cut.worker.name);
-    await eventually('the worker to rejoin under a new id', async () =>
-      (await workersOf(cut.master)).some((worker) => worker.name === cut.worker.name && worker.is_alive && worker.id !== cut.worker.id));
+    // Same name, same session: it rejoins under its own id (issue 15 item 4), its old work gone.
+    await eventually('the worker to rejoin under its own id', async () =>
+      (await workersOf(cut.master)).some((worker) => worker.name === cut.worker.name && worker.is_alive && worker.id === cut.worker.id));
 
     const outcomes = await expectOneResultPerAtom(cut.master, cut.buildId, 4);
     for (const outcome of outcomes.values()) expect(outcome.worker).toBe(other.name);
@@ -141,8 +142,9 @@ describe('a half-open connection (both sockets open, nothing gets through)', () 
 
     cut.proxy.accept();
     await expectNoProcessesLeft(cut.worker.name);
-    await eventually('the worker to rejoin under a new id', async () =>
-      (await workersOf(cut.master)).some((worker) => worker.name === cut.worker.name && worker.is_alive && worker.id !== cut.worker.id));
+    // Same name, same session: it rejoins under its own id (issue 15 item 4), its old work gone.
+    await eventually('the worker to rejoin under its own id', async () =>
+      (await workersOf(cut.master)).some((worker) => worker.name === cut.worker.name && worker.is_alive && worker.id === cut.worker.id));
     const outcomes = await expectOneResultPerAtom(cut.master, cut.buildId, 4);
     for (const outcome of outcomes.values()) expect(outcome.worker).toBe(other.name);
     expect([...outcomes.values()].filter((outcome) => outcome.attempts === 2).map((outcome) => outcome.value).sort()).toEqual(cut.held);

@@ -43,10 +43,11 @@ describe('a worker frozen with SIGSTOP', () => {
     const thawedAt = Date.now();
     // Its leases are refused: it stops what it still ran, within the kill grace (plus time to notice and reconnect).
     await expectNoProcessesLeft(frozen.name, KILL_GRACE_MS + 5_000);
-    const rejoined = await eventually('the thawed worker to rejoin under a new id', async () =>
-      (await workersOf(master)).find((worker) => worker.name === frozen.name && worker.is_alive && worker.id !== frozen.id));
+    // Same name, same session: it rejoins under its own id (issue 15 item 4).
+    const rejoined = await eventually('the thawed worker to rejoin under its own id', async () =>
+      (await workersOf(master)).find((worker) => worker.name === frozen.name && worker.is_alive && worker.id === frozen.id));
     expect(Date.now() - thawedAt).toBeLessThan(10_000);
-    // The build it had set up is torn down there: the master would never ask for it.
+    // The build it had set up is torn down there: its registration listed it, and the master is done with it.
     await eventually('the thawed worker to tear down the old build', () => teardowns(project).includes(frozen.name));
 
     // Nothing of its late result made it: every atom has one result, from the healthy worker.
