@@ -165,7 +165,6 @@ export const workerMessage = z.discriminatedUnion('type', [
 ]);
 export type WorkerMessage = z.infer<typeof workerMessage>;
 export type RegisterMessage = z.infer<typeof registerMessage>;
-export type AtomFinishedMessage = z.infer<typeof atomFinishedMessage>;
 export type SubjobRefusedMessage = z.infer<typeof subjobRefusedMessage>;
 
 export const artifactChunkHeader = z.strictObject({

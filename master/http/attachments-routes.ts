@@ -107,7 +107,6 @@ export function attachmentPathSegments(rawTail: string): string[] {
     if (segment === '' || segment === '.' || segment === '..') {
       throw badRequest(`The attachment path may not hold ${segment === '' ? 'empty segments' : `"${segment}" segments`}.`);
     }
-    // eslint-disable-next-line no-control-regex
     if (/[\\\u0000-\u001f]/.test(segment)) throw badRequest('The attachment path may not hold backslashes or control characters.');
     return segment;
   });

@@ -1,6 +1,6 @@
 import type { BuildRecord } from '../store/build-store.ts';
 import type { AtomRecord, SubjobRecord } from '../store/atom-store.ts';
-import { buildDetails } from '../builds/build-status.ts';
+import { buildDetails } from '../model/build-status.ts';
 import { atomCommandString } from '../../shared/job-config.ts';
 import { isTerminalStatus } from '../../shared/api/statuses.ts';
 import type { AtomView, BuildView, SubjobView, WorkerView } from '../../shared/api/views.ts';

@@ -15,9 +15,9 @@ afterEach(cleanupAll);
 const TEST_TIMEOUT_MS = 90_000;
 /**
  * The tests count attempts exactly: a worker declared lost (its heartbeats late on a loaded machine) would add
- * a worker_lost attempt. 50 missed 200 ms beats (10 s) keeps the in-process worker alive through a busy spell.
+ * a worker_lost attempt. 50 missed 200 ms beats (10 s), the worker's own threshold sent at registration, keeps it alive through a busy spell.
  */
-const CONF = { heartbeatFailureThreshold: 50 };
+const HEARTBEAT_FAILURE_THRESHOLD = 50;
 const BUILD_WAIT_MS = 60_000;
 
 /** A directory project with this clusterrunner.yaml. */
@@ -46,8 +46,8 @@ async function eventsOf(master: { url: string; secret: string }, buildId: number
 
 describe('attempts', () => {
   it('an atom that fails once then passes with retries: 1 has 2 attempts, is flaky, and both consoles are readable', async () => {
-    const master = await startTestMaster({ conf: CONF });
-    await startTestWorker(master, { executors: 1 });
+    const master = await startTestMaster();
+    await startTestWorker(master, { executors: 1, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
     const marker = join(tempDir('cr-flaky-'), 'failed-once');
     const dir = project([
       'Flaky:',
@@ -92,8 +92,8 @@ describe('attempts', () => {
 
 describe('retry', () => {
   it('a FAILURE git build retried passes: same id, same commit, only the failed atom runs again, a new archive', async () => {
-    const master = await startTestMaster({ conf: CONF });
-    await startTestWorker(master, { executors: 2 });
+    const master = await startTestMaster();
+    await startTestWorker(master, { executors: 2, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
     const fixed = join(tempDir('cr-retry-fix-'), 'fixed');
     const job = (version: string) => [
       'Fixable:',
@@ -147,8 +147,8 @@ describe('retry', () => {
   }, TEST_TIMEOUT_MS);
 
   it('refuses what cannot be retried: a running build, nothing failed, unknown atoms and builds, bad bodies, no signature', async () => {
-    const master = await startTestMaster({ conf: CONF });
-    await startTestWorker(master, { executors: 1 });
+    const master = await startTestMaster();
+    await startTestWorker(master, { executors: 1, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
     const flag = join(tempDir('cr-retry-flag-'), 'go');
     const dir = project([
       'Slow:',
@@ -196,8 +196,8 @@ describe('retry', () => {
   }, TEST_TIMEOUT_MS);
 
   it('refuses a directory build whose folder is gone (409), and retries a CANCELED one with every unfinished atom', async () => {
-    const master = await startTestMaster({ conf: CONF });
-    await startTestWorker(master, { executors: 1 });
+    const master = await startTestMaster();
+    await startTestWorker(master, { executors: 1, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
     const fixed = join(tempDir('cr-retry-gone-'), 'fixed');
     const gone = project(fixableJob(fixed));
     const goneId = await postBuild(master, { type: 'directory', project_directory: gone });
@@ -236,8 +236,8 @@ describe('retry', () => {
   it('keeps attempts and their consoles over a master restart, and retries after it', async () => {
     const base = tempDir('cr-retry-master-');
     const secret = 'a-secret-for-the-restart-test';
-    const first = await startTestMaster({ base, secret, conf: CONF });
-    const worker = await startTestWorker(first, { executors: 1 });
+    const first = await startTestMaster({ base, secret });
+    const worker = await startTestWorker(first, { executors: 1, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
     const fixed = join(tempDir('cr-retry-restart-'), 'fixed');
     const dir = project(fixableJob(fixed, '  retries: 1\n'));
     const buildId = await postBuild(first, { type: 'directory', project_directory: dir });
@@ -245,7 +245,7 @@ describe('retry', () => {
     await worker.stop();
     await first.close();
 
-    const second = await startTestMaster({ base, secret, conf: CONF });
+    const second = await startTestMaster({ base, secret });
     const attempts = (await api(second, 'GET', `/v2/builds/${buildId}/subjobs/1/atoms/0/attempts`)).body.attempts as any[];
     expect(attempts.map((a) => [a.attempt, a.state, a.exit_code])).toEqual([[1, 'COMPLETED', 3], [2, 'COMPLETED', 3]]);
     for (const n of [1, 2]) {
@@ -254,7 +254,7 @@ describe('retry', () => {
     }
     expect((await atomsOf(second, buildId))[1]).toMatchObject({ attempts: 2, flaky: false, exit_code: 3 });
 
-    await startTestWorker(second, { executors: 1 });
+    await startTestWorker(second, { executors: 1, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
     writeFileSync(fixed, '');
     expect((await api(second, 'POST', `/v1/build/${buildId}/retry`, { json: {} })).body.num_atoms_retried).toBe(1);
     expect((await waitForBuild(second, buildId, undefined, BUILD_WAIT_MS)).status).toBe('SUCCESS');
