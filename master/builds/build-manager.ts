@@ -10,6 +10,7 @@ import type { WorkerEvents } from '../workers/worker-events.ts';
 import type { BuildRun } from './build-run.ts';
 import { BuildIntake } from './build-intake.ts';
 import type { BuildSettings } from './build-settings.ts';
+import { createMask } from '../../shared/mask.ts';
 import { DispatchLoop } from './dispatch-loop.ts';
 import { Finisher } from './finisher.ts';
 import { LeaseBook } from './lease-book.ts';
@@ -70,6 +71,7 @@ export class BuildManager implements WorkerEvents {
     this.#loop = new DispatchLoop({ registry, setups: this.#setups, leases: this.#leases });
     this.#finisher = new Finisher({
       store, log, layout, metrics, registry, leases: this.#leases, setups: this.#setups, snapshots: this.#snapshots, checkoutDir,
+      mask: createMask([settings.secret]),
       stopDispatch: (run) => this.#loop.remove(run),
       finished: (run) => {
         runs.delete(run.id);

@@ -14,6 +14,7 @@ import { atomFolderName, type ResultsLayout } from './results-layout.ts';
 import { moveBuildStatus } from './status-writer.ts';
 import { settleBuildTests } from '../tests/test-reports.ts';
 import type { WorkerSetups } from './worker-setups.ts';
+import type { Mask } from '../../shared/mask.ts';
 
 /** 'OUTCOME': every atom has its result; the build is FAILURE when any failed, else SUCCESS. */
 export type FinishStatus = TerminalStatus | 'OUTCOME';
@@ -24,6 +25,7 @@ export type FinishStatus = TerminalStatus | 'OUTCOME';
  * sees a terminal build can always download its artifacts. Last, the run leaves memory.
  */
 export class Finisher {
+  readonly #mask: Mask;
   readonly #store: Store;
   readonly #log: Logger;
   readonly #layout: ResultsLayout;
@@ -39,6 +41,8 @@ export class Finisher {
   readonly #byBuild = new Map<number, Promise<void>>();
 
   constructor(deps: {
+    /** Masks the secret in what the archive shows (issue 10 item 7): an atom string may carry it. */
+    mask: Mask;
     store: Store; log: Logger; layout: ResultsLayout; metrics: Metrics; registry: WorkerRegistry; leases: LeaseBook; setups: WorkerSetups;
     snapshots: ProjectSnapshots; checkoutDir: (buildId: number) => string;
     /** The run leaves the dispatch list. */
@@ -55,6 +59,7 @@ export class Finisher {
     this.#setups = deps.setups;
     this.#snapshots = deps.snapshots;
     this.#checkoutDir = deps.checkoutDir;
+    this.#mask = deps.mask;
     this.#stopDispatch = deps.stopDispatch;
     this.#finished = deps.finished;
   }
@@ -150,7 +155,7 @@ export class Finisher {
       results.push({
         subjobId: atom.subjobId,
         atomId: atom.id,
-        command: `${atomCommandString(atom.variable, atom.value)} ${command}`,
+        command: this.#mask(`${atomCommandString(atom.variable, atom.value)} ${command}`),
         exitCode: atom.exitCode,
         timeS: atom.actualTime ?? 0,
       });

@@ -3,7 +3,8 @@ import { MASK } from '../../shared/mask.ts';
 
 /**
  * Every JSON answer of the API passes through here with the master's secret replaced by `***` (issue 10
- * item 7): atom strings, console pages, error messages, the event log and any build field a build could
+ * item 7), and so is text sent as text (dashboard pages, event stream frames): atom strings, console pages,
+ * error messages, the event log and any build field a build could
  * fill with text it read (its parent's command line, a conf file). The worker masks what it sends too; this
  * is the master's own line, for anything that reached its store some other way. Answers are bounded (console
  * pages, failed atoms, lists), so the pass costs little.
@@ -18,6 +19,11 @@ export function maskSecretInAnswers(secret: string): RequestHandler {
       if (!res.get('Content-Type')) res.set('Content-Type', 'application/json; charset=utf-8');
       return send(mask(JSON.stringify(body) ?? ''));
     };
+    // Text written as text — dashboard pages, event stream frames — is masked too; bytes (downloads,
+    // archives, attachments) are the build's own files and pass unchanged.
+    res.send = (body?: unknown) => send(typeof body === 'string' ? mask(body) : body);
+    const write = res.write.bind(res) as (chunk: unknown, ...rest: unknown[]) => boolean;
+    res.write = ((chunk: unknown, ...rest: unknown[]) => write(typeof chunk === 'string' ? mask(chunk) : chunk, ...rest)) as typeof res.write;
     next();
   };
 }

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { api, cleanupAll, postBuild, startTestMaster, startTestWorker, tempDir, waitForBuild } from '../support/cluster.ts';
 import { waitForWorkers } from '../support/http-expect.ts';
+import { downloadArtifacts, readText } from '../support/build-results.ts';
 
 afterEach(cleanupAll);
 
@@ -42,6 +43,33 @@ describe('the master masks', () => {
     // An error answer too (the path names it).
     const notFound = await api(master, 'GET', `/v1/nothing-${secret}`);
     expect(JSON.stringify(notFound.body)).not.toContain(secret);
+  });
+
+  it('its secret in the archive, the dashboard pages and the event stream', async () => {
+    const secret = 'the-master-secret-9876543210';
+    const master = await startTestMaster({ secret });
+    await startTestWorker(master);
+    const id = await postBuild(master, { type: 'directory', project_directory: tempDir(), config: { commands: ['echo "got $X"'], atomizers: [{ X: `echo ${secret}` }] } });
+    expect((await waitForBuild(master, id)).status).toBe('SUCCESS');
+    const archive = await downloadArtifacts(master, id);
+    expect(readText(archive, 'artifact_0_0/clusterrunner_command')).toContain('export X="***";');
+    expect(readText(archive, 'artifact_0_0/clusterrunner_command')).not.toContain(secret);
+    for (const path of [`/ui/builds/${id}`, '/ui/']) {
+      const page = await fetch(`${master.url}${path}`);
+      expect(page.status, path).toBe(200);
+      expect(await page.text(), path).not.toContain(secret);
+    }
+    // The event log from its start, read until the build's end is in it.
+    const controller = new AbortController();
+    const response = await fetch(`${master.url}/v2/events?build_id=${id}&since_id=0`, { signal: controller.signal });
+    let text = '';
+    for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
+      text += Buffer.from(bytes).toString('utf8');
+      if (text.includes('BUILD_FINISHED')) break;
+    }
+    controller.abort();
+    expect(text).toContain('BUILD_FINISHED');
+    expect(text).not.toContain(secret);
   });
 
   it('every query value of a remote_files URL, and its credentials, in every view', async () => {
