@@ -1,114 +1,30 @@
 /**
- * Load balance on a real local cluster, cold (no timing history) and again with history:
- *   develocity: Develocity's published case, 1000 atoms of 0.5–1.5 s (seeded uniform) on 5 workers × 5
- *     executors; efficiency = serial seconds / (25 × wall). Targets: ≥ 90% cold, ≥ 95% with history.
- *   skewed: 190 atoms of 0.2 s then 15 of 8 s on 2 workers × 5 executors; makespan against the lower
- *     bound max(longest atom, serial / executors). Target with history: within 5%.
- * Atoms are `sleep`s, so the 2 cores are not the limit. BENCH_BALANCE=develocity|skewed runs one case;
- * BENCH_SCALE=0.1 shortens every atom for a quick check.
+ * Load balance on a real local cluster (bench/balance-cluster.ts), cold (no timing history) and again with
+ * history. develocity: efficiency = serial seconds / (25 × wall); targets ≥ 90% cold, ≥ 95% with history.
+ * skewed: makespan against the lower bound max(longest atom, serial / executors); target with history: within
+ * 5%. BENCH_BALANCE=develocity|skewed runs one case; BENCH_SCALE=0.1 shortens every atom for a quick check.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { startMaster, type MasterServer } from '../master/server.ts';
-import { createSilentLogger } from '../shared/log.ts';
-import { signRequest } from '../shared/auth.ts';
-import { localConf } from '../cli/common.ts';
-import { seededRandom } from './prng.ts';
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SCALE = Number(process.env['BENCH_SCALE'] ?? 1);
-const SEED = 20261122;
-
-interface Case {
-  readonly name: string;
-  readonly workers: number;
-  readonly executorsPerWorker: number;
-  readonly durations: readonly number[];
-}
-
-function develocityCase(): Case {
-  const next = seededRandom(SEED);
-  return { name: 'develocity', workers: 5, executorsPerWorker: 5, durations: Array.from({ length: 1000 }, () => (0.5 + next()) * SCALE) };
-}
-
-function skewedCase(): Case {
-  return { name: 'skewed', workers: 2, executorsPerWorker: 5, durations: [...Array(190).fill(0.2 * SCALE), ...Array(15).fill(8 * SCALE)] };
-}
-
-async function startCluster(base: string, secret: string, kase: Case): Promise<{ master: MasterServer; workers: ChildProcess[] }> {
-  const master = await startMaster({
-    host: '127.0.0.1', log: createSilentLogger(), version: 'bench',
-    conf: { ...localConf(base, secret), port: 0, heartbeatIntervalMs: 1000, killGraceMs: 1000, noWorkerTimeoutMs: 60_000 },
-  });
-  const workers: ChildProcess[] = [];
-  for (let index = 0; index < kase.workers; index++) {
-    const dir = join(base, `worker-${index}`);
-    const conf = join(base, `worker-${index}.conf`);
-    writeFileSync(conf, `[general]\nsecret = ${secret}\nbase_directory = ${dir}\n[worker]\nheartbeat_interval = 1\n`, { mode: 0o600 });
-    workers.push(spawn(join(ROOT, 'bin', 'clusterrunner'),
-      ['worker', '-m', master.url, '-e', String(kase.executorsPerWorker), '-n', `bench-${index}`, '-c', conf, '-q'],
-      { stdio: 'ignore', env: { ...process.env, NODE_ENV: 'production' } }));
-  }
-  for (;;) {
-    const { workers: listed } = (await (await fetch(`${master.url}/v1/worker`)).json()) as { workers: unknown[] };
-    if (listed.length === kase.workers) break;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return { master, workers };
-}
-
-/** POST to terminal, in seconds, and the number of subjobs the master planned. */
-async function runBuild(master: MasterServer, secret: string, project: string): Promise<{ wall: number; subjobs: number }> {
-  const body = JSON.stringify({ type: 'directory', project_directory: project, job_name: 'Balance' });
-  const started = performance.now();
-  const response = await fetch(`${master.url}/v1/build`, { method: 'POST', body, headers: signRequest(secret, 'POST', '/v1/build', body) });
-  if (response.status !== 202) throw new Error(`POST /v1/build answered ${response.status}: ${await response.text()}`);
-  const { build_id: id } = (await response.json()) as { build_id: number };
-  for (;;) {
-    const { build } = (await (await fetch(`${master.url}/v1/build/${id}`)).json()) as { build: { status: string; num_subjobs: number } };
-    if (['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'].includes(build.status)) {
-      if (build.status !== 'SUCCESS') throw new Error(`bench build ended ${build.status}`);
-      return { wall: (performance.now() - started) / 1000, subjobs: build.num_subjobs };
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+import { balanceCases, runBalanceBuild, SEED, startBalanceCluster, type Case } from './balance-cluster.ts';
 
 async function runCase(kase: Case): Promise<void> {
-  const base = await mkdtemp(join(tmpdir(), `cr-bench-${kase.name}-`));
-  const project = join(base, 'project');
-  mkdirSync(project);
-  const secret = randomBytes(16).toString('hex');
-  // Each atom string is unique (history is kept per atom string) and carries its duration.
-  writeFileSync(join(project, 'atoms.txt'), kase.durations.map((seconds, index) => `${String(index).padStart(4, '0')}:${seconds.toFixed(4)}\n`).join(''));
-  writeFileSync(join(project, 'clusterrunner.yaml'), 'Balance:\n  commands:\n    - sleep "${T#*:}"\n  atomizers:\n    - T: cat atoms.txt\n');
-  mkdirSync(join(base, 'cluster'));
-  const { master, workers } = await startCluster(join(base, 'cluster'), secret, kase);
+  const cluster = await startBalanceCluster(kase, 'bench');
   const executors = kase.workers * kase.executorsPerWorker;
   const serial = kase.durations.reduce((sum, seconds) => sum + seconds, 0);
   const lowerBound = Math.max(Math.max(...kase.durations), serial / executors);
   process.stdout.write(`${kase.name}: ${kase.durations.length} atoms, ${serial.toFixed(1)} s serial, ${kase.workers} workers x ${kase.executorsPerWorker} executors, seed ${SEED}\n`);
   try {
     for (const run of ['cold', 'history']) {
-      const { wall, subjobs } = await runBuild(master, secret, project);
+      const { wall, subjobs } = await runBalanceBuild(cluster);
       const efficiency = serial / (executors * wall);
       process.stdout.write(`  ${run.padEnd(7)} wall ${wall.toFixed(2)} s, ${subjobs} subjobs, efficiency ${(efficiency * 100).toFixed(1)}%, ` +
         `makespan / lower bound ${(wall / lowerBound).toFixed(3)} (lower bound ${lowerBound.toFixed(2)} s)\n`);
     }
   } finally {
-    for (const worker of workers) worker.kill('SIGTERM');
-    await Promise.all(workers.map((worker) => new Promise((resolve) => (worker.exitCode !== null ? resolve(null) : worker.on('exit', resolve)))));
-    await master.close();
-    await rm(base, { recursive: true, force: true });
+    await cluster.stop();
   }
 }
 
 const only = process.env['BENCH_BALANCE'];
-for (const kase of [develocityCase(), skewedCase()]) {
+for (const kase of balanceCases()) {
   if (only === undefined || only === kase.name) await runCase(kase);
 }
