@@ -5,7 +5,7 @@
  */
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { commandLogger, onStopSignals } from './common.ts';
+import { cancelOnStopSignals, commandLogger } from './common.ts';
 import { parseAtomRef, parseBuildId, runClientCommand, type ClientContext, type ClientFlags } from './client-context.ts';
 import type { CommandOutput } from './command-output.ts';
 import { DEFAULT_RESULTS_FOLDER, downloadResults } from './build-results.ts';
@@ -36,20 +36,10 @@ export function runCancelCommand(id: string, flags: ClientFlags): Promise<number
 /** Follows buildId like `build` does: the first Ctrl-C cancels the build, a second one leaves at once. */
 async function follow(context: ClientContext, out: CommandOutput, flags: FollowFlags, buildId: number): Promise<number> {
   const log = commandLogger('attach', context.conf);
-  const interrupt = new AbortController();
-  const removeSignals = onStopSignals(
-    (signal) => {
-      log.debug({ signal }, 'canceling on signal');
-      interrupt.abort(signal);
-    },
-    (signal) => {
-      process.stderr.write(`\nclusterrunner: ${signal} again: leaving without waiting for the build\n`);
-      process.exit(signal === 'SIGINT' ? 130 : 143);
-    },
-  );
+  const { signal: interrupted, remove: removeSignals } = cancelOnStopSignals(log);
   try {
     const resultsRoot = flags.results === false ? null : path.resolve(flags.results ?? DEFAULT_RESULTS_FOLDER);
-    return await followBuild({ client: context.client, conf: context.conf, out, interrupt: interrupt.signal, isQuiet: flags.quiet === true, resultsRoot }, buildId);
+    return await followBuild({ client: context.client, conf: context.conf, out, interrupt: interrupted, isQuiet: flags.quiet === true, resultsRoot }, buildId);
   } finally {
     removeSignals();
   }

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { isReservedVariable } from '../shared/job-config.ts';
 import { errorMessage } from '../shared/errors.ts';
-import { commandLogger, onStopSignals, type CommonFlags } from './common.ts';
+import { cancelOnStopSignals, commandLogger, type CommonFlags } from './common.ts';
 import { explainError, openClient, type ClientContext } from './client-context.ts';
 import { createCommandOutput } from './command-output.ts';
 import { exitCodeForError, EXIT_ERROR, usageError } from './exit-codes.ts';
@@ -158,23 +158,13 @@ export async function runBuildCommand(flags: BuildFlags, source: BuildSource): P
   const log = commandLogger('build', conf);
 
   // First signal: cancel the build and finish as usual; a second one: leave at once.
-  const interrupt = new AbortController();
-  const removeSignals = onStopSignals(
-    (signal) => {
-      log.debug({ signal }, 'canceling on signal');
-      interrupt.abort(signal);
-    },
-    (signal) => {
-      process.stderr.write(`\nclusterrunner: ${signal} again: leaving without waiting for the build\n`);
-      process.exit(signal === 'SIGINT' ? 130 : 143);
-    },
-  );
+  const { signal: interrupted, remove: removeSignals } = cancelOnStopSignals(log);
   try {
     if (isLocal) {
       try {
-        await ensureLocalCluster({ conf, url: client.url, say: out.info, signal: interrupt.signal });
+        await ensureLocalCluster({ conf, url: client.url, say: out.info, signal: interrupted });
       } catch (error) {
-        if (interrupt.signal.aborted) {
+        if (interrupted.aborted) {
           out.problem('interrupted before the build was started');
           return EXIT_ERROR;
         }
@@ -196,7 +186,7 @@ export async function runBuildCommand(flags: BuildFlags, source: BuildSource): P
     // The event stream carries the build to its end (riding out master restarts); the report that follows
     // reads the finished build once. An older master without /v2/events is polled instead.
     const streamed = await followBuildEvents({
-      client, secret: conf.secret, buildId, out, interrupt: interrupt.signal, isQuiet: flags.quiet === true, giveUpMs,
+      client, secret: conf.secret, buildId, out, interrupt: interrupted, isQuiet: flags.quiet === true, giveUpMs,
       masterLog: isLocal ? logFilePath(conf, 'master') : null,
       restartMaster: isLocal ? (signal) => ensureLocalCluster({ conf, url: client.url, say: out.info, signal }) : null,
     });
@@ -204,7 +194,7 @@ export async function runBuildCommand(flags: BuildFlags, source: BuildSource): P
       out.problem(streamed.message);
       return EXIT_ERROR;
     }
-    return await followBuild({ client, conf, out, interrupt: interrupt.signal, isQuiet: flags.quiet === true, resultsRoot }, buildId);
+    return await followBuild({ client, conf, out, interrupt: interrupted, isQuiet: flags.quiet === true, resultsRoot }, buildId);
   } finally {
     removeSignals();
   }

@@ -55,6 +55,25 @@ export function onStopSignals(graceful: (signal: NodeJS.Signals) => void, forcef
   };
 }
 
+/**
+ * For a command following a build: the first SIGTERM/SIGINT aborts the returned signal (the command cancels
+ * the build and finishes as usual); a second one leaves at once.
+ */
+export function cancelOnStopSignals(log: Logger): { readonly signal: AbortSignal; readonly remove: () => void } {
+  const interrupt = new AbortController();
+  const remove = onStopSignals(
+    (signal) => {
+      log.debug({ signal }, 'canceling on signal');
+      interrupt.abort(signal);
+    },
+    (signal) => {
+      process.stderr.write(`\nclusterrunner: ${signal} again: leaving without waiting for the build\n`);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    },
+  );
+  return { signal: interrupt.signal, remove };
+}
+
 /** The defaults of clusterrunner.conf for a throwaway master in `base` (the example, benchmarks). */
 export function localConf(base: string, secret: string): Conf {
   const file = join(base, 'clusterrunner.conf');
