@@ -16,7 +16,7 @@ import { createFailedAtomsView } from './failed-atoms.ts';
 import { attemptChildRoutes, retryChildRoutes } from './retry-routes.ts';
 import { testViewFields } from './tests-routes.ts';
 import { createBuildQuery } from '../store/build-query.ts';
-import { pagination, pathId, queryInt } from './request-values.ts';
+import { pagination, loadBuildRecord, pathId, queryInt } from './request-values.ts';
 import { objectBody, parseBody, route, type ApiTree } from './api-tree.ts';
 
 export interface BuildRoutesDeps {
@@ -66,13 +66,7 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
     ...retryChildRoutes(tree),
   };
 
-  const loadBuild = (raw: string | string[] | undefined): BuildRecord => {
-    store.batcher.flush();
-    const id = pathId(raw, 'build');
-    const build = store.builds.get(id);
-    if (!build) throw notFound(`Invalid build id: ${id}.`);
-    return build;
-  };
+  const loadBuild = (raw: string | string[] | undefined): BuildRecord => loadBuildRecord(store, raw);
   // failed_atoms is shown only for terminal builds: a list of running builds costs no query per build. A list
   // holds the first 100 (MAX_LISTED_FAILED_ATOMS), a build's own view the first 1,000, with num_failed_atoms
   // beside them, so one build of 50,000 failed atoms does not make every GET megabytes long (issue 10 item 3).

@@ -1,4 +1,6 @@
-import { badRequest } from '../../shared/errors.ts';
+import { badRequest, notFound } from '../../shared/errors.ts';
+import type { Store } from '../store/index.ts';
+import type { BuildRecord } from '../store/build-store.ts';
 
 /** Path and query values arrive as text; each is checked here and named in the error. */
 
@@ -39,4 +41,13 @@ export function pagination(query: Record<string, unknown>): { offset: number; li
   const offset = Math.max(0, queryInt(query, 'offset') ?? 0);
   const limit = Math.min(MAX_PAGE_LIMIT, Math.max(0, queryInt(query, 'limit') ?? DEFAULT_PAGE_LIMIT));
   return { offset, limit };
+}
+
+/** The build a path names, read after the pending writes are flushed (so a build just answered is found); 404 if none. */
+export function loadBuildRecord(store: Store, raw: string | string[] | undefined): BuildRecord {
+  store.batcher.flush();
+  const id = pathId(raw, 'build');
+  const build = store.builds.get(id);
+  if (!build) throw notFound(`Invalid build id: ${id}.`);
+  return build;
 }

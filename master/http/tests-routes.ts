@@ -5,7 +5,7 @@ import type { BuildRecord } from '../store/build-store.ts';
 import { TEST_STATUSES, type TestStatus } from '../tests/junit-parser.ts';
 import { testStoreOf, type TestSummary } from '../tests/test-store.ts';
 import { buildEta, buildPlan, jobPlan } from '../estimates/estimates.ts';
-import { pagination, pathId, queryInt } from './request-values.ts';
+import { pagination, loadBuildRecord, queryInt } from './request-values.ts';
 import { route, type ApiTree } from './api-tree.ts';
 
 /**
@@ -57,13 +57,7 @@ export function testViewFields(store: Store, build: BuildRecord): { tests: TestS
 export function addTestRoutes(router: Router, deps: TestRoutesDeps, tree: ApiTree): void {
   const { store } = deps;
   const buildsPath = `${tree.prefix}/${tree.build}`;
-  const loadBuild = (raw: string | string[] | undefined): BuildRecord => {
-    store.batcher.flush();
-    const id = pathId(raw, 'build');
-    const build = store.builds.get(id);
-    if (!build) throw notFound(`Invalid build id: ${id}.`);
-    return build;
-  };
+  const loadBuild = (raw: string | string[] | undefined): BuildRecord => loadBuildRecord(store, raw);
 
   route(router, `/${tree.build}/:buildId/tests`, {
     get: [(req, res) => {
