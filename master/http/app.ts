@@ -18,6 +18,7 @@ import { addIdentityRoutes } from './identity-routes.ts';
 import { addSearchRoutes } from './search-routes.ts';
 import { addAttachmentRoutes } from './attachments-routes.ts';
 import { addTestRoutes } from './tests-routes.ts';
+import { addFlakyRoutes } from './flaky-routes.ts';
 import { API_VERSION, addServiceRoutes, masterStatus } from './service-routes.ts';
 import { addCompatibility, normaliseOriginalRequests, type Compatibility } from './compat/compatibility.ts';
 import { createLiveRoutes } from '../ui/live-routes.ts';
@@ -55,6 +56,7 @@ function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signat
     addSearchRoutes(router, { store: deps.store, manager: deps.manager }, tree);
     addAttachmentRoutes(router, { store: deps.store, layout: deps.layout }, tree);
     addTestRoutes(router, { store: deps.store }, tree); // SPEC §15: tests and plans (tests-routes.ts)
+    addFlakyRoutes(router, { store: deps.store }, tree); // SPEC §15: GET /v2/flaky (flaky-routes.ts)
   }
   addRetryRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest }, tree); // SPEC §10
   addBuildRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest, requireSignature: signature }, tree);

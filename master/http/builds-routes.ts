@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { atomShape, buildShape, subjobShape } from './shapes.ts';
 import { findingChildRoutes } from './search-routes.ts';
 import { createFailedAtomsView } from './failed-atoms.ts';
+import { flakyAtomsOf } from './flaky-routes.ts';
 import { attemptChildRoutes, retryChildRoutes } from './retry-routes.ts';
 import { testViewFields } from './tests-routes.ts';
 import { createBuildQuery } from '../store/build-query.ts';
@@ -79,6 +80,7 @@ export function addBuildRoutes(router: Router, deps: BuildRoutesDeps, tree: ApiT
         ? buildShape(build, failed.atoms, `${tree.prefix}${b}`)
         : buildShape(build, null, `${tree.prefix}${b}`, manager.waitingForWorkers(build.id))),
       num_failed_atoms: failed ? failed.total : null,
+      flaky_atoms: failed ? flakyAtomsOf(store, build.id) : null, // SPEC §15 (flaky-routes.ts)
       // SPEC §11: when and why it started, and from which repository, branch and commit.
       ...query.identity(build.id),
       // SPEC §15: the tests summary, and while it runs the ETA.

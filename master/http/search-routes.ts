@@ -11,6 +11,7 @@ import { buildShape } from './shapes.ts';
 import { pagination, pathId, queryNumber } from './request-values.ts';
 import { testViewFields } from './tests-routes.ts';
 import { createFailedAtomsView } from './failed-atoms.ts';
+import { flakyAtomsOf } from './flaky-routes.ts';
 import { route, type ApiTree } from './api-tree.ts';
 
 /**
@@ -111,7 +112,7 @@ export function searchableBuildShape(store: Store, query: BuildQuery, manager: B
   const shape = isTerminal(build.status)
     ? buildShape(build, failed, buildsPath)
     : buildShape(build, null, buildsPath, manager.waitingForWorkers(build.id));
-  return { ...shape, num_failed_atoms: numFailed, ...query.identity(build.id), ...testViewFields(store, build) };
+  return { ...shape, num_failed_atoms: numFailed, flaky_atoms: isTerminal(build.status) ? flakyAtomsOf(store, build.id) : null, ...query.identity(build.id), ...testViewFields(store, build) };
 }
 
 export function addSearchRoutes(router: Router, deps: SearchRoutesDeps, tree: ApiTree): void {
