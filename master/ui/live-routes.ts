@@ -10,6 +10,7 @@ import { objectBody, pathId, route } from './request-input.ts';
 import { EventHub, type EventHubLimits } from '../events/event-hub.ts';
 import { parseStreamFilter } from '../events/stream-filter.ts';
 import { OperatorSessions, SESSION_COOKIE, SESSION_TTL_MS } from './operator-sessions.ts';
+import type { PoolManager } from '../pools/pool-manager.ts';
 import type { WorkerRegistry } from '../workers/worker-registry.ts';
 import { createBuildQuery } from '../store/build-query.ts';
 import { parseBuildSearch } from '../../shared/api/build-search.ts';
@@ -27,6 +28,8 @@ export interface LiveRoutesDeps {
   /** The API's digest check (master/http/authentication.ts), shared so one nonce cache sees every request. */
   readonly requireDigest: RequestHandler;
   readonly eventLimits?: Partial<EventHubLimits>;
+  /** The master's pools, for the workers page (SPEC §13). */
+  readonly pools?: { readonly current: PoolManager | null } | undefined;
 }
 
 /** Sign-in attempts per client address per minute (the secret must not be guessable by trying). */
@@ -172,7 +175,7 @@ export function createLiveRoutes(deps: LiveRoutesDeps): Router {
   });
 
   // The pages, rendered here (master/ui/pages.ts); static/live.js keeps them current from the stream.
-  const ctx: PageContext = { store: deps.store, query: createBuildQuery(deps.store.db), layout: deps.layout, registry: deps.registry };
+  const ctx: PageContext = { store: deps.store, query: createBuildQuery(deps.store.db), layout: deps.layout, registry: deps.registry, pools: deps.pools };
   const viewerOf = (req: express.Request): Viewer => ({ csrfToken: sessions.find(req)?.csrfToken ?? null });
   const send = (res: express.Response, body: SafeHtml, status = 200) => {
     res.status(status).type('text/html; charset=utf-8').send(body.text);

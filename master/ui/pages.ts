@@ -14,6 +14,7 @@ import { CONSOLE_FILE } from '../builds/results-layout.ts';
 import { readConsolePage } from '../builds/console-files.ts';
 import { buildEta } from '../estimates/estimates.ts';
 import type { WorkerRegistry } from '../workers/worker-registry.ts';
+import type { PoolManager } from '../pools/pool-manager.ts';
 import { atomCommandString } from '../../shared/job-config.ts';
 import { isTerminalStatus } from '../../shared/api/statuses.ts';
 import { html, type SafeHtml } from './html.ts';
@@ -31,6 +32,8 @@ export interface PageContext {
   readonly query: BuildQuery;
   readonly layout: ResultsLayout;
   readonly registry: WorkerRegistry;
+  /** The master's pools (SPEC §13), shown on the workers page; none without them. */
+  readonly pools?: { readonly current: PoolManager | null } | undefined;
 }
 
 /** The operator's session as a page shows it: the CSRF token goes in a meta tag for live.js's POSTs. */
@@ -304,24 +307,57 @@ ${pager('Pages of atoms', link, input.atomsOffset, ATOMS_PAGE_SIZE, atoms.total,
 
 // ---- workers -------------------------------------------------------------------------------------------
 
+function bytes(value: number | null | undefined): string {
+  if (value === null || value === undefined) return '';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let size = value;
+  let unit = 0;
+  while (size >= 1024 && unit < units.length - 1) {
+    size /= 1024;
+    unit++;
+  }
+  return `${size.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+const WORKERS_PAGE_EVENTS = ['WORKER_CONNECTED', 'WORKER_LOST', 'WORKER_HEALTH_CHANGED', 'POOL_WORKER_STARTED', 'POOL_WORKER_STOPPED',
+  'POOL_WORKER_START_FAILED', 'ATOM_START', 'ATOM_FINISH', 'BUILD_STATUS'];
+
+function poolsTable(pools: PoolManager | null): SafeHtml {
+  const views = pools === null ? [] : pools.names().map((name) => pools.view(name)).filter((view) => view !== null);
+  if (views.length === 0) return html``;
+  const rows = views.map((pool) => html`<tr data-pool="${pool.name}"><td>${pool.name}</td><td>${pool.provider}</td>
+<td>${pool.min_workers}–${pool.max_workers}</td><td>${pool.desired_workers}</td><td>${pool.connected_workers}</td><td>${pool.busy_workers}</td>
+<td>${pool.idle_workers}</td><td>${pool.starting_workers}</td><td>${pool.executors.in_use} of ${pool.executors.total}</td>
+<td>${pool.last_error === null ? '' : pool.last_error.message}</td></tr>`);
+  return html`<h2>Pools</h2>
+<table id="pools"><caption class="visually-hidden">Worker pools</caption><thead><tr><th scope="col">Pool</th><th scope="col">Provider</th>
+<th scope="col">Size</th><th scope="col">Desired</th><th scope="col">Connected</th><th scope="col">Busy</th><th scope="col">Idle</th>
+<th scope="col">Starting</th><th scope="col">Executors in use</th><th scope="col">Last start failure</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
 export function workersPage(ctx: PageContext, viewer: Viewer): SafeHtml {
   const all = ctx.registry.listed();
   const rows = all.slice(0, MAX_WORKERS_SHOWN).map((worker) => {
     const builds = worker.currentBuildIds();
-    const health = !worker.isAlive ? 'LOST' : worker.isDraining ? 'DRAINING' : 'HEALTHY';
-    return html`<tr data-worker-id="${worker.id}"><td>${worker.name}</td><td>${badge(health)}</td>
+    const health = !worker.isAlive ? 'LOST' : worker.isDraining ? 'DRAINING' : worker.health().toUpperCase();
+    const machine = worker.machine;
+    const load = machine.load1 === undefined ? '' : `${machine.load1.toFixed(2)}${machine.cpuCount === undefined ? '' : ` / ${machine.cpuCount} cores`}`;
+    return html`<tr data-worker-id="${worker.id}"><td>${worker.name}</td><td>${worker.pool ?? ''}</td><td>${[...worker.labels].sort().join(', ')}</td>
+<td>${badge(health)}${machine.reason === null ? '' : html` <span class="muted">${machine.reason}</span>`}</td>
 <td><meter min="0" max="${worker.numExecutors}" value="${worker.executorsInUse}" aria-label="${worker.name}: ${worker.executorsInUse} of ${worker.numExecutors} executors in use"></meter> ${worker.executorsInUse} of ${worker.numExecutors}</td>
+<td>${load}</td><td>${bytes(machine.memoryAvailableBytes)}</td><td>${bytes(machine.diskFreeBytes)}</td>
 <td>${builds.map((id, index) => html`${index > 0 ? ' ' : ''}<a href="/ui/builds/${id}">#${id}</a>`)}</td></tr>`;
   });
   const body = html`<h1>Workers</h1>
 <div id="content">
+${poolsTable(ctx.pools?.current ?? null)}
 ${rows.length === 0 ? html`<p class="muted" id="no-workers">No workers connected.</p>`
-    : html`<table id="workers"><caption class="visually-hidden">Connected workers</caption><thead><tr><th scope="col">Worker</th><th scope="col">Health</th><th scope="col">Executors in use</th><th scope="col">Builds</th></tr></thead><tbody>${rows}</tbody></table>`}
+    : html`<table id="workers"><caption class="visually-hidden">Connected workers</caption><thead><tr><th scope="col">Worker</th><th scope="col">Pool</th><th scope="col">Labels</th><th scope="col">Health</th><th scope="col">Executors in use</th><th scope="col">Load</th><th scope="col">Memory free</th><th scope="col">Disk free</th><th scope="col">Builds</th></tr></thead><tbody>${rows}</tbody></table>`}
 ${all.length > MAX_WORKERS_SHOWN && html`<p class="muted">Showing ${MAX_WORKERS_SHOWN} of ${all.length} workers.</p>`}
 </div>`;
   return page({
     title: 'Workers', nav: 'workers',
-    stream: streamUrl(ctx, 'tags=WORKER_CONNECTED,WORKER_LOST,ATOM_START,ATOM_FINISH,BUILD_STATUS'),
-    refreshOn: ['WORKER_CONNECTED', 'WORKER_LOST', 'ATOM_START', 'ATOM_FINISH', 'BUILD_STATUS'],
+    stream: streamUrl(ctx, `tags=${WORKERS_PAGE_EVENTS.join(',')}`),
+    refreshOn: WORKERS_PAGE_EVENTS,
   }, viewer, body);
 }

@@ -122,6 +122,10 @@ describe('a local pool', () => {
       return view.connected_workers === 1 ? view.workers[0] : null;
     }, 60_000);
     expect((await pool(master, 'p')).desired_workers).toBe(1);
+    // The dashboard's workers page shows the pool and names it on its worker's row (SPEC §13, §14).
+    const page = await (await fetch(`${master.url}/ui/workers`)).text();
+    expect(page).toContain('data-pool="p"');
+    expect(page).toMatch(new RegExp(`<td>${first.name}</td><td>p</td>`));
 
     // Restart the master: the worker reconnects and is the pool's again, with no second one started.
     await master.close();
