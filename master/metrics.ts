@@ -28,7 +28,8 @@ export function createMetrics() {
   });
   // Set by master/pools each time it looks at the pools (SPEC §13): desired, connected, busy and idle workers.
   const poolWorkers = new Gauge({ name: 'clusterrunner_pool_workers', help: 'Workers of each pool by state.', labelNames: ['pool', 'state'], registers: [registry] });
-  return { registry, poolWorkers, buildsTotal, buildDuration, atomsTotal, queueDepth, workers, executors, httpDuration, resultsBytes, oldestBuildTimestampSeconds };
+  const workersSuspectTotal = new Counter({ name: 'clusterrunner_workers_suspect_total', help: 'Workers made suspect because their failed atoms passed on other workers (SPEC §15).', registers: [registry] });
+  return { registry, poolWorkers, buildsTotal, buildDuration, atomsTotal, workersSuspectTotal, queueDepth, workers, executors, httpDuration, resultsBytes, oldestBuildTimestampSeconds };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -21,7 +21,7 @@ import { startLogRotation } from '../shared/log.ts';
 import { startPools, type PoolsHandle } from './pools/start-pools.ts';
 
 /** confFile and pools: the master's pools (SPEC §13) start local workers with its conf file. */
-export type MasterConf = Partial<Pick<Conf, 'confFile' | 'pools'>> & Pick<Conf,
+export type MasterConf = Partial<Pick<Conf, 'confFile' | 'pools' | 'suspectAfterFailures'>> & Pick<Conf,
   'secret' | 'baseDirectory' | 'port' | 'hostname' | 'database' | 'maxBodyBytes' | 'authenticateReads' | 'acceptLegacyDigest' |
   'heartbeatIntervalMs' | 'httpsCertFile' | 'httpsKeyFile' | 'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' |
   'maxAtoms' | 'maxConsoleBytes' | 'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' |

@@ -67,6 +67,8 @@ export interface Conf {
   readonly acceptLegacyDigest: boolean;
   /** Key no_worker_timeout_seconds; a build with no worker for this long errors; default 3600 s; 0 = wait for ever. */
   readonly noWorkerTimeoutMs: number;
+  /** Key suspect_after_failures (SPEC §15): failures of a worker's atoms that pass on another worker, in a row, that make it suspect; default 3. */
+  readonly suspectAfterFailures: number;
   /** PEM certificate for HTTPS; null = plain HTTP. */
   readonly httpsCertFile: string | null;
   /**
@@ -229,6 +231,7 @@ const SETTINGS = {
   allow_local_repositories: setting(boolean, 'true or false'),
   accept_legacy_digest: setting(boolean, 'true or false'),
   no_worker_timeout_seconds: setting(seconds({ allowZero: true }), 'a number of seconds >= 0 (0 = wait for ever)'),
+  suspect_after_failures: setting(integer(1, 1_000_000), 'an integer >= 1'),
   https_cert_file: setting(absolutePath.nullable(), 'an absolute path (~ allowed) or None'),
   https_key_file: setting(absolutePath.nullable(), 'an absolute path (~ allowed) or None'),
   run_as_user: setting(z.string().regex(/^([a-z_][a-z0-9_.-]{0,31}|\d{1,10})$/i).nullable(), 'a user name or uid, or None'),
@@ -395,6 +398,7 @@ export function loadConf(options: {
     allowLocalRepositories: get('allow_local_repositories') ?? true,
     acceptLegacyDigest: get('accept_legacy_digest') ?? true,
     noWorkerTimeoutMs: toMs(get('no_worker_timeout_seconds') ?? 3600),
+    suspectAfterFailures: get('suspect_after_failures') ?? 3,
     httpsCertFile,
     runAsUser: get('run_as_user') ?? null,
     httpsKeyFile,

@@ -3,4 +3,4 @@ import type { Conf } from '../../shared/conf.ts';
 /** The parts of the master's configuration the build side reads. */
 export type BuildSettings = Pick<Conf,
   'killGraceMs' | 'atomizerTimeoutMs' | 'maxAtomizerOutputBytes' | 'maxAtoms' | 'maxConsoleBytes' |
-  'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' | 'allowLocalRepositories' | 'secret'>;
+  'maxArtifactBytes' | 'maxArtifactFiles' | 'maxConcurrentPreparations' | 'noWorkerTimeoutMs' | 'allowLocalRepositories' | 'secret'> & Partial<Pick<Conf, 'suspectAfterFailures'>>;

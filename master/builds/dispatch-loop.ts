@@ -83,7 +83,7 @@ export class DispatchLoop {
       for (const buildId of heldOff) nextWakeMs = Math.min(nextWakeMs, worker.refusals.get(buildId)!.untilMs);
       workers.push({
         // An unhealthy worker (SPEC §13) serves nothing new: not even the builds it has set up.
-        id: worker.id, isUsable: worker.isAlive && !worker.isDraining && acceptsNewWork(worker.health()), isConnected: worker.isConnected,
+        id: worker.id, isUsable: worker.isAlive && !worker.isDraining && acceptsNewWork(worker.health()) && worker.failureSuspicion === null, isConnected: worker.isConnected,
         labels: worker.labels,
         freeExecutors: worker.freeExecutorCount, builds: worker.builds, heldOff,
       });

@@ -20,6 +20,11 @@ type Message<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T
  * What workers send about atoms, recorded: console output and artifacts to the atom's folder, starts and
  * results to SQLite. Decides a failed atom's retry; says when the build has every result.
  */
+/** Atoms awaiting their retry whose failing worker is remembered; past this, the memory starts again. */
+const MAX_FAILED_ON = 100_000;
+/** SPEC §15's default for suspect_after_failures, for masters built without a conf file (tests). */
+const DEFAULT_SUSPECT_AFTER_FAILURES = 3;
+
 export class ResultRecorder {
   readonly #store: Store;
   readonly #settings: BuildSettings;
@@ -29,6 +34,8 @@ export class ResultRecorder {
   readonly #runs: ReadonlyMap<number, BuildRun>;
   readonly #files: LeaseFiles;
   readonly #finishInBackground: (run: BuildRun, status: TerminalStatus | 'OUTCOME', errorText?: string) => void;
+  /** SPEC §15: the worker each atom being retried last failed on, by build/subjob/atom; bounded by MAX_FAILED_ON. */
+  readonly #failedOn = new Map<string, WorkerEntry>();
 
   constructor(deps: {
     store: Store; settings: BuildSettings; log: Logger; layout: ResultsLayout; metrics: Metrics; runs: ReadonlyMap<number, BuildRun>;
@@ -77,6 +84,25 @@ export class ResultRecorder {
     if (header.final) await upload.finish().catch(() => undefined);
   }
 
+  /**
+   * SPEC §15: an atom passed on `worker`. That ends `worker`'s row of failures passing elsewhere; if the atom
+   * had failed on another worker, that one's row grows, and at suspect_after_failures it becomes suspect.
+   */
+  #judgeWorkers(worker: WorkerEntry, key: string, buildId: number): void {
+    worker.failuresPassedElsewhere = 0;
+    const failedOn = this.#failedOn.get(key);
+    this.#failedOn.delete(key);
+    if (!failedOn || failedOn === worker || failedOn.failureSuspicion !== null) return;
+    failedOn.failuresPassedElsewhere += 1;
+    if (failedOn.failuresPassedElsewhere < (this.#settings.suspectAfterFailures ?? DEFAULT_SUSPECT_AFTER_FAILURES)) return;
+    failedOn.failureSuspicion = `failures_passed_elsewhere: ${failedOn.failuresPassedElsewhere} atoms in a row failed here and passed on other workers`;
+    this.#log.warn({ workerId: failedOn.id, buildId }, 'worker is suspect: its failed atoms passed on other workers');
+    this.#store.events.append('WORKER_SUSPECT', {
+      worker_id: failedOn.id, worker: failedOn.name, build_id: buildId, reason: failedOn.failureSuspicion,
+    });
+    this.#metrics.workersSuspectTotal.inc();
+  }
+
   async atomFinished(worker: WorkerEntry, lease: Lease, message: Message<'atom_finished'>): Promise<void> {
     const run = this.#runs.get(lease.buildId);
     if (!run || run.phase === 'finishing' || !lease.unfinished.has(message.atom_id)) return;
@@ -114,6 +140,8 @@ export class ResultRecorder {
         build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, attempt, exit_code: exitCode, time: message.time_s, worker: worker.name,
         stop_reason: message.stop_reason,
       });
+      if (this.#failedOn.size >= MAX_FAILED_ON) this.#failedOn.clear(); // only suspicion is lost, never a result
+      this.#failedOn.set(`${run.id}/${lease.subjobId}/${atomId}`, worker);
       run.requeueFront({ subjobId: lease.subjobId, atomIds: [atomId], avoidWorkerId: worker.id });
       return;
     }
@@ -125,6 +153,8 @@ export class ResultRecorder {
       build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, exit_code: exitCode, time: message.time_s, worker: worker.name, attempt,
     });
     this.#store.events.append('MASTER_RECEIVED_RESULT', { build_id: run.id, subjob_id: lease.subjobId, atom_id: atomId, worker: worker.name });
+    if (exitCode === 0) this.#judgeWorkers(worker, `${run.id}/${lease.subjobId}/${atomId}`, run.id);
+    else this.#failedOn.delete(`${run.id}/${lease.subjobId}/${atomId}`);
     this.#metrics.atomsTotal.inc({ result: exitCode === 0 ? 'success' : 'failure' });
     if (message.stop_reason === null || message.stop_reason === 'timeout') {
       this.#store.timings.record(run.job!.timingKey, atomCommandString(atom.variable, atom.value), message.time_s, run.id);

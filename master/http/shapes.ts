@@ -124,7 +124,7 @@ function healthShape(worker: WorkerEntry): Pick<WorkerView, 'pool' | 'labels' | 
     labels: [...worker.labels].sort(),
     last_heartbeat: worker.lastHeartbeatMs === null ? null : worker.lastHeartbeatMs / 1000,
     health: worker.health(),
-    health_reason: machine.reason,
+    health_reason: worker.failureSuspicion ?? machine.reason,
     cpu_count: machine.cpuCount ?? null,
     load1: machine.load1 ?? null,
     memory_total_bytes: machine.memoryTotalBytes ?? null,

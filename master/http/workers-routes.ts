@@ -1,5 +1,5 @@
 import type { RequestHandler, Router } from 'express';
-import { notFound } from '../../shared/errors.ts';
+import { badRequest, notFound } from '../../shared/errors.ts';
 import { SHUTDOWN_WORKERS_KEYS, shutdownWorkersRequestSchema } from '../../shared/api/requests.ts';
 import type { WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts';
 import { drainWorker } from '../workers/worker-session.ts';
@@ -10,6 +10,8 @@ import { objectBody, parseBody, route, type ApiTree } from './api-tree.ts';
 export interface WorkerRoutesDeps {
   readonly registry: WorkerRegistry;
   readonly requireDigest: RequestHandler;
+  /** Told when an operator clears a suspect worker, so it is given work again (BuildManager.healthChanged). */
+  readonly healthCleared?: (worker: WorkerEntry) => void;
 }
 
 export function addWorkerRoutes(router: Router, deps: WorkerRoutesDeps, tree: ApiTree): void {
@@ -53,6 +55,17 @@ export function addWorkerRoutes(router: Router, deps: WorkerRoutesDeps, tree: Ap
           [singular]: workerShape(find(req.params['workerId'])),
           child_routes: { shutdown: `${tree.prefix}/${noun}/[${singular}_id]/shutdown` },
         });
+      }],
+      // SPEC §15: an operator clears a worker made suspect by its failures; only "healthy" may be set.
+      put: [deps.requireDigest, (req, res) => {
+        const body = objectBody(req, ['health']);
+        if (body['health'] !== 'healthy') throw badRequest(`Field health must be "healthy", not ${JSON.stringify(body['health'] ?? null)}.`);
+        const worker = find(req.params['workerId']);
+        const wasSuspect = worker.failureSuspicion !== null;
+        worker.failureSuspicion = null;
+        worker.failuresPassedElsewhere = 0;
+        if (wasSuspect) deps.healthCleared?.(worker);
+        res.json({ [singular]: workerShape(worker) });
       }],
     });
 

@@ -22,6 +22,7 @@ export const EVENT_TAGS = [
   'POOL_WORKER_START_FAILED',
   'POOL_WORKER_STOPPED',
   'BUILD_RETRIED',
+  'WORKER_SUSPECT',
 ] as const;
 export type EventTag = (typeof EVENT_TAGS)[number];
 

@@ -65,6 +65,13 @@ export class WorkerEntry {
   labels: ReadonlySet<string> = new Set();
   /** What its last heartbeat said of its machine and its own health (SPEC §13); empty until one says. */
   machine: WorkerMachineReport = { reported: 'healthy', reason: null };
+  /**
+   * SPEC §15: why its atoms' failures made it suspect (they passed on other workers, suspect_after_failures
+   * times in a row); unlike late heartbeats, this kind takes no new work until an operator clears it.
+   */
+  failureSuspicion: string | null = null;
+  /** Its failures in a row that then passed on another worker; an atom passing here ends the row. */
+  failuresPassedElsewhere = 0;
   /** When the last heartbeat arrived (epoch ms); null before the first. */
   lastHeartbeatMs: number | null = null;
   /**
@@ -107,12 +114,13 @@ export class WorkerEntry {
 
   /** Its health now: what it reported, or suspect while its heartbeats are late (scheduling/eligibility.ts). */
   health(nowMs = Date.now()): WorkerHealth {
+    if (this.failureSuspicion !== null) return 'suspect';
     return judgeHealth({ reported: this.machine.reported, lastSeenMs: this.lastSeenMs, heartbeatIntervalMs: this.heartbeatIntervalMs, nowMs });
   }
 
   /** A worker that may be given new work now. */
   get isAvailable(): boolean {
-    return this.isAlive && !this.isDraining && this.isConnected && this.#freeExecutors.length > 0;
+    return this.isAlive && !this.isDraining && this.isConnected && this.failureSuspicion === null && this.#freeExecutors.length > 0;
   }
 
   /** The lowest free executor index, so MACHINE_EXECUTOR_INDEX values stay small and stable. */

@@ -1,11 +1,13 @@
 /**
- * Flaky atoms (SPEC §15) against a real master and worker: an atom that fails once then passes on its retry
- * is listed in its build's `flaky_atoms` and ranked by GET /v2/flaky over the job's last builds.
+ * Flaky atoms and suspect workers (SPEC §15) against real masters and workers: an atom that fails once then
+ * passes on its retry is listed in its build's `flaky_atoms` and ranked by GET /v2/flaky over the job's last
+ * builds; a worker whose atoms fail only there becomes suspect after three, gets no work until cleared.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { api, cleanupAll, postBuild, startTestMaster, startTestWorker, tempDir, waitForBuild } from '../support/cluster.ts';
+import { createRepo } from '../support/git-repo.ts';
+import { api, cleanupAll, eventually, postBuild, startTestMaster, startTestWorker, tempDir, waitForBuild } from '../support/cluster.ts';
 
 afterEach(cleanupAll);
 
@@ -64,5 +66,65 @@ describe('flaky atoms', () => {
       expect(answer.status, query).toBe(400);
       expect(JSON.stringify(answer.body), query).toContain(field);
     }
+  }, TEST_TIMEOUT_MS);
+});
+
+describe('suspect workers', () => {
+  it('a worker whose failed atoms pass elsewhere three times is suspect, gets no work, and is cleared by PUT', async () => {
+    const master = await startTestMaster();
+    const badBase = tempDir('cr-bad-worker-');
+    await startTestWorker(master, { executors: 1, base: badBase, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
+    // A retry avoids the worker it failed on only while another is free: enough retries always reach the good one.
+    await startTestWorker(master, { executors: 3, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
+    const fixed = join(tempDir('cr-bad-fixed-'), 'fixed');
+    // Atoms fail only in the bad worker's folder (until `fixed` exists); each retry avoids the worker it failed on.
+    const repo = createRepo({ 'clusterrunner.yaml': [
+      'Bad:',
+      '  retries: 20',
+      '  commands:',
+      `    - sleep 0.2; case "$PWD" in ${badBase}*) [ -e ${fixed} ] || exit 4;; esac; echo ok`,
+      '  atomizers:',
+      '    - N: seq 1 40',
+      '',
+    ].join('\n') });
+    const workers = async () => (await api(master, 'GET', '/v1/worker')).body.workers as any[];
+    await eventually('both workers connected', async () => (await workers()).length === 2);
+    const first = await postBuild(master, { type: 'git', url: repo.dir });
+    expect((await waitForBuild(master, first, undefined, BUILD_WAIT_MS)).status).toBe('SUCCESS');
+    const events = async (tag: string) => ((await api(master, 'GET', '/v1/eventlog')).body.events as any[]).filter((e) => e.__tag__ === tag);
+    const suspectEvents = await events('WORKER_SUSPECT');
+    expect(suspectEvents).toHaveLength(1);
+    const badId = suspectEvents[0].worker_id as number;
+    expect(suspectEvents[0].reason).toContain('failures_passed_elsewhere: 3');
+    const failedOnBad = (await events('ATOM_ATTEMPT_FAILED')).filter((e) => e.build_id === first);
+    expect(failedOnBad.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(failedOnBad.map((e) => e.worker)).size).toBe(1);
+    const badView = (await api(master, 'GET', `/v1/worker/${badId}`)).body.worker;
+    expect(badView).toMatchObject({ health: 'suspect', health_reason: expect.stringContaining('failures_passed_elsewhere') });
+    const metrics = await (await fetch(`${master.url}/metrics`)).text();
+    expect(metrics).toMatch(/clusterrunner_workers_suspect_total 1/);
+
+    // No new work while suspect: a second build runs entirely on the other worker.
+    const second = await postBuild(master, { type: 'git', url: repo.dir });
+    expect((await waitForBuild(master, second, undefined, BUILD_WAIT_MS)).status).toBe('SUCCESS');
+    const starts = async (buildId: number) => (await events('ATOM_START')).filter((e) => e.build_id === buildId).map((e) => e.worker);
+    expect(await starts(second)).not.toContain(badView.name);
+
+    // Clearing: bad bodies and unsigned requests are refused; {"health": "healthy"} clears it.
+    for (const json of [{}, { health: 'suspect' }, { health: 'healthy', other: 1 }]) {
+      const answer = await api(master, 'PUT', `/v1/worker/${badId}`, { json });
+      expect(answer.status, JSON.stringify(json)).toBe(400);
+      expect(JSON.stringify(answer.body)).toMatch(/health|other/);
+    }
+    expect((await api(master, 'PUT', `/v1/worker/${badId}`, { json: { health: 'healthy' }, sign: false })).status).toBeGreaterThanOrEqual(401);
+    expect((await api(master, 'GET', `/v1/worker/${badId}`)).body.worker.health).toBe('suspect');
+    const cleared = await api(master, 'PUT', `/v1/worker/${badId}`, { json: { health: 'healthy' } });
+    expect(cleared.status).toBe(200);
+    expect(cleared.body.worker).toMatchObject({ health: 'healthy', health_reason: null });
+
+    writeFileSync(fixed, '');
+    const third = await postBuild(master, { type: 'git', url: repo.dir });
+    expect((await waitForBuild(master, third, undefined, BUILD_WAIT_MS)).status).toBe('SUCCESS');
+    expect(await starts(third)).toContain(badView.name);
   }, TEST_TIMEOUT_MS);
 });
