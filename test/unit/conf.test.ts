@@ -90,6 +90,7 @@ describe('loadConf', () => {
       maxRemoteFileBytes: 1073741824,
       remoteFileTimeoutMs: 300_000,
       runAsUser: null,
+      suspectAfterFailures: 3,
       maxSnapshotBytes: 4294967296,
       keepBuildsMs: 30 * 86_400_000,
       maxResultsBytes: 21474836480,
