@@ -15,12 +15,10 @@ export function maskSecretInAnswers(secret: string): RequestHandler {
   const mask = (text: string) => forms.reduce((masked, form) => (masked.includes(form) ? masked.split(form).join(MASK) : masked), text);
   return (_req, res, next) => {
     const send = res.send.bind(res);
-    res.json = (body: unknown) => {
-      if (!res.get('Content-Type')) res.set('Content-Type', 'application/json; charset=utf-8');
-      return send(mask(JSON.stringify(body) ?? ''));
-    };
-    // Text written as text — dashboard pages, event stream frames — is masked too; bytes (downloads,
-    // archives, attachments) are the build's own files and pass unchanged.
+    // res.json serialises and calls res.send, so masking at send covers JSON answers without replacing
+    // res.json (the compatibility layer wraps res.json to translate answers). Text written as text —
+    // dashboard pages, event stream frames — is masked too; bytes (downloads, archives, attachments) are
+    // the build's own files and pass unchanged.
     res.send = (body?: unknown) => send(typeof body === 'string' ? mask(body) : body);
     const write = res.write.bind(res) as (chunk: unknown, ...rest: unknown[]) => boolean;
     res.write = ((chunk: unknown, ...rest: unknown[]) => write(typeof chunk === 'string' ? mask(chunk) : chunk, ...rest)) as typeof res.write;
