@@ -530,11 +530,15 @@ describe('bad query values', () => {
   it('takes extreme but well-formed values', async () => {
     for (const path of [
       '/v2/builds?offset=-99999999999999999999&limit=99999999999999999999', '/v1/eventlog?since_timestamp=-1e300',
-      '/v1/eventlog?since_id=99999999999999999999', `${console0}?max_lines=99999999999999999999&offset_line=0`, '/v2/builds?offset[]=1',
+      '/v1/eventlog?since_id=99999999999999999999', `${console0}?max_lines=99999999999999999999&offset_line=0`,
     ]) {
       const response = await api(master, 'GET', at(path));
       expect(response.status, `${path}: ${response.text}`).toBe(200);
     }
+    // The v2 list names the parameters it knows (SPEC §11): a bracketed one is refused by name, not ignored.
+    const bracketed = await api(master, 'GET', at('/v2/builds?offset[]=1'));
+    expect(bracketed.status, bracketed.text).toBe(400);
+    expect(bracketed.text).toContain('offset[]');
   });
 
   it('leaves the master serving, with nothing created or canceled', async () => {
