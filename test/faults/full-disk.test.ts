@@ -85,7 +85,9 @@ describe.skipIf(!canMount())('a full disk', () => {
   it('under a worker\'s workspace: the atom that could not write fails with the system\'s message; the worker goes on', async () => {
     const master = await startTestMaster();
     const workerBase = mountTmpfs(2048);
-    await startTestWorker(master, { base: workerBase });
+    // A full disk while an atom writes is the fault here, not the disk-pressure health check (which would
+    // keep work away from a 2 MiB workspace from the start).
+    await startTestWorker(master, { base: workerBase, minDiskFreeBytes: 0 });
     const id = await postBuild(master, build([`${PRINT_3_MIB} > "$ARTIFACT_DIR/big"`]));
     const failed = await waitForBuild(master, id);
     expect(failed.status).toBe('FAILURE');

@@ -75,7 +75,7 @@ export interface TestWorker {
 /** A real worker daemon in this process; its atoms are real processes. */
 export async function startTestWorker(
   master: { url: string; secret: string },
-  options: { executors?: number; name?: string; base?: string; allowLocalRepositories?: boolean; heartbeatFailureThreshold?: number } = {},
+  options: { executors?: number; name?: string; base?: string; allowLocalRepositories?: boolean; heartbeatFailureThreshold?: number; minDiskFreeBytes?: number } = {},
 ): Promise<TestWorker> {
   const base = options.base ?? tempDir('cr-worker-');
   const file = join(base, 'worker.conf');
@@ -86,6 +86,7 @@ export async function startTestWorker(
     numExecutors: options.executors ?? 1,
     heartbeatIntervalMs: 200,
     ...(options.heartbeatFailureThreshold === undefined ? {} : { heartbeatFailureThreshold: options.heartbeatFailureThreshold }),
+    ...(options.minDiskFreeBytes === undefined ? {} : { minDiskFreeBytes: options.minDiskFreeBytes }),
     masterUnreachableMs: 10_000,
     killGraceMs: 500,
     allowLocalRepositories: options.allowLocalRepositories ?? true,
