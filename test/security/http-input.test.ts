@@ -569,7 +569,7 @@ describe('wrong methods', () => {
     ['PUT', '/v1/metrics', 'GET'],
     ['GET', '/v1/worker/shutdown', 'POST'],
     ['PUT', '/v1/worker/1/shutdown', 'POST'],
-    ['DELETE', '/v1/slave/1', 'GET'],
+    ['DELETE', '/v1/slave/1', 'GET, PUT'],
   ];
 
   it.each(CASES)('%s %s: 405 with Allow', async (method, path, allow) => {
