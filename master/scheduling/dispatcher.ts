@@ -130,12 +130,16 @@ export function planDispatch(snapshot: DispatchSnapshot): Assignment[] {
       }
       if (state !== 'ready') continue;
       // Asked only for an item that would rather avoid this worker: the answer costs a look at every worker.
-      let alternative: boolean | null = null;
-      const hasAlternative = () => (alternative ??= available.some((other) =>
-        other !== worker && stateOf(other, plan.run.id) !== 'failed' && wantsExecutor(plan, other.id) &&
-        carriesLabels(other.labels, plan.run.requires)));
+      const eligibleOther = (other: WorkerSnapshot) => other !== worker && !other.heldOff?.has(plan.run.id) &&
+        wantsExecutor(plan, other.id) && carriesLabels(other.labels, plan.run.requires);
+      let freeNow: boolean | null = null;
+      let serving: boolean | null = null;
+      const alternatives = {
+        freeNow: () => (freeNow ??= available.some((other) => eligibleOther(other) && isAvailable(other) && stateOf(other, plan.run.id) !== 'failed')),
+        serving: () => (serving ??= snapshot.workers.some((other) => eligibleOther(other) && other.isConnected && isServing(other, plan.run.id))),
+      };
       while (isAvailable(worker) && wantsExecutor(plan, worker.id)) {
-        const item = takeItem(plan, worker.id, hasAlternative);
+        const item = takeItem(plan, worker.id, alternatives);
         if (item === null) break;
         free.set(worker.id, free.get(worker.id)! - 1);
         plan.executorsInUse++;
@@ -148,12 +152,15 @@ export function planDispatch(snapshot: DispatchSnapshot): Assignment[] {
 }
 
 /**
- * The next item for this worker. Items that would rather avoid it are passed over while another worker
- * could take them, else taken anyway: a retry must not wait for ever.
+ * The next item for this worker. A retry that would rather avoid it is left for another worker set up for
+ * the build while this one has fresh work to take (a bad host keeps failing what it retries); with nothing
+ * else to do it is taken unless another worker is free now: a retry must not wait for ever.
  */
-function takeItem(plan: RunPlan, workerId: number, hasAlternative: () => boolean): WorkItem | null {
-  const frontIndex = plan.front.findIndex((item) => item.avoidWorkerId !== workerId || !hasAlternative());
+function takeItem(plan: RunPlan, workerId: number, alternatives: { freeNow(): boolean; serving(): boolean }): WorkItem | null {
+  const frontIndex = plan.front.findIndex((item) => item.avoidWorkerId !== workerId);
   if (frontIndex >= 0) return plan.front.splice(frontIndex, 1)[0]!;
-  if (plan.queueHead < plan.run.queue.length) return plan.run.queue[plan.queueHead++]!;
+  const hasFresh = plan.queueHead < plan.run.queue.length;
+  if (plan.front.length > 0 && !(hasFresh ? alternatives.serving() : alternatives.freeNow())) return plan.front.shift()!;
+  if (hasFresh) return plan.run.queue[plan.queueHead++]!;
   return null;
 }

@@ -107,6 +107,16 @@ describe('planDispatch setup decisions', () => {
     expect(runs(planDispatch(later))).toEqual([{ build: 1, worker: 2, subjob: 0 }]);
   });
 
+  it('leaves a retry for another worker set up for the build, though busy, while the one it failed on has fresh work', () => {
+    const retry = { subjobId: 0, atomIds: [0], avoidWorkerId: 1 };
+    const fresh = { subjobId: 1, atomIds: [0], avoidWorkerId: null };
+    const workers = [worker(1, 1, { 1: 'ready' }), worker(2, 0, { 1: 'ready' })];
+    expect(runs(planDispatch({ workers, runs: [run(1, 0, { front: [retry], queue: [fresh], pendingCount: 2 })] })))
+      .toEqual([{ build: 1, worker: 1, subjob: 1 }]);
+    // With nothing else to do and the other worker busy, the retry runs where it failed rather than wait.
+    expect(runs(planDispatch({ workers, runs: [run(1, 0, { front: [retry], pendingCount: 1 })] }))).toEqual([{ build: 1, worker: 1, subjob: 0 }]);
+  });
+
   it('runs a retry on the worker it failed on when no other can take it', () => {
     const retry = { subjobId: 0, atomIds: [0], avoidWorkerId: 1 };
     const plan = planDispatch({ workers: [worker(1, 1, { 1: 'ready' }), worker(2, 0)], runs: [run(1, 0, { front: [retry], pendingCount: 1 })] });
