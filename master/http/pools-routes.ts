@@ -10,10 +10,14 @@ export interface PoolRoutesDeps {
   readonly requireDigest: RequestHandler;
 }
 
-const RESIZE_KEYS = ['min_workers', 'max_workers'] as const;
+const RESIZE_KEYS = ['min_workers', 'max_workers', 'reset'] as const;
 const size = z.number({ error: 'must be an integer from 0 to 1000' }).int('must be an integer from 0 to 1000').min(0, 'must be an integer from 0 to 1000').max(1000, 'must be an integer from 0 to 1000');
-const resizeSchema = z.strictObject({ min_workers: size.optional(), max_workers: size.optional() })
-  .refine((body) => body.min_workers !== undefined || body.max_workers !== undefined, { message: 'Give "min_workers", "max_workers" or both.' });
+// A size holds across restarts until {"reset": true} or an edit of the pool's sizes in the conf (pool-manager.ts).
+const resizeSchema = z.strictObject({ min_workers: size.optional(), max_workers: size.optional(), reset: z.literal(true, { error: 'must be true' }).optional() })
+  .refine((body) => body.reset === undefined || (body.min_workers === undefined && body.max_workers === undefined),
+    { message: '"reset" goes alone: it restores the conf\'s "min_workers" and "max_workers".' })
+  .refine((body) => body.reset !== undefined || body.min_workers !== undefined || body.max_workers !== undefined,
+    { message: 'Give "min_workers", "max_workers", both, or "reset": true.' });
 
 /** SPEC §13: the pools, their desired sizes (for external autoscalers) and live resizing. v2 only. */
 export function addPoolRoutes(router: Router, deps: PoolRoutesDeps, tree: ApiTree): void {

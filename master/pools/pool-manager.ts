@@ -2,7 +2,9 @@
  * The master's pools (SPEC §13): each tick it compares what a pool runs with its desired size, starts
  * workers when work waits, replaces pool workers lost for replace_down_after_seconds, drains idle workers
  * above the desired size after reap_idle_after_seconds (never a busy one), and backs off on failed starts.
- * The workers it started are remembered in SQLite, so a restarted master finds them again.
+ * The workers it started are remembered in SQLite, so a restarted master finds them again. So is a size set
+ * by PUT /v2/pools/:name: it holds across restarts until a PUT with {"reset": true}, or until the conf's
+ * min_workers or max_workers for that pool change (an edited conf is the operator's newer word).
  *
  * An instance (one worker this master started) moves: starting -> running <-> lost; starting | running |
  * lost -> stopping (failed start, replaced, reaped, resized); running -> draining -> stopping. Stopping ends
@@ -18,6 +20,7 @@ import type { WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts'
 import { drainWorker } from '../workers/worker-session.ts';
 import { desiredSizes, type Demand, type OtherWorker } from './desired-size.ts';
 import type { PoolStore } from './pool-store.ts';
+import type { PoolSizeStore } from '../store/pool-size-store.ts';
 import { isOurs, startPoolWorker, stopPoolWorker, type ProviderContext, type StartedWorker } from './providers.ts';
 
 export const INSTANCE_STATES = ['starting', 'running', 'lost', 'draining', 'stopping'] as const;
@@ -36,6 +39,10 @@ interface Instance {
 
 interface PoolState {
   conf: PoolConf;
+  /** The conf file's sizes, which a PUT overrides and a reset restores. */
+  readonly confSize: { readonly minWorkers: number; readonly maxWorkers: number };
+  /** When a PUT set the size in use (epoch seconds); null while the conf's sizes hold. */
+  resizedAt: number | null;
   readonly instances: Map<string, Instance>;
   desired: number;
   consecutiveFailures: number;
@@ -62,6 +69,8 @@ export interface PoolView {
   consecutive_failures: number;
   next_start_at: number | null;
   last_error: { message: string; at: number } | null;
+  /** When PUT /v2/pools/:name set min_workers and max_workers (epoch seconds); null: they are the conf's. */
+  resized_at: number | null;
   workers: { name: string; state: InstanceState; worker_id: number | null; pid: number | null; started_at: number }[];
 }
 
@@ -75,6 +84,8 @@ export interface PoolManagerDeps {
   /** Executors that queued and running work can use now, by the labels they require (BuildManager.executorDemand). */
   readonly demand: () => readonly Demand[];
   readonly store: PoolStore;
+  /** Sizes set by PUT, kept across restarts. */
+  readonly sizes: PoolSizeStore;
   readonly events: EventStore;
   readonly gauges: PoolGauges;
   /** Where a pool's workers live and connect to. */
@@ -97,7 +108,22 @@ export class PoolManager {
   constructor(deps: PoolManagerDeps) {
     this.#deps = deps;
     for (const conf of deps.pools) {
-      this.#pools.set(conf.name, { conf, instances: new Map(), desired: conf.minWorkers, consecutiveFailures: 0, nextStartAtMs: 0, lastError: null });
+      this.#pools.set(conf.name, {
+        conf, confSize: { minWorkers: conf.minWorkers, maxWorkers: conf.maxWorkers }, resizedAt: null,
+        instances: new Map(), desired: conf.minWorkers, consecutiveFailures: 0, nextStartAtMs: 0, lastError: null,
+      });
+    }
+    for (const saved of deps.sizes.all()) {
+      const pool = this.#pools.get(saved.pool);
+      if (pool && pool.confSize.minWorkers === saved.confMinWorkers && pool.confSize.maxWorkers === saved.confMaxWorkers) {
+        pool.conf = Object.freeze({ ...pool.conf, minWorkers: saved.minWorkers, maxWorkers: saved.maxWorkers });
+        pool.resizedAt = saved.setAt;
+        deps.log.info({ pool: saved.pool, minWorkers: saved.minWorkers, maxWorkers: saved.maxWorkers }, 'pool size set by PUT kept');
+      } else {
+        // The pool is gone from the conf, or its sizes there were edited since the PUT: the conf wins.
+        deps.sizes.remove(saved.pool);
+        deps.log.info({ pool: saved.pool }, 'pool size set by PUT dropped: the conf changed since');
+      }
     }
   }
 
@@ -153,16 +179,29 @@ export class PoolManager {
     return this.#pools.get(name)?.desired ?? null;
   }
 
-  /** PUT /v2/pools/:name: a new size, live, until the master restarts (the conf file stays as written). */
-  resize(name: string, size: { min_workers?: number | undefined; max_workers?: number | undefined }): PoolView | null {
+  /**
+   * PUT /v2/pools/:name: a new size, live and saved (the conf file stays as written); `reset` goes back to
+   * the conf's sizes. A key left out keeps the size in use.
+   */
+  resize(name: string, size: { min_workers?: number | undefined; max_workers?: number | undefined; reset?: true | undefined }): PoolView | null {
     const pool = this.#pools.get(name);
     if (!pool) return null;
-    const minWorkers = size.min_workers ?? pool.conf.minWorkers;
-    const maxWorkers = size.max_workers ?? pool.conf.maxWorkers;
+    const isReset = size.reset === true;
+    const minWorkers = isReset ? pool.confSize.minWorkers : size.min_workers ?? pool.conf.minWorkers;
+    const maxWorkers = isReset ? pool.confSize.maxWorkers : size.max_workers ?? pool.conf.maxWorkers;
     if (maxWorkers < 1) throw badRequest('"max_workers" must be at least 1.');
     if (minWorkers > maxWorkers) throw conflict(`"min_workers" (${minWorkers}) must not be above "max_workers" (${maxWorkers}).`);
+    const now = Date.now() / 1000;
+    if (isReset) {
+      this.#deps.sizes.remove(name);
+    } else {
+      this.#deps.sizes.set({
+        pool: name, minWorkers, maxWorkers, confMinWorkers: pool.confSize.minWorkers, confMaxWorkers: pool.confSize.maxWorkers, setAt: now,
+      });
+    }
     pool.conf = Object.freeze({ ...pool.conf, minWorkers, maxWorkers });
-    this.#deps.log.info({ pool: name, minWorkers, maxWorkers }, 'pool resized');
+    pool.resizedAt = isReset ? null : now;
+    this.#deps.log.info({ pool: name, minWorkers, maxWorkers, reset: isReset }, 'pool resized');
     this.#tick();
     return this.#view(pool);
   }
@@ -366,6 +405,7 @@ export class PoolManager {
       consecutive_failures: pool.consecutiveFailures,
       next_start_at: pool.nextStartAtMs > Date.now() ? pool.nextStartAtMs / 1000 : null,
       last_error: pool.lastError,
+      resized_at: pool.resizedAt,
       workers: instances.map((instance) => ({
         name: instance.name, state: instance.state, worker_id: instance.workerId, pid: instance.started?.pid ?? null, started_at: instance.startedAtMs / 1000,
       })),

@@ -8,6 +8,7 @@ import type { PoolGauges } from './pool-manager.ts';
 import type { Demand } from './desired-size.ts';
 import { PoolManager } from './pool-manager.ts';
 import { createPoolStore } from './pool-store.ts';
+import { createPoolSizeStore } from '../store/pool-size-store.ts';
 
 /** Where the HTTP routes find the pools: set once the master listens (pool workers need its port). */
 export interface PoolsHandle {
@@ -36,7 +37,7 @@ export function startPools(options: {
     poolsRoot: join(conf.baseDirectory, 'pools'), confFile: conf.confFile ?? '', masterUrl, killGraceMs: conf.killGraceMs,
   });
   const manager = new PoolManager({
-    pools, registry: options.registry, demand: options.demand, store: poolStore, events: options.events, gauges: options.metrics, log,
+    pools, registry: options.registry, demand: options.demand, store: poolStore, sizes: createPoolSizeStore(options.store.db), events: options.events, gauges: options.metrics, log,
     provider: (pool) => makeContext(pool.provider === 'local' ? options.url : options.hostUrl),
   });
   manager.start();

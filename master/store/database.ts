@@ -107,6 +107,17 @@ const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   ALTER TABLE atoms ADD COLUMN failed_attempts INTEGER NOT NULL DEFAULT 0;
   `,
+  // 4: pool sizes set by PUT /v2/pools/:name, with the conf's sizes they overrode (master/store/pool-size-store.ts).
+  `
+  CREATE TABLE pool_sizes (
+    pool TEXT PRIMARY KEY,
+    min_workers INTEGER NOT NULL,
+    max_workers INTEGER NOT NULL,
+    conf_min_workers INTEGER NOT NULL,
+    conf_max_workers INTEGER NOT NULL,
+    set_at REAL NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export function openDatabase(path: string): Db {
