@@ -21,6 +21,8 @@ export interface SimWorkerOptions {
   readonly heartbeatIntervalMs?: number;
   /** Missed heartbeats before the master declares this worker dead; default 3. */
   readonly heartbeatFailureThreshold?: number;
+  /** Called for every atom_started sent, with its performance.now() time (for the cold start's figures). */
+  readonly onAtomStarted?: (atTimeMs: number) => void;
   /** Called for every atom_finished sent, with its performance.now() time (for throughput figures). */
   readonly onAtomFinished?: (atTimeMs: number) => void;
 }
@@ -105,6 +107,7 @@ export function startSimWorker(options: SimWorkerOptions): SimWorker {
     const ids = { lease_id: message.lease_id, build_id: message.build_id, subjob_id: message.subjob_id };
     for (const atom of message.atoms) {
       send({ type: 'atom_started', ...ids, atom_id: atom.atom_id });
+      options.onAtomStarted?.(performance.now());
       send({ type: 'atom_finished', ...ids, atom_id: atom.atom_id, exit_code: 0, time_s: 0, stop_reason: null, has_artifacts: false });
       counts.atoms++;
       options.onAtomFinished?.(performance.now());

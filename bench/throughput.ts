@@ -13,27 +13,19 @@
  * with `node --cpu-prof` and writes its profile there (summarize it with bench/cpu-profile-summary.ts),
  * BENCH_KEEP=1 keeps the temp base directory.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { signRequest } from '../shared/auth.ts';
+import { positiveIntegerFromEnv, procCpuSeconds, procStatusMb, startMasterProcess, stopMasterProcess, type MasterProcess } from './master-process.ts';
 import { startSimWorker, type SimWorker } from './sim-worker.ts';
 import type { StatusPollReport } from './status-poller.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-
-function positiveIntegerFromEnv(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, not "${raw}"`);
-  return value;
-}
 
 const ATOMS = positiveIntegerFromEnv('BENCH_THROUGHPUT_ATOMS', 100_000);
 const WORKERS = positiveIntegerFromEnv('BENCH_WORKERS', 200);
@@ -42,128 +34,18 @@ const ARCHIVE_TIMEOUT_MS = positiveIntegerFromEnv('BENCH_ARCHIVE_TIMEOUT_S', 300
 const CPU_PROFILE_DIR = process.env['BENCH_CPU_PROF'] ? resolve(process.env['BENCH_CPU_PROF']) : null;
 const KEEP_BASE = process.env['BENCH_KEEP'] === '1';
 
-const TARGET_RESULTS_PER_S = 5000;
-const TARGET_PEAK_MB = 500;
-const TARGET_STATUS_P99_MS = 50;
+// Issue 18's targets.
+const TARGET_RESULTS_PER_S = 20_000;
+const TARGET_PEAK_MB = 300;
+const TARGET_STATUS_P99_MS = 20;
 const STATUS_POLL_INTERVAL_MS = 25;
 /** The whole build may take this long before the bench gives up (a stalled master must not hang it). */
 const BUILD_TIMEOUT_MS = 60 * 60_000;
 const RSS_SAMPLE_INTERVAL_MS = 250;
 
-async function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => done(port));
-    });
-  });
-}
-
-/** One field of /proc/<pid>/status in MB (VmRSS, VmHWM); NaN when the process is gone. */
-function procStatusMb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
-  try {
-    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) / 1024 : Number.NaN;
-  } catch {
-    return Number.NaN;
-  }
-}
-
-/** CPU seconds (user + system) a process has used so far (Linux). */
-function procCpuSeconds(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return Number.NaN;
-  }
-}
-
 function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-
-/** The master's output, last lines kept, warnings and errors counted (pino JSON levels 40 and 50+). */
-class MasterOutput {
-  readonly lines: string[] = [];
-  warnings = 0;
-  errors = 0;
-  #partial = '';
-
-  push(chunk: Buffer): void {
-    const text = this.#partial + chunk.toString('utf8');
-    const lines = text.split('\n');
-    this.#partial = lines.pop() ?? '';
-    for (const line of lines) {
-      if (line.includes('"level":40')) this.warnings++;
-      if (/"level":(50|60)/.test(line)) this.errors++;
-      this.lines.push(line.length > 600 ? `${line.slice(0, 600)}…` : line);
-      if (this.lines.length > 40) this.lines.shift();
-    }
-  }
-}
-
-interface MasterProcess {
-  readonly child: ChildProcess;
-  readonly url: string;
-  readonly output: MasterOutput;
-  readonly exited: Promise<number | null>;
-}
-
-async function startMasterProcess(base: string, secret: string): Promise<MasterProcess> {
-  const port = await freePort();
-  const confFile = join(base, 'clusterrunner.conf');
-  writeFileSync(confFile, [
-    '[general]',
-    `secret = ${secret}`,
-    `base_directory = ${base}`,
-    'log_level = warn',
-    '[master]',
-    `port = ${port}`,
-    // Room for the bench's atoms whatever the defaults become (`seq` prints at most 7 bytes per atom here).
-    `max_atoms = ${Math.max(200_000, ATOMS)}`,
-    `max_atomizer_output_bytes = ${Math.max(64 * 1024 * 1024, ATOMS * 16)}`,
-    'no_worker_timeout_seconds = 0',
-    // Every simulated worker connects from 127.0.0.1, all at once.
-    `max_worker_connects_per_second = ${WORKERS * 2}`,
-    '',
-  ].join('\n'), { mode: 0o600 });
-  const nodeFlags = CPU_PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROFILE_DIR] : [];
-  const child = spawn(process.execPath, [...nodeFlags, join(ROOT, 'bin', 'clusterrunner'), 'master', '-c', confFile], {
-    cwd: base, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'production' },
-  });
-  const output = new MasterOutput();
-  const exited = new Promise<number | null>((done) => child.on('exit', (code) => done(code)));
-  const listening = new Promise<void>((done, fail) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output.push(chunk);
-      if (chunk.toString('utf8').includes(' port ')) done();
-    });
-    child.stderr!.on('data', (chunk: Buffer) => output.push(chunk));
-    void exited.then((code) => fail(new Error(`the master exited (code ${code}) before listening:\n${output.lines.join('\n')}`)));
-    setTimeout(() => fail(new Error('the master did not start listening within 60 s')), 60_000).unref();
-  });
-  await listening;
-  return { child, url: `http://127.0.0.1:${port}`, output, exited };
-}
-
-/**
- * SIGTERM (graceful); a second SIGTERM after a while makes the master exit at once (cli/common.ts), which
- * still writes a --cpu-prof profile; SIGKILL only as the last resort. A graceful close waits for a build
- * being archived, which is why the second signal is needed after a stalled archive.
- */
-async function stopMasterProcess(master: MasterProcess): Promise<void> {
-  if (master.child.exitCode !== null || master.child.signalCode !== null) return;
-  master.child.kill('SIGTERM');
-  const again = setTimeout(() => master.child.kill('SIGTERM'), 15_000);
-  const kill = setTimeout(() => master.child.kill('SIGKILL'), 30_000);
-  await master.exited;
-  clearTimeout(again);
-  clearTimeout(kill);
 }
 
 async function connectWorkers(masterUrl: string, secret: string, onAtomFinished: (atMs: number) => void): Promise<SimWorker[]> {
@@ -258,7 +140,19 @@ let poller: Poller | null = null;
 let workers: SimWorker[] = [];
 let rssTimer: NodeJS.Timeout | null = null;
 try {
-  master = await startMasterProcess(base, secret);
+  master = await startMasterProcess({
+    base, secret, cpuProfileDir: CPU_PROFILE_DIR, masterConf: [
+      // Room for the bench's atoms whatever the defaults become (`seq` prints at most 7 bytes per atom here).
+      `max_atoms = ${Math.max(200_000, ATOMS)}`,
+      `max_atomizer_output_bytes = ${Math.max(64 * 1024 * 1024, ATOMS * 16)}`,
+      'no_worker_timeout_seconds = 0',
+      // Every simulated worker connects from 127.0.0.1, all at once, and holds its connection open beside
+      // the poller's and the bench's own (the per-address limit of issue 10 item 4).
+      `max_worker_connects_per_second = ${WORKERS * 2}`,
+      `max_connections_per_address = ${WORKERS + 100}`,
+      `max_connections = ${WORKERS + 1000}`,
+    ],
+  });
   const pid = master.child.pid!;
   let firstResultMs = Number.NaN;
   let lastResultMs = Number.NaN;

@@ -43,6 +43,7 @@ export class BuildRun {
   readonly #front: WorkItem[] = [];
   #queue: WorkItem[] = [];
   #queueHead = 0;
+  /** Freed BUILD_EXECUTOR_INDEX values as a binary min-heap: the lowest in O(log n), not a sort per lease. */
   readonly #freeBuildExecutors: number[] = [];
   #nextBuildExecutor = 0;
 
@@ -141,18 +142,17 @@ export class BuildRun {
   takeBuildExecutor(workerId: number): number {
     this.executorsInUse++;
     this.executorsPerWorker.set(workerId, (this.executorsPerWorker.get(workerId) ?? 0) + 1);
-    if (this.#freeBuildExecutors.length > 0) {
-      this.#freeBuildExecutors.sort((a, b) => a - b);
-      return this.#freeBuildExecutors.shift()!;
-    }
-    return this.#nextBuildExecutor++;
+    return this.#freeBuildExecutors.length > 0 ? this.#popLowestFree() : this.#nextBuildExecutor++;
   }
 
   /** A restarted master keeps the index of a lease that may resume, so no other executor gets it meanwhile. */
   holdBuildExecutor(index: number): void {
     this.#nextBuildExecutor = Math.max(this.#nextBuildExecutor, index + 1);
-    const free = this.#freeBuildExecutors.indexOf(index);
-    if (free >= 0) this.#freeBuildExecutors.splice(free, 1);
+    // Rare (a master restart): rebuilding the heap without the index keeps it simple.
+    const free = this.#freeBuildExecutors.filter((value) => value !== index);
+    if (free.length === this.#freeBuildExecutors.length) return;
+    this.#freeBuildExecutors.length = 0;
+    for (const value of free) this.#pushFree(value);
   }
 
   /** The held index is in use again: its lease resumed on this worker. */
@@ -163,7 +163,7 @@ export class BuildRun {
 
   /** Its lease did not come back: the index is free for others. */
   releaseHeldBuildExecutor(index: number): void {
-    this.#freeBuildExecutors.push(index);
+    this.#pushFree(index);
   }
 
   releaseBuildExecutor(workerId: number, index: number): void {
@@ -171,7 +171,37 @@ export class BuildRun {
     const perWorker = (this.executorsPerWorker.get(workerId) ?? 1) - 1;
     if (perWorker > 0) this.executorsPerWorker.set(workerId, perWorker);
     else this.executorsPerWorker.delete(workerId);
-    this.#freeBuildExecutors.push(index);
+    this.#pushFree(index);
+  }
+
+  #pushFree(index: number): void {
+    const heap = this.#freeBuildExecutors;
+    let at = heap.push(index) - 1;
+    while (at > 0) {
+      const parent = (at - 1) >> 1;
+      if (heap[parent]! <= index) break;
+      heap[at] = heap[parent]!;
+      at = parent;
+    }
+    heap[at] = index;
+  }
+
+  #popLowestFree(): number {
+    const heap = this.#freeBuildExecutors;
+    const lowest = heap[0]!;
+    const last = heap.pop()!;
+    if (heap.length === 0) return lowest;
+    let at = 0;
+    for (;;) {
+      const left = at * 2 + 1;
+      if (left >= heap.length) break;
+      const child = left + 1 < heap.length && heap[left + 1]! < heap[left]! ? left + 1 : left;
+      if (heap[child]! >= last) break;
+      heap[at] = heap[child]!;
+      at = child;
+    }
+    heap[at] = last;
+    return lowest;
   }
 
   /** Counts a start of an atom; returns which attempt this is (1 for the first). */

@@ -61,6 +61,8 @@ export class Preparer {
     if (run.status !== 'PREPARING') moveBuildStatus(this.#store, run, 'PREPARING');
     this.#store.events.append('BUILD_PREPARE_START', { build_id: run.id });
     let prepared: PreparedBuild;
+    // How long each part took, logged with 'build prepared' (bench/cold-start.ts reads it: issue 18).
+    const startedMs = performance.now();
     const limits = {
       timeoutMs: this.#settings.atomizerTimeoutMs,
       maxOutputBytes: this.#settings.maxAtomizerOutputBytes,
@@ -79,11 +81,13 @@ export class Preparer {
       return;
     }
     if (run.phase !== 'preparing' || this.#isClosed) return;
+    const atomizedMs = performance.now();
     // An atom with no history of its own may still be a test file whose tests ran before (SPEC §15).
     const history = withTestFileEstimates(this.#store.db, prepared.job.timingKey, prepared.atoms, this.#store.timings.loadJob(prepared.job.timingKey));
     const subjobs = groupAtoms(prepared.atoms, history, {
       executors: this.#plannedExecutors(prepared.job.maxExecutors),
     });
+    const groupedMs = performance.now();
     this.#store.batcher.flush();
     this.#store.db.transaction(() => {
       this.#store.atoms.insertPlan(run.id, subjobs);
@@ -101,7 +105,10 @@ export class Preparer {
       id: subjob.id,
       atoms: subjob.atoms.map((atom) => ({ id: atom.id, variable: atom.variable, value: atom.value, isComplete: false })),
     })));
-    this.#log.info({ buildId: run.id, atoms: prepared.atoms.length, subjobs: subjobs.length }, 'build prepared');
+    const phasesMs = {
+      atomize: Math.round(atomizedMs - startedMs), group: Math.round(groupedMs - atomizedMs), store: Math.round(performance.now() - groupedMs),
+    };
+    this.#log.info({ buildId: run.id, atoms: prepared.atoms.length, subjobs: subjobs.length, phasesMs }, 'build prepared');
     if (prepared.atoms.length === 0) {
       await this.#finish(run, 'SUCCESS', null);
       return;

@@ -124,7 +124,11 @@ export class ResultRecorder {
     if (lease.isRevoked || run.phase !== 'ready' || !lease.unfinished.delete(atomId)) return;
     const log = this.#log.child({ buildId: run.id, subjobId: lease.subjobId, atomId, workerId: worker.id });
     const attempt = run.attemptsOf(lease.subjobId, atomId);
-    collectAtomTests({ db: this.#store.db, log: this.#log }, { buildId: run.id, subjobId: lease.subjobId, atomId, attempt, dir, jobKey: run.job!.timingKey });
+    // Reports come only with artifacts; a later attempt without any still supersedes the tests of the one before.
+    // A first attempt without artifacts has nothing to read: skipping it saves a folder walk per atom (issue 18).
+    if (message.has_artifacts || attempt > 1) {
+      collectAtomTests({ db: this.#store.db, log: this.#log }, { buildId: run.id, subjobId: lease.subjobId, atomId, attempt, dir, jobKey: run.job!.timingKey });
+    }
     const attemptResult = { exitCode, stopReason: attemptStopReason(message.stop_reason), finishedS: Date.now() / 1000 };
     // `retries` counts within one round: a retry asked through the API (retry.ts) starts a new round.
     // An atom stopped by atom_timeout failed like any other and is retried too (issue 15 item 5); one stopped by

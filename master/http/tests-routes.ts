@@ -50,8 +50,42 @@ function executorsOf(query: Record<string, unknown>): number {
 }
 
 /** What a build view gains (SPEC §15): its tests summary, and while it runs its ETA. */
+/**
+ * A running build's ETA walks every atom and lease of the build (estimates.ts): 100,000 atoms took longer than a
+ * status answer may (issue 18). The view reuses one for this long, and never walks a build planned without history.
+ */
+const ETA_REFRESH_MS = 2000;
+/** Builds whose ETA is remembered; the oldest is forgotten past this (only a recomputation is lost). */
+const MAX_ETA_BUILDS = 1000;
+
+interface EtaEntry {
+  readonly hasHistory: boolean;
+  readonly atMs: number;
+  readonly seconds: number | null;
+}
+
+const etaCaches = new WeakMap<Store, Map<number, EtaEntry>>();
+
+function viewEta(store: Store, build: BuildRecord): number | null {
+  if (build.status !== 'BUILDING' || build.job === null) return null;
+  let cache = etaCaches.get(store);
+  if (cache === undefined) {
+    cache = new Map();
+    etaCaches.set(store, cache);
+  }
+  const nowMs = performance.now();
+  const entry = cache.get(build.id);
+  if (entry !== undefined && (!entry.hasHistory || nowMs - entry.atMs < ETA_REFRESH_MS)) return entry.seconds;
+  const hasHistory = entry?.hasHistory ?? store.atoms.hasExpectedTimes(build.id);
+  const seconds = hasHistory ? buildEta(store, build) : null;
+  cache.delete(build.id);
+  if (cache.size >= MAX_ETA_BUILDS) cache.delete(cache.keys().next().value as number);
+  cache.set(build.id, { hasHistory, atMs: nowMs, seconds });
+  return seconds;
+}
+
 export function testViewFields(store: Store, build: BuildRecord): { tests: TestSummary; eta_seconds: number | null } {
-  return { tests: testStoreOf(store.db).summary(build.id), eta_seconds: buildEta(store, build) };
+  return { tests: testStoreOf(store.db).summary(build.id), eta_seconds: viewEta(store, build) };
 }
 
 export function addTestRoutes(router: Router, deps: TestRoutesDeps, tree: ApiTree): void {

@@ -111,6 +111,9 @@ export function createAtomStore(db: Db) {
     `UPDATE atoms SET state = 'NOT_STARTED' WHERE build_id = ? AND subjob_id = ? AND id = ?`,
   );
   const updateSubjob = db.prepare('UPDATE subjobs SET state = ?, worker = COALESCE(?, worker) WHERE build_id = ? AND id = ?');
+  const selectHasExpected = db.prepare<[number], { found: number }>(
+    'SELECT EXISTS (SELECT 1 FROM atoms WHERE build_id = ? AND expected_time IS NOT NULL) AS found',
+  );
   const resetInProgress = db.prepare(
     `UPDATE atoms SET state = 'NOT_STARTED' WHERE build_id = ? AND state = 'IN_PROGRESS'`,
   );
@@ -140,6 +143,10 @@ export function createAtomStore(db: Db) {
     getAtom(buildId: number, subjobId: number, atomId: number): AtomRecord | null {
       const row = selectAtom.get(buildId, subjobId, atomId);
       return row ? toAtom(row) : null;
+    },
+    /** Whether any atom was planned with an expected time (they are set once, when the build is planned). */
+    hasExpectedTimes(buildId: number): boolean {
+      return selectHasExpected.get(buildId)!.found === 1;
     },
     listFailedAtoms(buildId: number): AtomRecord[] {
       return selectFailed.all(buildId).map(toAtom);

@@ -56,6 +56,17 @@ describe('a build run', () => {
     expect(r.executorsInUse).toBe(2);
   });
 
+  it('hands out freed BUILD_EXECUTOR_INDEX values lowest first, whatever order they were freed in', () => {
+    const r = run(5);
+    const taken = Array.from({ length: 50 }, () => r.takeBuildExecutor(1));
+    const freed = [37, 3, 49, 0, 12, 25, 8, 41, 19, 30];
+    for (const index of freed) r.releaseBuildExecutor(1, index);
+    r.holdBuildExecutor(12); // a lease that may resume after a restart keeps its index
+    const again = Array.from({ length: 10 }, () => r.takeBuildExecutor(1));
+    expect(taken).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    expect(again).toEqual([0, 3, 8, 19, 25, 30, 37, 41, 49, 50]);
+  });
+
   it('counts subjobs complete when their last atom is', () => {
     const r = run(2, 2);
     expect(r.remainingAtoms).toBe(4);
