@@ -142,7 +142,10 @@ export class PoolManager {
       }
       const isAlive = row.pid !== null && isOurs(pool.conf, row.name, row.pid);
       if (pool.conf.provider === 'local' && !isAlive) {
-        this.#deps.store.remove(row.name);
+        // It died while no master watched: its folder (a whole worker base directory) goes too, and the
+        // event log says so, as for a worker replaced while the master ran.
+        this.#track(stopPoolWorker(this.#deps.provider(pool.conf), pool.conf, row.name, null).then(() => this.#deps.store.remove(row.name)));
+        this.#deps.events.append('POOL_WORKER_STOPPED', { pool: row.pool, worker: row.name, reason: 'down', why: 'gone when the master started' });
         continue;
       }
       // It has start_timeout_seconds to come back to this master, as a fresh start would.

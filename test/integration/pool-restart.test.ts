@@ -1,0 +1,68 @@
+/**
+ * A local pool worker that died while its master was down (found by the chaos soak in pool mode): the
+ * restarted master used to drop its row and keep its folder under <base_directory>/pools/ for ever (a whole
+ * worker base directory per death). It now removes the folder, logs the stop, and starts a replacement.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConf } from '../../shared/conf.ts';
+import { createSilentLogger } from '../../shared/log.ts';
+import { isGroupAlive } from '../../shared/process.ts';
+import { startMaster, type MasterServer } from '../../master/server.ts';
+import { api, cleanupAll, eventually, tempDir } from '../support/cluster.ts';
+
+const servers: MasterServer[] = [];
+const pids = new Set<number>();
+afterEach(async () => {
+  for (const server of servers.splice(0)) await server.close().catch(() => undefined);
+  for (const pid of pids) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+  pids.clear();
+  await cleanupAll();
+});
+
+async function start(base: string, secret: string): Promise<{ url: string; secret: string; server: MasterServer }> {
+  const file = join(base, 'master.conf');
+  writeFileSync(file, [
+    '[general]', `secret = ${secret}`, `base_directory = ${base}`, 'heartbeat_interval = 0.2', 'kill_grace_seconds = 0.5',
+    '[pool p]', 'provider = local', 'min_workers = 1', 'max_workers = 1', 'start_timeout_seconds = 60',
+  ].join('\n'), { mode: 0o600 });
+  const server = await startMaster({ conf: { ...loadConf({ file, role: 'master', env: {} }), port: 0 }, log: createSilentLogger(), version: 'test', host: '127.0.0.1' });
+  servers.push(server);
+  return { url: server.url, secret, server };
+}
+
+async function workers(master: { url: string; secret: string }): Promise<{ name: string; pid: number | null }[]> {
+  const list = (await api(master, 'GET', '/v2/pools/p')).body.pool.workers as { name: string; pid: number | null }[];
+  for (const worker of list) if (worker.pid) pids.add(worker.pid);
+  return list;
+}
+
+describe('a local pool worker that died while the master was down', () => {
+  it('has its folder removed, a stop logged and a replacement started', async () => {
+    const base = tempDir('cr-pool-restart-');
+    const secret = randomBytes(16).toString('hex');
+    let master = await start(base, secret);
+    const [first] = await eventually('a pool worker started', async () => ((await workers(master)).length === 1 ? workers(master) : null), 30_000);
+    const folder = join(base, 'pools', 'p', first!.name);
+    expect(existsSync(folder)).toBe(true);
+
+    await master.server.close();
+    process.kill(-first!.pid!, 'SIGKILL');
+    await eventually('the worker dead', () => !isGroupAlive(first!.pid!), 10_000);
+
+    master = await start(base, secret);
+    await eventually('its folder removed', () => !existsSync(folder), 10_000);
+    const replacement = await eventually('a replacement', async () => (await workers(master)).find((worker) => worker.name !== first!.name), 30_000);
+    expect(replacement.name).toMatch(/^p-/);
+    const stopped = (await api(master, 'GET', '/v1/eventlog')).body.events.filter((event: any) => event.__tag__ === 'POOL_WORKER_STOPPED');
+    expect(stopped).toEqual([expect.objectContaining({ worker: first!.name, reason: 'down', why: 'gone when the master started' })]);
+  }, 60_000);
+});
