@@ -11,6 +11,16 @@
  * wrote 5,000 a second). It prints a table and exits 1 if any check fails.
  *
  * The same seed makes the same plan of builds and faults (timings on a loaded machine still vary).
+ *
+ * Pool mode (`--pool`, or SOAK_POOL=1; SPEC §13): no worker is started by hand. The master's conf has a
+ * `[pool soak]` local pool (min 0, max --workers) and the master starts, replaces and reaps the workers; the
+ * faults hit whichever pool workers run (found by their command line and the run token), a killed or drained
+ * one is not restarted by the soak (the pool must replace it), and a master restart must find its workers
+ * again (never more than max connected). At the end the pool must reap down to no worker, and once the
+ * master has stopped no worker process of the run may be left. Pool workers outlive a master stop by
+ * design (a restarted master takes them back: pool-manager.ts), so "none left" is the reap's doing, and
+ * a worker the master lost track of shows up as left. The table adds the pool's starts and stops by
+ * reason (POOL_WORKER_STARTED / POOL_WORKER_STOPPED in the event log).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -34,8 +44,15 @@ const { values: args } = parseArgs({
     workers: { type: 'string', default: '3' },
     keep: { type: 'boolean', default: false },
     'max-rate': { type: 'string', default: '200' },
+    pool: { type: 'boolean', default: false },
   },
 });
+const POOL = args.pool === true || process.env['SOAK_POOL'] === '1';
+/** Pool mode: the pool's name in the master's conf, and its windows (short, so a run sees many replacements). */
+const POOL_NAME = 'soak';
+const REPLACE_DOWN_AFTER_SECONDS = 2;
+const REAP_IDLE_AFTER_SECONDS = 5;
+const REAP_TIMEOUT_MS = 90_000;
 const SECONDS = positive(args.seconds!, '--seconds');
 const WORKERS = positive(args.workers!, '--workers');
 const MAX_RATE = positive(args['max-rate']!, '--max-rate');
@@ -202,8 +219,9 @@ function buildJob(atoms: number): Record<string, unknown> {
       'sleep "${N#*:}"',
     ],
     atomizers: [{ N: `printf '%s\\n' ${values.join(' ')}` }],
-    setup_build: ['echo "$SOAK_WORKER" >> "$PROJECT_DIR/setups"'],
-    teardown_build: ['echo "$SOAK_WORKER" >> "$PROJECT_DIR/teardowns"'],
+    // A pool worker has no SOAK_WORKER: it is told apart by its pid (bash's parent is the worker process).
+    setup_build: ['echo "${SOAK_WORKER:-pid$PPID}" >> "$PROJECT_DIR/setups"'],
+    teardown_build: ['echo "${SOAK_WORKER:-pid$PPID}" >> "$PROJECT_DIR/teardowns"'],
   };
 }
 
@@ -250,14 +268,72 @@ function track(work: Promise<void>): void {
   void work.finally(() => pending.delete(work));
 }
 
-/** Freezes a worker (SIGSTOP) for ms, then thaws it. */
-async function freeze(worker: Worker, ms: number): Promise<void> {
-  const child = worker.process!;
-  worker.frozen = true;
-  signalGroup(child, 'SIGSTOP');
+// ---- pool workers (pool mode) -------------------------------------------------------------------------------
+
+/** Live pool worker processes of this run: `clusterrunner worker … --pool soak` carrying the run token. */
+function poolWorkerProcesses(): { pid: number; name: string }[] {
+  const found: { pid: number; name: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (/^\d+ \(.*\) [ZX]/.test(readFileSync(`/proc/${entry}/stat`, 'utf8'))) continue;
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv[1] !== CLI || argv[2] !== 'worker' || argv[argv.indexOf('--pool') + 1] !== POOL_NAME) continue;
+      if (!readFileSync(`/proc/${entry}/environ`, 'latin1').split('\0').includes(`SOAK_RUN=${runToken}`)) continue;
+      found.push({ pid: Number(entry), name: argv[argv.indexOf('-n') + 1] ?? '?' });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) [ZX]/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+async function pidExited(pid: number): Promise<void> {
+  while (isRunning(pid)) await sleep(100);
+}
+
+function signalPid(pid: number, signal: NodeJS.Signals, group = true): void {
+  try {
+    process.kill(group ? -pid : pid, signal);
+  } catch {
+    // gone already
+  }
+}
+
+/** A worker process a fault can hit: hand-started (the soak restarts it) or a pool's (the pool replaces it). */
+interface Target {
+  /** What its setups and teardowns write (buildJob). */
+  readonly key: string;
+  readonly pid: number;
+  readonly hand: Worker | null;
+}
+const frozenPids = new Set<number>();
+
+function targets(): Target[] {
+  if (!POOL) {
+    return workers.filter((worker) => worker.process !== null && !worker.frozen)
+      .map((worker) => ({ key: `${worker.name}#${worker.generation}`, pid: worker.process!.pid!, hand: worker }));
+  }
+  return poolWorkerProcesses().filter((found) => !frozenPids.has(found.pid)).map((found) => ({ key: `pid${found.pid}`, pid: found.pid, hand: null }));
+}
+
+/** Freezes a worker (SIGSTOP) for ms, then thaws it (a pool may have stopped it meanwhile: SIGKILL ends a stopped process). */
+async function freeze(target: Target, ms: number): Promise<void> {
+  if (target.hand) target.hand.frozen = true;
+  frozenPids.add(target.pid);
+  signalPid(target.pid, 'SIGSTOP');
   await sleep(ms);
-  signalGroup(child, 'SIGCONT');
-  worker.frozen = false;
+  if (target.hand === null || target.hand.process?.pid === target.pid) signalPid(target.pid, 'SIGCONT');
+  frozenPids.delete(target.pid);
+  if (target.hand) target.hand.frozen = false;
 }
 
 /** The master down for ms (SIGTERM or SIGKILL), then started again on the same port and base folder. */
@@ -271,21 +347,21 @@ async function outage(ms: number): Promise<void> {
 }
 
 async function inject(kind: FaultKind): Promise<void> {
-  const idle = workers.filter((worker) => worker.process !== null && !worker.frozen);
+  const idle = targets();
   // Counted once past its guard: a fault with nothing to hit is not injected.
   const hit = () => injected.set(kind, (injected.get(kind) ?? 0) + 1);
   switch (kind) {
     case 'kill_worker': {
       if (idle.length === 0) return;
       hit();
-      const worker = pick(idle);
-      const child = worker.process!;
-      worker.process = null;
-      killedProcesses.add(`${worker.name}#${worker.generation}`);
-      signalGroup(child, 'SIGKILL');
-      await exited(child);
+      const target = pick(idle);
+      killedProcesses.add(target.key);
+      if (target.hand) target.hand.process = null;
+      signalPid(target.pid, 'SIGKILL');
+      await pidExited(target.pid);
+      if (target.hand === null) break;
       await sleep(between(500, 2000));
-      startWorker(worker);
+      startWorker(target.hand);
       break;
     }
     case 'freeze_worker': {
@@ -318,15 +394,14 @@ async function inject(kind: FaultKind): Promise<void> {
     case 'drain_worker': {
       if (idle.length === 0) return;
       hit();
-      const worker = pick(idle);
-      const child = worker.process!;
-      worker.process = null;
-      child.kill('SIGTERM');
+      const target = pick(idle);
+      if (target.hand) target.hand.process = null;
+      signalPid(target.pid, 'SIGTERM', false);
       // A drain finishes what runs (atoms of at most 1.5 s); a second SIGTERM after 10 s would be a hang.
-      const timer = setTimeout(() => child.kill('SIGTERM'), 10_000);
-      await exited(child);
+      const timer = setTimeout(() => signalPid(target.pid, 'SIGTERM', false), 10_000);
+      await pidExited(target.pid);
       clearTimeout(timer);
-      startWorker(worker);
+      if (target.hand) startWorker(target.hand);
       break;
     }
     case 'kill_master': {
@@ -522,6 +597,18 @@ async function checkResults(build: any): Promise<ResultCheck> {
 
 // ---- the run ---------------------------------------------------------------------------------------------
 
+/** Pool mode: the most pool workers the master had connected at once, and the most worker processes alive. */
+const poolPeak = { connected: 0, processes: 0 };
+async function watchPool(): Promise<void> {
+  poolPeak.processes = Math.max(poolPeak.processes, poolWorkerProcesses().length);
+  try {
+    const view = (await request('GET', `/v2/pools/${POOL_NAME}`)).body?.pool;
+    if (view) poolPeak.connected = Math.max(poolPeak.connected, view.connected_workers);
+  } catch {
+    // The master is down for a restart.
+  }
+}
+
 function sum(counts: ReadonlyMap<unknown, number>): number {
   return [...counts.values()].reduce((total, value) => total + value, 0);
 }
@@ -530,6 +617,10 @@ async function cleanup(): Promise<void> {
   for (const child of children) {
     signalGroup(child, 'SIGCONT');
     signalGroup(child, 'SIGKILL');
+  }
+  for (const found of POOL ? poolWorkerProcesses() : []) {
+    signalPid(found.pid, 'SIGCONT');
+    signalPid(found.pid, 'SIGKILL');
   }
   for (const pid of markedProcesses()) {
     try {
@@ -546,15 +637,21 @@ process.on('SIGINT', () => {
 });
 
 async function main(): Promise<number> {
-  console.log(`chaos soak: seed ${SEED}, ${SECONDS} s, ${WORKERS} workers × ${EXECUTORS} executors, folder ${root}`);
+  console.log(`chaos soak: seed ${SEED}, ${SECONDS} s, ${POOL ? `a local pool of 0 to ${WORKERS}` : WORKERS} workers × ${EXECUTORS} executors, folder ${root}`);
   const port = await freePort();
   masterUrl = `http://127.0.0.1:${port}`;
   masterConf = writeConf(masterDir, [
     '[general]', `secret = ${secret}`, `base_directory = ${join(masterDir, 'base')}`, 'kill_grace_seconds = 0.5',
+    // Pool workers read the master's conf: the same heartbeats as the hand-started workers' (LEASE_WINDOW_MS).
+    ...(POOL ? ['heartbeat_interval = 0.25', 'heartbeat_failure_threshold = 12'] : []),
     '[master]', `port = ${port}`,
+    ...(POOL ? [
+      `[pool ${POOL_NAME}]`, 'provider = local', 'min_workers = 0', `max_workers = ${WORKERS}`, `executors_per_worker = ${EXECUTORS}`,
+      `replace_down_after_seconds = ${REPLACE_DOWN_AFTER_SECONDS}`, `reap_idle_after_seconds = ${REAP_IDLE_AFTER_SECONDS}`, 'start_timeout_seconds = 60',
+    ] : []),
   ]);
   await startMaster();
-  for (let index = 0; index < WORKERS; index += 1) {
+  for (let index = 0; index < (POOL ? 0 : WORKERS); index += 1) {
     const worker: Worker = { name: `soak-worker-${index + 1}`, dir: join(root, `worker-${index + 1}`), process: null, frozen: false, generation: 0 };
     workers.push(worker);
     startWorker(worker);
@@ -563,6 +660,7 @@ async function main(): Promise<number> {
   const end = Date.now() + SECONDS * 1000;
   let nextFaultAt = Date.now() + between(2000, 5000);
   const detector = setInterval(scanForLivelock, 1000);
+  const poolWatch = POOL ? setInterval(() => void watchPool(), 500) : null;
   while (Date.now() < end) {
     const builds = await listBuilds();
     const inFlight = builds === null ? MAX_BUILDS_IN_FLIGHT : builds.filter((build) => !TERMINAL.has(build.status)).length;
@@ -576,6 +674,7 @@ async function main(): Promise<number> {
   console.log('faults stopped; waiting for every build to end');
   await Promise.all(pending);
   for (const worker of workers) if (worker.process === null) startWorker(worker);
+  for (const pid of frozenPids) signalPid(pid, 'SIGCONT');
 
   // Every build the master accepted, including any whose answer a restart swallowed.
   const settleEnd = Date.now() + SETTLE_TIMEOUT_MS;
@@ -610,6 +709,21 @@ async function main(): Promise<number> {
   const survivors = markedProcesses();
   if (survivors.length > 0) problems.push(`${survivors.length} marked processes still alive: ${survivors.join(', ')}`);
 
+  // Pool mode: with no work left the pool reaps down to nothing (min 0) before the master stops.
+  let reapedInMs: number | null = null;
+  if (POOL) {
+    const reapStart = Date.now();
+    while (Date.now() - reapStart < REAP_TIMEOUT_MS) {
+      const view = (await retrying('GET', `/v2/pools/${POOL_NAME}`))?.body?.pool;
+      if (view && view.workers.length === 0 && poolWorkerProcesses().length === 0) {
+        reapedInMs = Date.now() - reapStart;
+        break;
+      }
+      await sleep(250);
+    }
+    if (reapedInMs === null) problems.push(`the pool did not reap down to no worker within ${REAP_TIMEOUT_MS / 1000} s`);
+  }
+
   // Stop everything, then look at the database as it was left.
   for (const worker of workers) if (worker.process) worker.process.kill('SIGTERM');
   await Promise.all(workers.map((worker) => (worker.process ? exited(worker.process) : Promise.resolve())));
@@ -617,6 +731,10 @@ async function main(): Promise<number> {
     master.kill('SIGTERM');
     await exited(master);
   }
+  if (poolWatch) clearInterval(poolWatch);
+  const workersLeft = POOL ? poolWorkerProcesses() : [];
+  if (workersLeft.length > 0) problems.push(`${workersLeft.length} pool worker processes left after the master stopped: ${workersLeft.map((found) => `${found.name} (pid ${found.pid})`).join(', ')}`);
+  if (poolPeak.connected > WORKERS) problems.push(`${poolPeak.connected} pool workers connected at once, above max_workers ${WORKERS}`);
   clearInterval(detector);
   scanForLivelock();
   if (livelocks.length > 0) problems.push(...livelocks.map((line) => `livelock detector: ${line}`));
@@ -625,6 +743,10 @@ async function main(): Promise<number> {
   const database = new Database(join(masterDir, 'base', 'clusterrunner.db'), { readonly: true });
   const integrity = (database.prepare('PRAGMA integrity_check').pluck().get() as string) ?? 'no answer';
   const leases = database.prepare('SELECT COUNT(*) FROM leases').pluck().get() as number;
+  const poolEvents = database.prepare(`SELECT tag, json_extract(fields, '$.reason') AS reason, COUNT(*) AS n FROM events
+    WHERE tag IN ('POOL_WORKER_STARTED', 'POOL_WORKER_STOPPED', 'POOL_WORKER_START_FAILED') GROUP BY tag, reason ORDER BY tag, reason`)
+    .all() as { tag: string; reason: string | null; n: number }[];
+  const poolRows = database.prepare('SELECT COUNT(*) FROM pool_workers').pluck().get() as number;
   database.close();
   if (integrity !== 'ok') problems.push(`integrity_check: ${integrity}`);
   if (leases !== 0) problems.push(`${leases} leases left in the database`);
@@ -647,6 +769,15 @@ async function main(): Promise<number> {
     ['livelock detector', `${livelocks.length === 0 ? 'no livelock' : `${livelocks.length} seconds over the limit`} (limit ${MAX_RATE}/s; ` +
       `busiest: ${busiest.count}/s of ${busiest.what})`],
     ['processes left', String(survivors.length)],
+    ...(POOL ? [
+      ['pool: workers started', String(poolEvents.find((row) => row.tag === 'POOL_WORKER_STARTED')?.n ?? 0)],
+      ['pool: workers stopped (by reason)', poolEvents.filter((row) => row.tag === 'POOL_WORKER_STOPPED').map((row) => `${row.n} ${row.reason}`).join(', ') || 'none'],
+      ['pool: failed starts', String(poolEvents.find((row) => row.tag === 'POOL_WORKER_START_FAILED')?.n ?? 0)],
+      ['pool: most connected / processes at once', `${poolPeak.connected} / ${poolPeak.processes} (max_workers ${WORKERS})`],
+      ['pool: reaped to no worker in', reapedInMs === null ? 'never' : `${(reapedInMs / 1000).toFixed(1)} s after the last build`],
+      ['pool: worker processes left after the stop', String(workersLeft.length)],
+      ['pool: rows left in pool_workers', String(poolRows)],
+    ] as [string, string][] : []),
     ['leases left', String(leases)],
     ['integrity_check', integrity],
   ];
