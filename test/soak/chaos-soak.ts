@@ -738,8 +738,6 @@ async function main(): Promise<number> {
   clearInterval(detector);
   scanForLivelock();
   if (livelocks.length > 0) problems.push(...livelocks.map((line) => `livelock detector: ${line}`));
-  const setupCheck = checkSetups();
-  problems.push(...setupCheck.problems);
   const database = new Database(join(masterDir, 'base', 'clusterrunner.db'), { readonly: true });
   const integrity = (database.prepare('PRAGMA integrity_check').pluck().get() as string) ?? 'no answer';
   const leases = database.prepare('SELECT COUNT(*) FROM leases').pluck().get() as number;
@@ -747,7 +745,15 @@ async function main(): Promise<number> {
     WHERE tag IN ('POOL_WORKER_STARTED', 'POOL_WORKER_STOPPED', 'POOL_WORKER_START_FAILED') GROUP BY tag, reason ORDER BY tag, reason`)
     .all() as { tag: string; reason: string | null; n: number }[];
   const poolRows = database.prepare('SELECT COUNT(*) FROM pool_workers').pluck().get() as number;
+  // A pool worker the pool stopped as down or as a failed start (a freeze outlived replace_down_after_seconds
+  // or start_timeout_seconds) may have been SIGKILLed by it: like the soak's own kills, it owes no teardown.
+  const poolKilled = database.prepare(`SELECT json_extract(started.fields, '$.pid') FROM events AS stopped
+    JOIN events AS started ON started.tag = 'POOL_WORKER_STARTED' AND json_extract(started.fields, '$.worker') = json_extract(stopped.fields, '$.worker')
+    WHERE stopped.tag = 'POOL_WORKER_STOPPED' AND json_extract(stopped.fields, '$.reason') IN ('down', 'failed_start')`).pluck().all() as (number | null)[];
   database.close();
+  for (const pid of poolKilled) if (pid !== null) killedProcesses.add(`pid${pid}`);
+  const setupCheck = checkSetups();
+  problems.push(...setupCheck.problems);
   if (integrity !== 'ok') problems.push(`integrity_check: ${integrity}`);
   if (leases !== 0) problems.push(`${leases} leases left in the database`);
   if (lost > 0) problems.push(`${lost} results lost`);
