@@ -635,6 +635,12 @@ async function cleanup(): Promise<void> {
 process.on('SIGINT', () => {
   void cleanup().then(() => process.exit(130));
 });
+// A fault's recovery that throws (the master does not come back) ends the run, without leaving processes behind.
+process.on('unhandledRejection', (error: unknown) => {
+  console.error('the soak itself failed:', error);
+  args.keep = true;
+  void cleanup().then(() => process.exit(2));
+});
 
 async function main(): Promise<number> {
   console.log(`chaos soak: seed ${SEED}, ${SECONDS} s, ${POOL ? `a local pool of 0 to ${WORKERS}` : WORKERS} workers × ${EXECUTORS} executors, folder ${root}`);
