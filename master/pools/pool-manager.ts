@@ -367,7 +367,9 @@ export class PoolManager {
         this.#deps.log.warn({ pool: pool.conf.name, worker: instance.name, error: problem }, 'stopping a pool worker went wrong');
       }
       pool.instances.delete(instance.name);
-      if (!this.#closing) this.#deps.store.remove(instance.name);
+      // Also while closing (close() waits for this before the store closes): the worker is stopped, and a
+      // row left behind made the next master take a stopped worker back (a command pool ran its stop twice).
+      this.#deps.store.remove(instance.name);
       this.#deps.events.append('POOL_WORKER_STOPPED', { pool: pool.conf.name, worker: instance.name, reason, why, ...(problem === null ? {} : { error: problem }) });
     })());
   }

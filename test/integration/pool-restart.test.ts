@@ -1,15 +1,18 @@
 /**
- * A local pool worker that died while its master was down (found by the chaos soak in pool mode): the
- * restarted master used to drop its row and keep its folder under <base_directory>/pools/ for ever (a whole
- * worker base directory per death). It now removes the folder, logs the stop, and starts a replacement.
+ * Pool workers across a master restart, two cases the chaos soak in pool mode found:
+ * - a local pool worker that died while its master was down: the restarted master used to drop its row and
+ *   keep its folder under <base_directory>/pools/ for ever (a whole worker base directory per death);
+ * - a worker being stopped when the master stops: its row stayed, and the next master took the stopped
+ *   worker back (a command pool then ran its stop command a second time).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConf } from '../../shared/conf.ts';
 import { createSilentLogger } from '../../shared/log.ts';
 import { isGroupAlive } from '../../shared/process.ts';
+import { openDatabase } from '../../master/store/database.ts';
 import { startMaster, type MasterServer } from '../../master/server.ts';
 import { api, cleanupAll, eventually, tempDir } from '../support/cluster.ts';
 
@@ -28,11 +31,12 @@ afterEach(async () => {
   await cleanupAll();
 });
 
-async function start(base: string, secret: string): Promise<{ url: string; secret: string; server: MasterServer }> {
+const LOCAL_POOL = ['[pool p]', 'provider = local', 'min_workers = 1', 'max_workers = 1', 'start_timeout_seconds = 60'];
+
+async function start(base: string, secret: string, pool = LOCAL_POOL): Promise<{ url: string; secret: string; server: MasterServer }> {
   const file = join(base, 'master.conf');
   writeFileSync(file, [
-    '[general]', `secret = ${secret}`, `base_directory = ${base}`, 'heartbeat_interval = 0.2', 'kill_grace_seconds = 0.5',
-    '[pool p]', 'provider = local', 'min_workers = 1', 'max_workers = 1', 'start_timeout_seconds = 60',
+    '[general]', `secret = ${secret}`, `base_directory = ${base}`, 'heartbeat_interval = 0.2', 'kill_grace_seconds = 0.5', ...pool,
   ].join('\n'), { mode: 0o600 });
   const server = await startMaster({ conf: { ...loadConf({ file, role: 'master', env: {} }), port: 0 }, log: createSilentLogger(), version: 'test', host: '127.0.0.1' });
   servers.push(server);
@@ -64,5 +68,31 @@ describe('a local pool worker that died while the master was down', () => {
     expect(replacement.name).toMatch(/^p-/);
     const stopped = (await api(master, 'GET', '/v1/eventlog')).body.events.filter((event: any) => event.__tag__ === 'POOL_WORKER_STOPPED');
     expect(stopped).toEqual([expect.objectContaining({ worker: first!.name, reason: 'down', why: 'gone when the master started' })]);
+  }, 60_000);
+
+  it('is not taken back by the next master when it was being stopped as the master stopped', async () => {
+    const base = tempDir('cr-pool-restart-');
+    const secret = randomBytes(16).toString('hex');
+    const stopped = join(base, 'stopped');
+    const go = join(base, 'go');
+    // Every start fails; each failed start runs the stop command, which waits for the test's go-ahead.
+    const script = join(base, 'stop.sh');
+    writeFileSync(script, `#!/bin/sh\necho "$WORKER_NAME" >> ${stopped}\nwhile [ ! -e ${go} ]; do sleep 0.05; done\n`, { mode: 0o755 });
+    const pool = ['[pool p]', 'provider = command', 'min_workers = 1', 'max_workers = 1', 'start_command = exit 3', `stop_command = ${script}`];
+    let master = await start(base, secret, pool);
+    await eventually('a stop command running', () => existsSync(stopped), 30_000);
+    const first = readFileSync(stopped, 'utf8').trim().split('\n')[0]!;
+    // The master stops while the stop command runs (close() waits for it).
+    const closing = master.server.close();
+    writeFileSync(go, '');
+    await closing;
+
+    const db = openDatabase(join(base, 'clusterrunner.db'));
+    const rows = db.prepare('SELECT name FROM pool_workers').pluck().all();
+    db.close();
+    expect(rows).not.toContain(first);
+    master = await start(base, secret, pool);
+    expect((await workers(master)).map((worker) => worker.name)).not.toContain(first);
+    expect(readFileSync(stopped, 'utf8').trim().split('\n').filter((name) => name === first)).toHaveLength(1);
   }, 60_000);
 });
