@@ -77,12 +77,19 @@ function toSubjob(row: SubjobRow): SubjobRecord {
   return { buildId: row.build_id, id: row.id, state: row.state, worker: row.worker };
 }
 
+/** Rows per INSERT when a plan is written: one statement per row made 100,000 atoms take seconds (issue 18). */
+const PLAN_ROWS_PER_INSERT = 200;
+
 export function createAtomStore(db: Db) {
-  const insertSubjob = db.prepare(`INSERT INTO subjobs (build_id, id, state) VALUES (?, ?, 'NOT_STARTED')`);
-  const insertAtom = db.prepare(
-    `INSERT INTO atoms (build_id, subjob_id, id, variable, value, state, expected_time)
-     VALUES (?, ?, ?, ?, ?, 'NOT_STARTED', ?)`,
+  const insertSubjobs = (rows: number) => db.prepare(
+    `INSERT INTO subjobs (build_id, id, state) VALUES ${Array.from({ length: rows }, () => "(?, ?, 'NOT_STARTED')").join(', ')}`,
   );
+  const insertAtoms = (rows: number) => db.prepare(
+    `INSERT INTO atoms (build_id, subjob_id, id, variable, value, state, expected_time)
+     VALUES ${Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, 'NOT_STARTED', ?)").join(', ')}`,
+  );
+  const insertFullSubjobs = insertSubjobs(PLAN_ROWS_PER_INSERT);
+  const insertFullAtoms = insertAtoms(PLAN_ROWS_PER_INSERT);
   const selectSubjobs = db.prepare<[number], SubjobRow>('SELECT * FROM subjobs WHERE build_id = ? ORDER BY id');
   const selectSubjob = db.prepare<[number, number], SubjobRow>('SELECT * FROM subjobs WHERE build_id = ? AND id = ?');
   const selectBuildAtoms = db.prepare<[number], AtomRow>('SELECT * FROM atoms WHERE build_id = ? ORDER BY subjob_id, id');
@@ -119,13 +126,28 @@ export function createAtomStore(db: Db) {
   );
 
   return {
+    /** Subjob rows first (the atoms' foreign key needs them), PLAN_ROWS_PER_INSERT rows per statement. */
     insertPlan(buildId: number, subjobs: readonly PlannedSubjob[]): void {
+      const values: unknown[] = [];
+      let rows = 0;
+      const flush = (full: ReturnType<typeof insertSubjobs>, partial: (rows: number) => ReturnType<typeof insertSubjobs>) => {
+        if (rows === 0) return;
+        (rows === PLAN_ROWS_PER_INSERT ? full : partial(rows)).run(values);
+        values.length = 0;
+        rows = 0;
+      };
       for (const subjob of subjobs) {
-        insertSubjob.run(buildId, subjob.id);
+        values.push(buildId, subjob.id);
+        if (++rows === PLAN_ROWS_PER_INSERT) flush(insertFullSubjobs, insertSubjobs);
+      }
+      flush(insertFullSubjobs, insertSubjobs);
+      for (const subjob of subjobs) {
         for (const atom of subjob.atoms) {
-          insertAtom.run(buildId, subjob.id, atom.id, atom.variable, atom.value, atom.expectedTime);
+          values.push(buildId, subjob.id, atom.id, atom.variable, atom.value, atom.expectedTime);
+          if (++rows === PLAN_ROWS_PER_INSERT) flush(insertFullAtoms, insertAtoms);
         }
       }
+      flush(insertFullAtoms, insertAtoms);
     },
     listSubjobs(buildId: number): SubjobRecord[] {
       return selectSubjobs.all(buildId).map(toSubjob);

@@ -40,7 +40,11 @@ export class WriteBatcher {
   #policy: WriteFailurePolicy | null = null;
   readonly #reported = new Set<WriteOwner>();
 
-  constructor(db: Db, maxPending = 5000) {
+  /**
+   * A commit runs on the loop that answers HTTP: past maxPending writes the batch commits at once, so no turn
+   * holds more than that (1000 writes, about 80 results, take a few ms; 5000 kept status reads waiting, issue 18).
+   */
+  constructor(db: Db, maxPending = 1000) {
     this.#db = db;
     this.#maxPending = maxPending;
   }
