@@ -8,6 +8,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage } from './errors.ts';
+import type { Spawner } from './spawner.ts';
 
 export const STOP_REASONS = ['cancel', 'timeout', 'worker_stop', 'lease_lost'] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
@@ -70,6 +71,8 @@ export interface ShellOptions {
   readonly signal?: AbortSignal;
   /** Put into the child's environment as CLUSTERRUNNER_MARKER so escaped processes can be found later. */
   readonly marker?: string;
+  /** Fork through this small long-lived process (shared/spawner.ts) instead of from this one. */
+  readonly spawner?: Spawner | null;
 }
 
 export interface GroupProcess {
@@ -115,22 +118,8 @@ export function spawnShell(command: string, options: ShellOptions): GroupProcess
   const env: NodeJS.ProcessEnv =
     options.marker === undefined ? { ...options.env } : { ...options.env, [MARKER_VARIABLE]: options.marker };
   const startedAt = performance.now();
-
-  let child: ChildProcess;
-  try {
-    child = spawn('/bin/bash', ['-c', script], {
-      cwd: options.cwd,
-      env,
-      detached: true,
-      ...(options.runAs ? { uid: options.runAs.uid, gid: options.runAs.gid } : {}),
-      // In merged mode stderr is still piped: bash parses the whole first line before it runs
-      // `exec 2>&1`, so a syntax error in the command is written to the original stderr.
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (error) {
-    // Some spawn errors (bad arguments, resource limits) are thrown instead of emitted.
-    return failedProcess(describeSpawnFailure(error, options.cwd), options.onOutput, startedAt);
-  }
+  const onStdout = options.onOutput;
+  const onStderr = mergeStderr ? options.onOutput : options.onStderr;
 
   let stopReason: StopReason | null = null;
   let hasExited = false;
@@ -143,21 +132,64 @@ export function spawnShell(command: string, options: ShellOptions): GroupProcess
   const result = new Promise<ProcessResult>((resolve) => {
     resolveResult = resolve;
   });
+  // stdout and stderr are both piped (in merged mode too: bash parses the whole first line before it runs
+  // `exec 2>&1`, so a syntax error in the command is written to the original stderr).
+  let openStreams = 2;
+  let pgid = 0;
+  let resolvePid!: (pid: number) => void;
+  const pidKnown = new Promise<number>((resolve) => {
+    resolvePid = resolve;
+  });
 
-  const streams = [child.stdout, child.stderr].filter((stream) => stream !== null);
-  let openStreams = streams.length;
-  const onStdout = options.onOutput;
-  const onStderr = mergeStderr ? options.onOutput : options.onStderr;
-  // Always read both pipes, even with nobody listening, so a chatty command never blocks on a full pipe.
-  child.stdout?.on('data', (chunk: Buffer) => onStdout?.(chunk));
-  child.stderr?.on('data', (chunk: Buffer) => onStderr?.(chunk));
-  for (const stream of streams) {
-    // Reading a pipe can fail (EIO and the like); the exit status still tells the outcome.
-    stream.on('error', () => undefined);
-    stream.on('close', () => {
-      openStreams -= 1;
-      if (openStreams === 0) settle();
-    });
+  function settle(): void {
+    if (isSettled || exitResult === undefined) return;
+    isSettled = true;
+    clearTimeout(drainTimer);
+    // Output arriving after this would belong to nobody; closing our end also frees the event loop.
+    launched.close();
+    resolveResult(exitResult);
+  }
+
+  function streamClosed(): void {
+    openStreams -= 1;
+    if (openStreams === 0) settle();
+  }
+
+  function finish(exitCode: number, signal: NodeJS.Signals | null): void {
+    if (hasExited) return;
+    hasExited = true;
+    detachTriggers();
+    exitResult = { exitCode, signal, stopReason, durationMs: Math.round(performance.now() - startedAt) };
+    if (openStreams === 0) settle();
+    else drainTimer = setTimeout(settle, PIPE_DRAIN_MS);
+  }
+
+  function failStart(message: string): void {
+    if (hasExited) return;
+    onStdout?.(Buffer.from(`clusterrunner: could not start the command: ${message}\n`));
+    openStreams = 0;
+    resolvePid(0);
+    finish(SPAWN_FAILURE_EXIT_CODE, null);
+  }
+
+  const sink: LaunchSink = {
+    // Always read both pipes, even with nobody listening, so a chatty command never blocks on a full pipe.
+    data: (stream, chunk) => (stream === 1 ? onStdout : onStderr)?.(chunk),
+    closed: streamClosed,
+    pid: (pid) => {
+      pgid = pid;
+      resolvePid(pid);
+    },
+    exit: finish,
+    failed: failStart,
+  };
+  let launched: Launched;
+  if (options.spawner) {
+    launched = launchWithSpawner(options.spawner, script, env, options, sink);
+  } else {
+    const direct = launchWithNode(script, env, options, sink);
+    if (typeof direct === 'string') return failedProcess(direct, options.onOutput, startedAt);
+    launched = direct;
   }
 
   const onAbort = (): void => {
@@ -170,43 +202,14 @@ export function spawnShell(command: string, options: ShellOptions): GroupProcess
     options.signal?.removeEventListener('abort', onAbort);
   }
 
-  function settle(): void {
-    if (isSettled || exitResult === undefined) return;
-    isSettled = true;
-    clearTimeout(drainTimer);
-    // Output arriving after this would belong to nobody; closing our end also frees the event loop.
-    for (const stream of streams) stream.destroy();
-    resolveResult(exitResult);
-  }
-
-  function finish(exitCode: number, signal: NodeJS.Signals | null): void {
-    if (hasExited) return;
-    hasExited = true;
-    detachTriggers();
-    exitResult = { exitCode, signal, stopReason, durationMs: Math.round(performance.now() - startedAt) };
-    if (openStreams === 0) settle();
-    else drainTimer = setTimeout(settle, PIPE_DRAIN_MS);
-  }
-
-  child.on('exit', (code, signal) => {
-    finish(code ?? -signalNumber(signal), signal);
-  });
-  child.on('error', (error) => {
-    // With a pid the process exists and 'exit' will come; without one it never started.
-    if (child.pid !== undefined || hasExited) return;
-    options.onOutput?.(Buffer.from(describeSpawnFailure(error, options.cwd)));
-    openStreams = 0;
-    finish(SPAWN_FAILURE_EXIT_CODE, null);
-  });
-
-  const pgid = child.pid ?? 0;
-
   function stop(reason: StopReason): Promise<ProcessResult> {
     if (stopping !== undefined) return stopping;
     if (!hasExited) stopReason = reason;
     detachTriggers();
     stopping = (async () => {
-      if (pgid > 0) await killGroup(pgid, options.graceMs);
+      // Through the spawner the pid arrives a moment after the start; it cannot be signalled before.
+      const pid = await pidKnown;
+      if (pid > 0) await killGroup(pid, options.graceMs);
       return result;
     })();
     return stopping;
@@ -222,16 +225,114 @@ export function spawnShell(command: string, options: ShellOptions): GroupProcess
   }
 
   return {
-    pid: pgid,
+    get pid() {
+      return pgid;
+    },
     result,
     stop,
-    pauseOutput: () => {
+    pauseOutput: () => launched.pause(),
+    resumeOutput: () => launched.resume(),
+  };
+}
+
+/** What a launcher reports to spawnShell. */
+interface LaunchSink {
+  data(stream: 1 | 2, chunk: Buffer): void;
+  /** One of the two pipes reached its end (or failed). */
+  closed(): void;
+  pid(pid: number): void;
+  exit(exitCode: number, signal: NodeJS.Signals | null): void;
+  /** The command never started; the message says why. */
+  failed(message: string): void;
+}
+
+interface Launched {
+  pause(): void;
+  resume(): void;
+  /** Stops reading the pipes for good. */
+  close(): void;
+}
+
+/** Node's own spawn; a string when it threw (the reason). */
+function launchWithNode(script: string, env: NodeJS.ProcessEnv, options: ShellOptions, sink: LaunchSink): Launched | string {
+  let child: ChildProcess;
+  try {
+    child = spawn('/bin/bash', ['-c', script], {
+      cwd: options.cwd,
+      env,
+      detached: true,
+      ...(options.runAs ? { uid: options.runAs.uid, gid: options.runAs.gid } : {}),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch (error) {
+    // Some spawn errors (bad arguments, resource limits) are thrown instead of emitted.
+    return describeSpawnFailure(error, options.cwd);
+  }
+  const streams = [child.stdout, child.stderr].filter((stream) => stream !== null);
+  child.stdout?.on('data', (chunk: Buffer) => sink.data(1, chunk));
+  child.stderr?.on('data', (chunk: Buffer) => sink.data(2, chunk));
+  for (const stream of streams) {
+    // Reading a pipe can fail (EIO and the like); the exit status still tells the outcome.
+    stream.on('error', () => undefined);
+    stream.on('close', () => sink.closed());
+  }
+  if (child.pid !== undefined) sink.pid(child.pid);
+  child.on('exit', (code, signal) => sink.exit(code ?? -signalNumber(signal), signal));
+  child.on('error', (error) => {
+    // With a pid the process exists and 'exit' will come; without one it never started.
+    if (child.pid !== undefined) return;
+    sink.failed(describeSpawnFailure(error, options.cwd).replace(/^clusterrunner: could not start the command: /, '').trimEnd());
+  });
+  return {
+    pause: () => {
       for (const stream of streams) stream.pause();
     },
-    resumeOutput: () => {
+    resume: () => {
       for (const stream of streams) stream.resume();
     },
+    close: () => {
+      for (const stream of streams) stream.destroy();
+    },
   };
+}
+
+function launchWithSpawner(spawner: Spawner, script: string, env: NodeJS.ProcessEnv, options: ShellOptions, sink: LaunchSink): Launched {
+  let isClosed = false;
+  let openStreams = 2;
+  const id = spawner.spawn(
+    { cwd: options.cwd, env, script, ...(options.runAs ? { uid: options.runAs.uid, gid: options.runAs.gid } : {}) },
+    {
+      onPid: (pid) => sink.pid(pid),
+      onData: (stream, chunk) => sink.data(stream, chunk),
+      onClose: () => {
+        openStreams -= 1;
+        sink.closed();
+      },
+      onExit: (code, signal) => {
+        const name = signal === 0 ? null : signalName(signal);
+        sink.exit(signal === 0 ? code : -signal, name);
+      },
+      onFail: (message) => {
+        if (isClosed) return;
+        // The spawner went away under a running command: its end is unknown, its pipes are gone.
+        for (; openStreams > 0; openStreams--) sink.closed();
+        sink.failed(message);
+      },
+    },
+  );
+  return {
+    pause: () => spawner.pause(id),
+    resume: () => spawner.resume(id),
+    close: () => {
+      isClosed = true;
+      spawner.drop(id);
+    },
+  };
+}
+
+function signalName(signal: number): NodeJS.Signals | null {
+  for (const [name, number] of Object.entries(osConstants.signals)) if (number === signal) return name as NodeJS.Signals;
+  return null;
 }
 
 function failedProcess(

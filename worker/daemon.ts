@@ -14,6 +14,7 @@ import { PROTOCOL_VERSION, type MasterMessage, type RegisterMessage, type SetupB
 import { MasterConnection, type ReceivedOutput } from './connection.ts';
 import { OutputRecord, outputKey } from './output-record.ts';
 import { runSubjob, type BuildContext } from './executor.ts';
+import { Spawner, spawnerAvailable } from '../shared/spawner.ts';
 import { prepareWorkspace, type WorkspaceDeps } from './workspace.ts';
 import { downloadSnapshot } from './snapshot.ts';
 import { handOver, resolveRunAs, userEnvironment } from './run-as.ts';
@@ -139,6 +140,11 @@ export class WorkerDaemon {
   /** Machine figures and the worker's own health verdict for every heartbeat (SPEC §13). */
   readonly #health: WorkerHealth;
   #logRotation: LogRotation | null = null;
+  /**
+   * Atoms, setups and teardowns fork from this small process, not from ours (issue 18: a fork of this
+   * process costs its page tables and copy-on-write faults, paid on its one thread); null without perl.
+   */
+  readonly #spawner: Spawner | null = spawnerAvailable() ? new Spawner() : null;
   #workerId: number | null = null;
   #isDraining = false;
   #resolveExit: (code: number) => void = () => undefined;
@@ -426,6 +432,7 @@ export class WorkerDaemon {
       graceMs: build.message.kill_grace_ms,
       marker: build.marker,
       runAs: this.#runAs,
+      spawner: this.#spawner,
       onOutput: (chunk) => tail.push(chunk),
     });
     started(child);
@@ -458,6 +465,7 @@ export class WorkerDaemon {
       log: this.#log.child({ buildId: message.build_id, subjobId: message.subjob_id }),
       signal: abort.signal,
       outputs: this.#outputs,
+      spawner: this.#spawner,
     }).catch((error: unknown) => {
       this.#log.error({ ...ids, err: error }, 'running the subjob failed');
       this.#connection.send({ type: 'subjob_finished', ...ids });
@@ -545,6 +553,7 @@ export class WorkerDaemon {
       await this.#diskBound.close();
       await this.#health.close();
       this.#logRotation?.close();
+      this.#spawner?.close();
       await rm(this.#workDir, { recursive: true, force: true }).catch(() => undefined);
       this.#log.info({ code }, 'worker stopped');
       this.#resolveExit(code);

@@ -6,6 +6,7 @@ import { commandEnvironment } from '../shared/conf.ts';
 import type { Logger } from '../shared/log.ts';
 import { isGroupAlive, killMarkedProcessesUntilGone, spawnShell, type RunAsUser } from '../shared/process.ts';
 import { userEnvironment } from './run-as.ts';
+import type { Spawner } from '../shared/spawner.ts';
 import { MAX_OUTPUT_CHUNK_CHARS, type RunSubjobMessage } from '../shared/protocol.ts';
 import type { MasterConnection } from './connection.ts';
 import { hasArtifacts, sendArtifacts } from './artifacts.ts';
@@ -70,6 +71,8 @@ export async function runSubjob(options: {
   signal: AbortSignal;
   /** Where each running atom's output record is kept while it runs (key: outputKey). */
   outputs: Map<string, OutputRecord>;
+  /** Forks the atoms from this small process when given (shared/spawner.ts). */
+  spawner?: Spawner | null;
 }): Promise<void> {
   const { message, build, connection, signal } = options;
   const ids = { lease_id: message.lease_id, build_id: message.build_id, subjob_id: message.subjob_id };
@@ -116,6 +119,7 @@ export async function runSubjob(options: {
       signal,
       marker,
       runAs: build.runAs,
+      spawner: options.spawner ?? null,
       onOutput: (chunk) => {
         if (outputBytes > outputLimit) return;
         outputBytes += chunk.length;
@@ -143,7 +147,9 @@ export async function runSubjob(options: {
     const leftBehind = result.stopReason === null && child.pid > 0 && isGroupAlive(child.pid);
     if (leftBehind) void child.stop('cancel');
     // And what left the group (setsid, a double fork), found by its marker or, marker shed, its ARTIFACT_DIR.
-    if (result.stopReason === null) void killMarkedProcessesUntilGone(marker, fingerprints);
+    // Through the spawner, its list of children says whether anything escaped at all: reading the environment
+    // of every process on the machine after every atom was most of a worker's time on trivial atoms (issue 18).
+    if (result.stopReason === null && (options.spawner?.mayHaveEscaped() ?? true)) void killMarkedProcessesUntilGone(marker, fingerprints);
     if (congestionTimer !== null) clearInterval(congestionTimer);
     const rest = decoder.end();
     if (rest && outputBytes <= outputLimit) forward(rest);

@@ -1,0 +1,384 @@
+/**
+ * A small long-lived process that forks commands on our behalf (issue 18). Node's spawn forks the whole
+ * worker (page tables of a 100+ MB heap, then copy-on-write faults) and waits on its own thread until the
+ * child has exec'd; from a process of a few MB a fork costs a fraction of that, and the worker's thread only
+ * writes one request. The spawner is Perl (present on every Linux that has bash's usual company: Debian's
+ * perl-base is essential); where there is none, callers fall back to Node's spawn (spawnerAvailable()).
+ *
+ * What a command gets is what spawnShell gave it: its own session and process group (setsid), stdin from
+ * /dev/null, stdout and stderr on two pipes read by the spawner and relayed here in frames, the environment
+ * given (nothing else), the cwd, and run_as_user's uid/gid (supplementary groups dropped). The spawner reports
+ * the pid, the output, each pipe's end and the exit status; pausing a command's output stops reading its
+ * pipes, so a command whose reader cannot keep up blocks on its next write. Signals are sent from here.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { Writable } from 'node:stream';
+
+/*
+ * Requests (here -> spawner): u32 length, then op (1 byte), u32 id, payload. S: cwd NUL uid NUL gid NUL
+ * script (NUL env entry)*; P: pause; R: resume; D: drop (close its pipes, forget it).
+ * Events (spawner -> here): op (1 byte), u32 id, u32 length, payload. P: pid (once it leads its session); O/E: stdout/stderr bytes;
+ * C: a pipe closed (payload 1 or 2); X: exit ("code signal", code -1 when signalled); F: not started (why);
+ * H (id 0, first): "1" when the spawner is a child subreaper.
+ */
+const SPAWNER_SCRIPT = String.raw`
+use strict; use warnings; use POSIX (); use IO::Select ();
+binmode STDIN; binmode STDOUT;
+my (%kids, %by_pid, %owner);
+my $sel = IO::Select->new(\*STDIN);
+my $in = '';
+# SIGCHLD wakes the loop through a pipe: a signal that lands while a turn is under way is not lost.
+pipe(my $wake_r, my $wake_w) or die "pipe: $!";
+my $flags = fcntl($wake_w, POSIX::F_GETFL(), 0);
+fcntl($wake_w, POSIX::F_SETFL(), $flags | POSIX::O_NONBLOCK());
+$sel->add($wake_r);
+POSIX::sigaction(POSIX::SIGCHLD(), POSIX::SigAction->new(sub { syswrite($wake_w, 'x') }));
+# A child subreaper (prctl PR_SET_CHILD_SUBREAPER; the syscall number comes from the caller, it is per
+# architecture): whatever a command leaves running when its shell exits becomes our child, so the caller can
+# tell from our list of children that nothing escaped, without reading every process's environment.
+my $prctl = $ARGV[0] // 0;
+my $is_reaper = ($prctl > 0 && syscall($prctl, 36, 1, 0, 0, 0) == 0) ? 1 : 0;
+sub emit {
+  my ($op, $id, $data) = @_;
+  my $msg = pack('a1 N N', $op, $id, length $data) . $data;
+  my $off = 0;
+  while ($off < length $msg) {
+    my $n = syswrite(STDOUT, $msg, length($msg) - $off, $off);
+    if (!defined $n) { next if $!{EINTR}; POSIX::_exit(0); }
+    $off += $n;
+  }
+}
+emit('H', 0, $is_reaper);
+sub start {
+  my ($id, $payload) = @_;
+  my ($cwd, $uid, $gid, $script, @env) = split /\0/, $payload, -1;
+  if (!-d $cwd) { emit('F', $id, "the working directory $cwd does not exist"); return; }
+  # The session pipe closes when the child has its own session: only then is its pid a group to signal.
+  my ($or, $ow, $er, $ew, $sr, $sw);
+  if (!(pipe($or, $ow) && pipe($er, $ew) && pipe($sr, $sw))) {
+    emit('F', $id, "pipe: $!"); close $_ for grep { defined } ($or, $ow, $er, $ew, $sr, $sw); return;
+  }
+  my $pid = fork();
+  if (!defined $pid) { emit('F', $id, "fork: $!"); close $_ for ($or, $ow, $er, $ew, $sr, $sw); return; }
+  if ($pid == 0) {
+    eval {
+      POSIX::sigaction(POSIX::SIGCHLD(), POSIX::SigAction->new('DEFAULT'));
+      close $wake_r; close $wake_w;
+      POSIX::setsid();
+      close $sw;
+      open(STDIN, '<', '/dev/null') or die "stdin: $!\n";
+      POSIX::dup2(fileno($ow), 1) // die "dup2: $!\n";
+      POSIX::dup2(fileno($ew), 2) // die "dup2: $!\n";
+      if ($gid ne '') {
+        $! = 0; $) = "$gid $gid"; die "setgroups: $!\n" if $!;
+        POSIX::setgid($gid) or die "setgid: $!\n";
+      }
+      if ($uid ne '') { POSIX::setuid($uid) or die "setuid: $!\n"; }
+      chdir($cwd) or die "the working directory $cwd: $!\n";
+      %ENV = ();
+      for (@env) { my $at = index($_, '='); $ENV{substr($_, 0, $at)} = substr($_, $at + 1) if $at > 0; }
+      exec { '/bin/bash' } '/bin/bash', '-c', $script;
+      die "exec /bin/bash: $!\n";
+    };
+    my $why = $@ || "unknown\n";
+    syswrite(STDERR, "clusterrunner: could not start the command: $why");
+    POSIX::_exit(127);
+  }
+  close $ow; close $ew; close $sw;
+  $kids{$id} = { open => [$or, $er], paused => 0, pid => $pid, session => $sr };
+  $by_pid{$pid} = $id;
+  $owner{fileno $or} = [$id, 1, $or];
+  $owner{fileno $er} = [$id, 2, $er];
+  $owner{fileno $sr} = [$id, 0, $sr];
+  $sel->add($or, $er, $sr);
+}
+sub session_ready {
+  my ($id) = @_;
+  my $kid = $kids{$id} or return;
+  my $fh = delete $kid->{session} or return;
+  delete $owner{fileno $fh};
+  $sel->remove($fh);
+  close $fh;
+  emit('P', $id, $kid->{pid});
+}
+sub close_pipe {
+  my ($fh) = @_;
+  my $o = delete $owner{fileno $fh} or return;
+  $sel->remove($fh);
+  my $kid = $kids{$o->[0]};
+  $kid->{open} = [grep { $_ != $fh } @{$kid->{open}}] if $kid;
+  close $fh;
+  return $o;
+}
+sub request {
+  my ($op, $id, $payload) = @_;
+  if ($op eq 'S') { start($id, $payload); return; }
+  my $kid = $kids{$id} or return;
+  if ($op eq 'P') { $kid->{paused} = 1; $sel->remove(@{$kid->{open}}); }
+  elsif ($op eq 'R') { $kid->{paused} = 0; $sel->add(@{$kid->{open}}); }
+  elsif ($op eq 'D') { session_ready($id); close_pipe($_) for @{$kid->{open}}; delete $kids{$id}; }
+}
+sub reap {
+  while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
+    my $status = $?;
+    my $id = delete $by_pid{$pid};
+    next unless defined $id;
+    session_ready($id);
+    my $sig = POSIX::WIFSIGNALED($status) ? POSIX::WTERMSIG($status) : 0;
+    emit('X', $id, $sig ? "-1 $sig" : POSIX::WEXITSTATUS($status) . ' 0');
+  }
+}
+for (;;) {
+  reap();
+  # The timeout covers a SIGCHLD that lands in the instant between the last check and the wait itself.
+  for my $fh ($sel->can_read(%by_pid ? 0.05 : undef)) {
+    if ($fh == $wake_r) { sysread($wake_r, my $drain, 4096); next; }
+    if (fileno($fh) == 0) {
+      my $n = sysread(STDIN, $in, 262144, length $in);
+      next if !defined $n && $!{EINTR};
+      POSIX::_exit(0) if !$n;
+      while (length($in) >= 4) {
+        my $len = unpack('N', $in);
+        last if length($in) < 4 + $len;
+        my ($op, $id) = unpack('a1 N', substr($in, 4, 5));
+        request($op, $id, substr($in, 9, $len - 5));
+        substr($in, 0, 4 + $len) = '';
+      }
+      next;
+    }
+    my $o = $owner{fileno $fh} or next;
+    if ($o->[1] == 0) { session_ready($o->[0]); next; }
+    my $n = sysread($fh, my $buf, 65536);
+    next if !defined $n && ($!{EINTR} || $!{EAGAIN});
+    if ($n) { emit($o->[1] == 1 ? 'O' : 'E', $o->[0], $buf); next; }
+    close_pipe($fh);
+    emit('C', $o->[0], $o->[1]);
+  }
+}
+`;
+
+export interface SpawnRequest {
+  readonly cwd: string;
+  readonly env: NodeJS.ProcessEnv;
+  /** The bash -c script. */
+  readonly script: string;
+  readonly uid?: number;
+  readonly gid?: number;
+}
+
+export interface SpawnEvents {
+  onPid(pid: number): void;
+  onData(stream: 1 | 2, chunk: Buffer): void;
+  onClose(stream: 1 | 2): void;
+  /** code is -1 when signal (a number) is not 0. */
+  onExit(code: number, signal: number): void;
+  /** The command never started (missing cwd, fork failure, the spawner gone). */
+  onFail(message: string): void;
+}
+
+const PERL = '/usr/bin/perl';
+/* prctl's number where we know it; elsewhere no subreaper, and mayHaveEscaped() always says yes. */
+const PRCTL_SYSCALL: Partial<Record<string, number>> = { x64: 157, arm64: 167 };
+/* A frame is at most one pipe read (64 KiB) plus its header; anything larger means the stream is corrupt. */
+const MAX_EVENT_BYTES = 1024 * 1024;
+
+let availability: boolean | undefined;
+
+/** Whether a spawner can run here (perl with POSIX and IO::Select, checked once). */
+export function spawnerAvailable(): boolean {
+  availability ??= spawnSync(PERL, ['-MPOSIX', '-MIO::Select', '-e', '1'], { stdio: 'ignore', timeout: 10_000 }).status === 0;
+  return availability;
+}
+
+export class Spawner {
+  #child: ChildProcess | null = null;
+  #input: Writable | null = null;
+  readonly #commands = new Map<number, SpawnEvents>();
+  #nextId = 1;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #isSubreaper = false;
+  /** Pids of the commands running now (reported started, not yet reaped). */
+  readonly #livePids = new Set<number>();
+  /** Command id to pid while it runs. */
+  readonly #pids = new Map<number, number>();
+
+  /**
+   * False only when no process started through this spawner is alive outside a running command's shell:
+   * as a subreaper, the spawner inherits every process whose shell exited, so a child of it that is no
+   * running command's shell escaped from one (setsid, a double fork). True whenever that is not known.
+   */
+  mayHaveEscaped(): boolean {
+    const pid = this.#child?.pid;
+    if (!this.#isSubreaper || pid === undefined) return true;
+    let children: string;
+    try {
+      children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1');
+    } catch {
+      return true;
+    }
+    return children.split(' ').some((entry) => entry.trim() !== '' && !this.#livePids.has(Number(entry)));
+  }
+
+  /** Starts a command; returns its id for pause/resume/drop. Events arrive on `events`. */
+  spawn(request: SpawnRequest, events: SpawnEvents): number {
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xffff_fff0 ? 1 : this.#nextId + 1;
+    const envEntries: string[] = [];
+    for (const [name, value] of Object.entries(request.env)) {
+      // A NUL cannot be in an environment (execve would cut it there); such a variable is not passable at all.
+      if (value === undefined || name.includes('\0') || name.includes('=') || value.includes('\0')) continue;
+      envEntries.push(`${name}=${value}`);
+    }
+    const fields = [request.cwd, request.uid === undefined ? '' : String(request.uid), request.gid === undefined ? '' : String(request.gid), request.script, ...envEntries];
+    if (fields.slice(0, 4).some((field) => field.includes('\0'))) {
+      queueMicrotask(() => events.onFail('the command or its working directory holds a NUL character'));
+      return id;
+    }
+    this.#commands.set(id, events);
+    this.#send('S', id, Buffer.from(fields.join('\0'), 'utf8'));
+    return id;
+  }
+
+  pause(id: number): void {
+    if (this.#commands.has(id)) this.#send('P', id);
+  }
+
+  resume(id: number): void {
+    if (this.#commands.has(id)) this.#send('R', id);
+  }
+
+  /** Closes our side of the command's pipes; no more events for it. */
+  drop(id: number): void {
+    if (!this.#commands.delete(id)) return;
+    this.#send('D', id);
+    this.#updateRef();
+  }
+
+  /** Stops the spawner (commands it started run on; their events are lost). */
+  close(): void {
+    const child = this.#child;
+    this.#child = null;
+    child?.stdin?.end();
+    this.#failAll('the spawner was closed');
+  }
+
+  #send(op: string, id: number, payload: Buffer = Buffer.alloc(0)): void {
+    const input = this.#ensureStarted();
+    const header = Buffer.alloc(9);
+    header.writeUInt32BE(5 + payload.length, 0);
+    header.write(op, 4, 'latin1');
+    header.writeUInt32BE(id, 5);
+    input.write(payload.length > 0 ? Buffer.concat([header, payload]) : header);
+    this.#updateRef();
+  }
+
+  #ensureStarted(): Writable {
+    if (this.#child !== null && this.#input !== null) return this.#input;
+    this.#isSubreaper = false;
+    this.#livePids.clear();
+    this.#pids.clear();
+    const child = spawn(PERL, ['-e', SPAWNER_SCRIPT, String(PRCTL_SYSCALL[process.arch] ?? 0)], { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: '/usr/bin:/bin' } });
+    this.#child = child;
+    this.#input = child.stdin!;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    // Writes to a spawner that died fail; its exit below tells every command.
+    child.stdin!.on('error', () => undefined);
+    child.on('error', () => undefined);
+    child.stdout!.on('data', (chunk: Buffer) => this.#receive(chunk));
+    child.on('exit', () => {
+      if (this.#child !== child) return;
+      this.#child = null;
+      this.#input = null;
+      this.#failAll('the spawner process ended');
+    });
+    return child.stdin!;
+  }
+
+  /** The spawner keeps the event loop alive only while commands of ours are running. */
+  #updateRef(): void {
+    const child = this.#child;
+    if (child === null) return;
+    const streams = [child.stdin, child.stdout] as unknown as { ref?: () => void; unref?: () => void }[];
+    if (this.#commands.size > 0) {
+      child.ref();
+      for (const stream of streams) stream.ref?.();
+    } else {
+      child.unref();
+      for (const stream of streams) stream.unref?.();
+    }
+  }
+
+  #failAll(message: string): void {
+    const commands = [...this.#commands.values()];
+    this.#commands.clear();
+    for (const events of commands) events.onFail(message);
+  }
+
+  #receive(chunk: Buffer): void {
+    this.#pending.push(chunk);
+    this.#pendingBytes += chunk.length;
+    if (this.#pendingBytes < 9) return;
+    let data = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending);
+    let at = 0;
+    while (data.length - at >= 9) {
+      const length = data.readUInt32BE(at + 5);
+      if (length > MAX_EVENT_BYTES) {
+        this.#child?.kill('SIGKILL');
+        return;
+      }
+      if (data.length - at < 9 + length) break;
+      const op = String.fromCharCode(data[at]!);
+      const id = data.readUInt32BE(at + 1);
+      this.#event(op, id, data.subarray(at + 9, at + 9 + length));
+      at += 9 + length;
+    }
+    data = data.subarray(at);
+    this.#pending = data.length > 0 ? [data] : [];
+    this.#pendingBytes = data.length;
+  }
+
+  #event(op: string, id: number, payload: Buffer): void {
+    if (op === 'H') {
+      this.#isSubreaper = payload.toString('latin1') === '1';
+      return;
+    }
+    if (op === 'X') {
+      this.#livePids.delete(this.#pids.get(id) ?? 0);
+      this.#pids.delete(id);
+    }
+    const events = this.#commands.get(id);
+    if (events === undefined) return;
+    switch (op) {
+      case 'P': {
+        const pid = Number(payload.toString('latin1'));
+        this.#livePids.add(pid);
+        this.#pids.set(id, pid);
+        events.onPid(pid);
+        break;
+      }
+      case 'O':
+        // The payload is a view on a buffer reused for the next frames: the listener may keep it.
+        events.onData(1, Buffer.from(payload));
+        break;
+      case 'E':
+        events.onData(2, Buffer.from(payload));
+        break;
+      case 'C':
+        events.onClose(payload.toString('latin1') === '2' ? 2 : 1);
+        break;
+      case 'X': {
+        const [code, signal] = payload.toString('latin1').split(' ').map(Number);
+        events.onExit(code ?? -1, signal ?? 0);
+        break;
+      }
+      case 'F':
+        this.#commands.delete(id);
+        this.#updateRef();
+        events.onFail(payload.toString('utf8'));
+        break;
+    }
+  }
+}

@@ -1,0 +1,142 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { findMarkedProcesses, killMarkedProcesses, spawnShell, type GroupProcess, type ShellOptions } from '../../shared/process.ts';
+import { Spawner, spawnerAvailable } from '../../shared/spawner.ts';
+
+/** spawnShell through the spawner: the same contract as Node's spawn (process.test.ts), forked by perl. */
+const spawner = new Spawner();
+let dir: string;
+let marker: string;
+const started: GroupProcess[] = [];
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'cr-spawner-'));
+  marker = `test-${process.pid}-${Math.random().toString(36).slice(2)}`;
+});
+
+afterEach(async () => {
+  await Promise.all(started.splice(0).map((child) => child.stop('cancel')));
+  killMarkedProcesses(marker);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+afterAll(() => spawner.close());
+
+function run(command: string, options: Partial<ShellOptions> = {}) {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const child = spawnShell(command, {
+    cwd: dir, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' }, graceMs: 2_000, marker, spawner,
+    onOutput: (chunk) => out.push(chunk), onStderr: (chunk) => err.push(chunk), ...options,
+  });
+  started.push(child);
+  return { child, output: () => Buffer.concat(out).toString('utf8'), stderr: () => Buffer.concat(err).toString('utf8') };
+}
+
+function groupOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[0] === 'Z' ? undefined : Number(fields[2]);
+  } catch {
+    return undefined;
+  }
+}
+
+function liveGroupMembers(pgid: number): number[] {
+  return readdirSync('/proc').filter((name) => /^\d+$/.test(name)).map(Number).filter((pid) => groupOf(pid) === pgid);
+}
+
+describe.runIf(spawnerAvailable())('spawnShell through the spawner', () => {
+  it('reports exit codes and signals', async () => {
+    expect((await run('exit 0').child.result).exitCode).toBe(0);
+    expect(await run('exit 3').child.result).toMatchObject({ exitCode: 3, signal: null, stopReason: null });
+    expect(await run('kill -KILL $$').child.result).toMatchObject({ exitCode: -9, signal: 'SIGKILL' });
+  });
+
+  it('gives the command exactly its environment, the marker, its cwd, its own session and no stdin', async () => {
+    const running = run('echo "$GREETING $CLUSTERRUNNER_MARKER ${HOME-unset}"; pwd; ps -o sid= -p $$; read -r line; echo "read $?"', {
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', GREETING: 'hello world' },
+    });
+    expect((await running.child.result).exitCode).toBe(0);
+    const [greeting, cwd, sid, read] = running.output().split('\n');
+    expect(greeting).toBe(`hello world ${marker} unset`);
+    expect(cwd).toBe(dir);
+    expect(Number(sid)).toBe(running.child.pid);
+    expect(read).toBe('read 1');
+  });
+
+  it('merges stderr in order, or keeps it apart when asked', async () => {
+    const merged = run('echo a; echo b >&2; echo c');
+    await merged.child.result;
+    expect(merged.output()).toBe('a\nb\nc\n');
+    const apart = run('echo a; echo b >&2', { mergeStderr: false });
+    await apart.child.result;
+    expect(apart.output()).toBe('a\n');
+    expect(apart.stderr()).toBe('b\n');
+  });
+
+  it('relays large output whole', async () => {
+    const running = run('head -c 3000000 /dev/zero | tr "\\0" x');
+    await running.child.result;
+    expect(running.output().length).toBe(3_000_000);
+  });
+
+  it('stops the whole group: SIGTERM, then SIGKILL after the grace', async () => {
+    const running = run(`trap '' TERM; sleep 100 & echo up; wait`, { graceMs: 300 });
+    await expect.poll(() => running.output(), { timeout: 10_000 }).toContain('up');
+    await expect.poll(() => liveGroupMembers(running.child.pid).length).toBeGreaterThanOrEqual(2);
+    const result = await running.child.stop('worker_stop');
+    expect(result).toMatchObject({ exitCode: -9, signal: 'SIGKILL', stopReason: 'worker_stop' });
+    expect(liveGroupMembers(running.child.pid)).toEqual([]);
+  });
+
+  it('stops on timeout and on abort, even before the pid is known', async () => {
+    expect(await run('sleep 30', { timeoutMs: 200 }).child.result).toMatchObject({ exitCode: -15, stopReason: 'timeout' });
+    const result = await run('sleep 30', { signal: AbortSignal.abort('lease_lost') }).child.result;
+    // Stopped by its signal, not ended by itself: the group was signalled once the pid came.
+    expect(result).toMatchObject({ exitCode: -15, stopReason: 'lease_lost' });
+  });
+
+  it('reports a missing working directory as a failed result', async () => {
+    const running = run('echo never', { cwd: join(dir, 'missing') });
+    expect(await running.child.result).toMatchObject({ exitCode: 127, signal: null, stopReason: null });
+    expect(running.output()).toContain('does not exist');
+    expect(running.child.pid).toBe(0);
+  });
+
+  it('does not wait for a grandchild holding the output pipe', async () => {
+    const running = run('(sleep 30 &) ; echo done');
+    expect((await running.child.result).exitCode).toBe(0);
+    expect(running.output()).toBe('done\n');
+  });
+
+  it('holds a paused command on its full pipe and loses nothing', async () => {
+    let received = 0;
+    const child = spawnShell('head -c 4000000 /dev/zero', {
+      cwd: dir, env: { PATH: '/usr/bin:/bin' }, graceMs: 500, spawner, onOutput: (chunk) => {
+        received += chunk.length;
+      },
+    });
+    started.push(child);
+    child.pauseOutput();
+    await expect.poll(() => child.pid > 0 && liveGroupMembers(child.pid).some((pid) => /pipe_write/.test(readFileSync(`/proc/${pid}/wchan`, 'utf8'))), { timeout: 10_000, interval: 20 }).toBe(true);
+    expect(received).toBeLessThan(1_000_000);
+    child.resumeOutput();
+    expect((await child.result).exitCode).toBe(0);
+    expect(received).toBe(4_000_000);
+  });
+
+  it('tells that a process escaped its group, and the marker still finds it', async () => {
+    await run('true').child.result;
+    await expect.poll(() => spawner.mayHaveEscaped()).toBe(false);
+    const running = run('setsid sleep 60 & echo started');
+    expect((await running.child.result).exitCode).toBe(0);
+    expect(spawner.mayHaveEscaped()).toBe(true);
+    expect(findMarkedProcesses(marker)).toHaveLength(1);
+    killMarkedProcesses(marker);
+    await expect.poll(() => spawner.mayHaveEscaped(), { timeout: 10_000 }).toBe(false);
+  });
+});
