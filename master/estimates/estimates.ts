@@ -3,29 +3,54 @@ import type { Store } from '../store/index.ts';
 import type { BuildRecord } from '../store/build-store.ts';
 import { createBuildQuery } from '../store/build-query.ts';
 import { withTestFileEstimates } from '../tests/test-estimates.ts';
-import { predictBuildSeconds, simulateDispatch, type SimulatedSubjob } from './simulation.ts';
+import { DEFAULT_OVERHEADS, jobOverheads, type LearnedOverheads } from './overheads.ts';
+import { predictBuild, simulateDispatch, type SimulatedSubjob } from './simulation.ts';
 
 /** SPEC §15 estimates: a running build's ETA, and the plan of a build or of a job's next build. */
 
 export interface Plan {
   readonly executors: number;
-  /** Null without timing history for any of the atoms. */
+  /** Request to end; null without timing history for any of the atoms. */
   readonly predicted_seconds: number | null;
+  /** Where the predicted seconds go (they add up to it); null with predicted_seconds. */
+  readonly phases: {
+    /** Request to the first worker setting the build up: fetching the project and atomizing. */
+    readonly prepare_seconds: number;
+    /** Then to the last result: the workers' setup and the subjobs on the executors. */
+    readonly dispatch_seconds: number;
+    /** Then to the end: the artifact archive. */
+    readonly archive_seconds: number;
+  } | null;
+  /** What the prediction adds to the atoms' own seconds, learned from the job's last builds (0 builds: defaults). */
+  readonly overheads: {
+    readonly setup_seconds: number;
+    readonly per_subjob_seconds: number;
+    readonly per_atom_seconds: number;
+    readonly learned_from_builds: number;
+  };
 }
 
 /** Builds of a job looked at, newest first, for one that was planned (it has atoms). */
 const MAX_BUILDS_LOOKED_AT = 50;
 
-/** The build's atoms run again from the start on `executors` executors, with today's history. */
+/** The build's atoms run again from the start on `executors` executors, with today's history and the job's overheads. */
 export function buildPlan(store: Store, build: BuildRecord, executors: number): Plan {
   const job = build.job;
-  if (job === null) return { executors, predicted_seconds: null };
+  if (job === null) return { executors, predicted_seconds: null, phases: null, overheads: overheadsShape({ ...DEFAULT_OVERHEADS, builds: 0 }) };
+  const overheads = learnedOverheads(store, job.name, job.timingKey);
   const atoms = store.atoms.listBuildAtoms(build.id).map((atom) => ({ variable: atom.variable, value: atom.value }));
   const history = withTestFileEstimates(store.db, job.timingKey, atoms, store.timings.loadJob(job.timingKey));
-  const seconds = predictBuildSeconds(atoms, history, {
+  const prediction = predictBuild(atoms, history, {
     executors, maxExecutors: job.maxExecutors, maxExecutorsPerWorker: job.maxExecutorsPerWorker,
-  });
-  return { executors, predicted_seconds: seconds === null ? null : round(seconds) };
+  }, overheads);
+  return {
+    executors,
+    predicted_seconds: prediction === null ? null : round(prediction.seconds),
+    phases: prediction === null ? null : {
+      prepare_seconds: round(prediction.prepareS), dispatch_seconds: round(prediction.dispatchS), archive_seconds: round(prediction.archiveS),
+    },
+    overheads: overheadsShape(overheads),
+  };
 }
 
 /**
@@ -45,8 +70,8 @@ export function jobPlan(store: Store, jobName: string, repository: string | unde
 
 /**
  * Seconds until a running build ends: its unfinished subjobs (with their atoms' planned expected times),
- * in queue order, dispatched on the executors it holds now. Null before it runs, once it is terminal,
- * while it holds no executor, and when its atoms have no history.
+ * in queue order, dispatched on the executors it holds now (set up already), then the archive. Null before
+ * it runs, once it is terminal, while it holds no executor, and when its atoms have no history.
  */
 export function buildEta(store: Store, build: BuildRecord): number | null {
   if (isTerminalStatus(build.status) || build.status !== 'BUILDING' || build.job === null) return null;
@@ -69,9 +94,45 @@ export function buildEta(store: Store, build: BuildRecord): number | null {
   const subjobs: SimulatedSubjob[] = [...remaining].sort(([a], [b]) => a - b)
     .map(([id, subjob]) => ({ id, seconds: subjob.seconds + subjob.unknown * mean, numAtoms: subjob.numAtoms }));
   const job = build.job;
-  return round(simulateDispatch(subjobs, { executors: held, maxExecutors: job.maxExecutors, maxExecutorsPerWorker: null }));
+  const overheads = learnedOverheads(store, job.name, job.timingKey);
+  const dispatchS = simulateDispatch(subjobs, { executors: held, maxExecutors: job.maxExecutors, maxExecutorsPerWorker: null },
+    { ...overheads, setupS: 0 });
+  return round(dispatchS + overheads.archiveS);
 }
 
-function round(seconds: number): number {
-  return Math.round(seconds * 100) / 100;
+function overheadsShape(overheads: LearnedOverheads): Plan['overheads'] {
+  return {
+    setup_seconds: round(overheads.setupS), per_subjob_seconds: round(overheads.subjobS, 4), per_atom_seconds: round(overheads.atomS, 4),
+    learned_from_builds: overheads.builds,
+  };
+}
+
+/** Jobs whose learned overheads are remembered; past this the memory starts again (only a recomputation is lost). */
+const MAX_CACHED_JOBS = 100;
+const overheadCaches = new WeakMap<Store, Map<string, { newest: number; overheads: LearnedOverheads }>>();
+
+/**
+ * The job's overheads, learned again only once another of its builds has finished: a running build's ETA
+ * asks every few seconds, and learning reads the leases and attempts of a few builds.
+ */
+function learnedOverheads(store: Store, jobName: string, timingKey: string): LearnedOverheads {
+  store.batcher.flush();
+  const newest = createBuildQuery(store.db).list({ jobName, statuses: ['SUCCESS', 'FAILURE'] }, { order: 'desc', offset: 0, limit: 1 }).ids[0] ?? 0;
+  let cache = overheadCaches.get(store);
+  if (cache === undefined) {
+    cache = new Map();
+    overheadCaches.set(store, cache);
+  }
+  const key = `${jobName}\0${timingKey}`;
+  const cached = cache.get(key);
+  if (cached !== undefined && cached.newest === newest) return cached.overheads;
+  const overheads = jobOverheads(store, jobName, timingKey);
+  if (cache.size >= MAX_CACHED_JOBS) cache.clear();
+  cache.set(key, { newest, overheads });
+  return overheads;
+}
+
+function round(seconds: number, digits = 2): number {
+  const scale = 10 ** digits;
+  return Math.round(seconds * scale) / scale;
 }

@@ -2,6 +2,7 @@ import { groupAtoms } from '../builds/grouping.ts';
 import { planDispatch, type RunSnapshot, type WorkerSnapshot } from '../scheduling/dispatcher.ts';
 import type { WorkItem } from '../model/work-item.ts';
 import type { WorkerBuildState } from '../model/worker-build-state.ts';
+import { DEFAULT_OVERHEADS, type Overheads } from './overheads.ts';
 
 /**
  * Predictions made by running the scheduler's own code on the timing history: grouping.ts groups the atoms
@@ -9,20 +10,21 @@ import type { WorkerBuildState } from '../model/worker-build-state.ts';
  * the subjobs to the simulated executors, pass by pass, as the dispatch loop does. So a prediction follows
  * whatever the scheduler does, also when its grouping changes.
  *
- * Costs the simulation adds per subjob, measured on this product (bench/plan.ts): the round trip of a lease
- * (run_subjob out, atom_started, results back, the next dispatch pass) and per atom the start, the result
- * and its batched writes.
+ * Around the dispatch come the costs the job's last builds showed (overheads.ts), where the scheduler meets
+ * them: preparing before anything, each worker's setup before its first subjob, per subjob and per atom on
+ * the executor that runs it, and the archive after the last result.
  */
-export const SUBJOB_OVERHEAD_S = 0.02;
-export const ATOM_OVERHEAD_S = 0.012;
 
 export interface SimulatedSubjob {
   readonly id: number;
   /** Seconds its atoms take, one after another. */
   readonly seconds: number;
-  /** Atoms in it: each costs ATOM_OVERHEAD_S on top. */
+  /** Atoms in it: each costs DispatchCosts.atomS on top. */
   readonly numAtoms: number;
 }
+
+/** What dispatching costs beyond the atoms' seconds (Overheads, learned per job). */
+export type DispatchCosts = Pick<Overheads, 'setupS' | 'subjobS' | 'atomS' | 'lastSubjobS'>;
 
 export interface ExecutorLayout {
   readonly executors: number;
@@ -31,11 +33,12 @@ export interface ExecutorLayout {
 }
 
 /**
- * Wall seconds from the first dispatch to the last result for these subjobs, in this order, on `executors`
- * executors (spread over workers of maxExecutorsPerWorker each when the job sets it, else one worker),
- * every worker already set up.
+ * Wall seconds from the first worker's setup start to the last result for these subjobs, in this order, on
+ * `executors` executors (spread over workers of maxExecutorsPerWorker each when the job sets it, else one
+ * worker). Every worker is ready `setupS` in; a subjob holds its executor for its seconds, atomS per atom and
+ * subjobS (the round trip to the next lease there); its result is in lastSubjobS after its atoms.
  */
-export function simulateDispatch(subjobs: readonly SimulatedSubjob[], layout: ExecutorLayout): number {
+export function simulateDispatch(subjobs: readonly SimulatedSubjob[], layout: ExecutorLayout, costs: DispatchCosts = DEFAULT_OVERHEADS): number {
   if (subjobs.length === 0) return 0;
   const perWorker = layout.maxExecutorsPerWorker ?? layout.executors;
   const workers: { id: number; free: number }[] = [];
@@ -48,8 +51,8 @@ export function simulateDispatch(subjobs: readonly SimulatedSubjob[], layout: Ex
   /** Running subjobs by end time: [end, workerId]. A binary heap would do for huge builds; a sorted array is plenty here. */
   const running: [number, number][] = [];
   const ready = new Map<number, WorkerBuildState>([[0, 'ready']]);
-  let now = 0;
-  let end = 0;
+  let now = costs.setupS;
+  let end = now;
   for (;;) {
     const run: RunSnapshot = {
       id: 0, maxExecutors: layout.maxExecutors, maxExecutorsPerWorker: layout.maxExecutorsPerWorker, executorsInUse: inUse,
@@ -65,14 +68,15 @@ export function simulateDispatch(subjobs: readonly SimulatedSubjob[], layout: Ex
       inUse++;
       perWorkerInUse.set(step.workerId, (perWorkerInUse.get(step.workerId) ?? 0) + 1);
       workers.find((worker) => worker.id === step.workerId)!.free--;
-      const finish = now + subjob.seconds + subjob.numAtoms * ATOM_OVERHEAD_S + SUBJOB_OVERHEAD_S;
+      const own = now + subjob.seconds + subjob.numAtoms * costs.atomS;
+      const finish = own + costs.subjobS;
+      end = Math.max(end, own + costs.lastSubjobS);
       const at = running.findIndex(([time]) => time > finish);
       running.splice(at < 0 ? running.length : at, 0, [finish, step.workerId]);
     }
     const next = running.shift();
     if (next === undefined) break;
     [now] = next;
-    end = Math.max(end, now);
     inUse--;
     perWorkerInUse.set(next[1], perWorkerInUse.get(next[1])! - 1);
     workers.find((worker) => worker.id === next[1])!.free++;
@@ -80,19 +84,30 @@ export function simulateDispatch(subjobs: readonly SimulatedSubjob[], layout: Ex
   return end;
 }
 
+/** A prediction and where its seconds go. */
+export interface Prediction {
+  readonly seconds: number;
+  readonly prepareS: number;
+  /** The first worker's setup start to the last result: setup, then the subjobs on the executors. */
+  readonly dispatchS: number;
+  readonly archiveS: number;
+}
+
 /**
- * What a new build of these atoms would take on `executors` executors: grouped by grouping.ts with this
- * history (as the preparer does, planning for the same executors), then dispatched. Null when no atom has
- * history: the scheduler then plans one atom per subjob with nothing to say how long they take.
+ * What a new build of these atoms would take on `executors` executors, from its request to its end: grouped
+ * by grouping.ts with this history (as the preparer does, planning for the same executors), prepared,
+ * dispatched, archived. Null when no atom has history: the scheduler then plans one atom per subjob with
+ * nothing to say how long they take.
  */
-export function predictBuildSeconds(atoms: readonly { readonly variable: string; readonly value: string }[],
-  history: ReadonlyMap<string, number>, layout: ExecutorLayout): number | null {
+export function predictBuild(atoms: readonly { readonly variable: string; readonly value: string }[],
+  history: ReadonlyMap<string, number>, layout: ExecutorLayout, overheads: Overheads = DEFAULT_OVERHEADS): Prediction | null {
   const executors = Math.max(1, Math.min(layout.executors, layout.maxExecutors ?? layout.executors));
   const subjobs = groupAtoms(atoms, history, { executors });
   if (subjobs.some((subjob) => subjob.atoms.some((atom) => atom.expectedTime === null))) return null;
-  return simulateDispatch(subjobs.map((subjob) => ({
+  const dispatchS = simulateDispatch(subjobs.map((subjob) => ({
     id: subjob.id,
     seconds: subjob.atoms.reduce((sum, atom) => sum + atom.expectedTime!, 0),
     numAtoms: subjob.atoms.length,
-  })), { ...layout, executors });
+  })), { ...layout, executors }, overheads);
+  return { seconds: overheads.prepareS + dispatchS + overheads.archiveS, prepareS: overheads.prepareS, dispatchS, archiveS: overheads.archiveS };
 }

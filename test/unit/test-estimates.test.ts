@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { openDatabase } from '../../master/store/database.ts';
 import { testStoreOf } from '../../master/tests/test-store.ts';
 import { withTestFileEstimates } from '../../master/tests/test-estimates.ts';
-import { predictBuildSeconds, simulateDispatch, ATOM_OVERHEAD_S, SUBJOB_OVERHEAD_S } from '../../master/estimates/simulation.ts';
+import { predictBuild, simulateDispatch } from '../../master/estimates/simulation.ts';
+import { combineOverheads, DEFAULT_OVERHEADS, learnBuildOverheads, type BuildFacts, type Overheads } from '../../master/estimates/overheads.ts';
 import { collectJunitFiles, JUNIT_FOLDER } from '../../worker/junit-files.ts';
 import { parseJobDefinition } from '../../shared/job-config.ts';
 
@@ -86,26 +87,112 @@ describe('estimates from test-file times', () => {
 });
 
 describe('the plan simulation', () => {
-  const cost = (seconds: number, atoms = 1) => seconds + atoms * ATOM_OVERHEAD_S + SUBJOB_OVERHEAD_S;
+  const layout = (executors: number, maxExecutorsPerWorker: number | null = null) => ({ executors, maxExecutors: null, maxExecutorsPerWorker });
+  const none = { setupS: 0, subjobS: 0, atomS: 0, lastSubjobS: 0 };
+  const subjobs = [{ id: 0, seconds: 4, numAtoms: 1 }, { id: 1, seconds: 3, numAtoms: 1 }, { id: 2, seconds: 2, numAtoms: 1 }, { id: 3, seconds: 2, numAtoms: 1 }];
+
   it('dispatches subjobs in order to the first free executor, as the dispatcher does', () => {
-    const subjobs = [{ id: 0, seconds: 4, numAtoms: 1 }, { id: 1, seconds: 3, numAtoms: 1 }, { id: 2, seconds: 2, numAtoms: 1 }, { id: 3, seconds: 2, numAtoms: 1 }];
     // Two executors: 4 | 3, then 2 after the 3 (at 3), then 2 after the 4 (at 4): ends at 6.
-    expect(simulateDispatch(subjobs, { executors: 2, maxExecutors: null, maxExecutorsPerWorker: null })).toBeCloseTo(cost(4) + cost(2), 6);
-    expect(simulateDispatch(subjobs, { executors: 1, maxExecutors: null, maxExecutorsPerWorker: null })).toBeCloseTo(cost(4) + cost(3) + cost(2) * 2, 6);
+    expect(simulateDispatch(subjobs, layout(2), none)).toBeCloseTo(6, 6);
+    expect(simulateDispatch(subjobs, layout(1), none)).toBeCloseTo(11, 6);
     // max_executors caps what the build gets, whatever the executors offered.
-    expect(simulateDispatch(subjobs, { executors: 8, maxExecutors: 1, maxExecutorsPerWorker: null })).toBeCloseTo(cost(4) + cost(3) + cost(2) * 2, 6);
-    expect(simulateDispatch([], { executors: 2, maxExecutors: null, maxExecutorsPerWorker: null })).toBe(0);
+    expect(simulateDispatch(subjobs, { executors: 8, maxExecutors: 1, maxExecutorsPerWorker: null }, none)).toBeCloseTo(11, 6);
+    expect(simulateDispatch([], layout(2), none)).toBe(0);
+  });
+
+  it('adds the setup before the first subjob, per subjob and per atom on its executor, and the last result\'s own cost', () => {
+    // Setup 1 s; each subjob holds its executor 0.5 s + 0.1 s per atom longer; the last results come 0.2 s after their atoms.
+    const costs = { setupS: 1, subjobS: 0.5, atomS: 0.1, lastSubjobS: 0.2 };
+    // Executor A: 4 (+0.6) then the third subjob, 2 (+0.2): 1 + 4.6 + 2.1 + 0.2 = 7.9. Executor B: 3 (+0.6), the fourth 2: 1 + 3.6 + 2.1 + 0.2 = 6.9.
+    expect(simulateDispatch(subjobs, layout(2), costs)).toBeCloseTo(1 + 4.6 + 2 + 0.1 + 0.2, 6);
+    // Per atom, not per subjob: one subjob of 10 atoms of 0.1 s on one executor.
+    expect(simulateDispatch([{ id: 0, seconds: 1, numAtoms: 10 }], layout(1), costs)).toBeCloseTo(1 + 1 + 10 * 0.1 + 0.2, 6);
+    // Two workers of one executor each behave as two executors.
+    expect(simulateDispatch(subjobs, layout(2, 1), costs)).toBeCloseTo(simulateDispatch(subjobs, layout(2), costs), 6);
   });
 
   it('predicts from grouping.ts with the history, and nothing without history', () => {
     const atoms = Array.from({ length: 40 }, (_, index) => ({ variable: 'T', value: String(index) }));
     const history = new Map(atoms.map((atom) => [`export T="${atom.value}";`, 1]));
-    const layout = (executors: number) => ({ executors, maxExecutors: null, maxExecutorsPerWorker: null });
-    const four = predictBuildSeconds(atoms, history, layout(4))!;
+    const four = predictBuild(atoms, history, layout(4))!;
     // 40 s of work on 4 executors: a little over 10 s, and more executors predict less.
-    expect(four).toBeGreaterThanOrEqual(10);
-    expect(four).toBeLessThan(11);
-    expect(predictBuildSeconds(atoms, history, layout(8))!).toBeLessThan(four);
-    expect(predictBuildSeconds(atoms, new Map(), layout(4))).toBeNull();
+    expect(four.seconds).toBeGreaterThanOrEqual(10);
+    expect(four.seconds).toBeLessThan(11);
+    expect(predictBuild(atoms, history, layout(8))!.seconds).toBeLessThan(four.seconds);
+    expect(predictBuild(atoms, new Map(), layout(4))).toBeNull();
+  });
+
+  it('puts preparing before the dispatch and the archive after it', () => {
+    const atoms = Array.from({ length: 8 }, (_, index) => ({ variable: 'T', value: String(index) }));
+    const history = new Map(atoms.map((atom) => [`export T="${atom.value}";`, 2]));
+    const overheads: Overheads = { prepareS: 3, setupS: 1.5, subjobS: 0.25, atomS: 0.05, lastSubjobS: 0.1, archiveS: 2 };
+    const plain = predictBuild(atoms, history, layout(2), { ...overheads, prepareS: 0, setupS: 0, subjobS: 0, atomS: 0, lastSubjobS: 0, archiveS: 0 })!;
+    // 16 s of work on 2 executors.
+    expect(plain.seconds).toBeCloseTo(8, 6);
+    const full = predictBuild(atoms, history, layout(2), overheads)!;
+    expect(full.prepareS).toBe(3);
+    expect(full.archiveS).toBe(2);
+    expect(full.seconds).toBeCloseTo(full.prepareS + full.dispatchS + full.archiveS, 6);
+    // Setup once, then per executor 8 s of atoms with their per-atom cost and each subjob's round trip.
+    const perExecutor = 4;
+    expect(full.dispatchS).toBeGreaterThanOrEqual(1.5 + 8 + perExecutor * 0.05 + 0.1);
+    expect(full.dispatchS).toBeLessThan(plain.seconds + 1.5 + 2 * perExecutor * (0.25 + 0.05) + 0.1);
+  });
+});
+
+describe('overheads learned from a build', () => {
+  // A literal build: queued at 100, prepared and the first setup at 102; two workers of one executor each.
+  // Worker 1: set up from 102, leased subjob 0 (atoms of 1 s and 2 s) at 103, then subjob 2 (1 s) at 106.5.
+  // Worker 2: set up from 102.5, leased subjob 1 (2 s) at 104. Finished at 111.
+  const facts: BuildFacts = {
+    queuedS: 100, buildingS: 102, finishedS: 111,
+    setupStarts: [{ workerId: 1, atS: 102 }, { workerId: 2, atS: 102.5 }],
+    leases: [
+      { atS: 103, workerId: 1, executor: 0, subjobId: 0 },
+      { atS: 104, workerId: 2, executor: 0, subjobId: 1 },
+      { atS: 106.5, workerId: 1, executor: 0, subjobId: 2 },
+    ],
+    attempts: [
+      // Each attempt's start to result is 0.2 s longer than the worker timed it.
+      { subjobId: 0, startedS: 103.1, finishedS: 104.3, seconds: 1 },
+      { subjobId: 0, startedS: 104.4, finishedS: 106.6, seconds: 2 },
+      { subjobId: 1, startedS: 104.2, finishedS: 106.4, seconds: 2 },
+      { subjobId: 2, startedS: 106.6, finishedS: 107.8, seconds: 1 },
+    ],
+  };
+
+  it('reads each cost where the scheduler met it', () => {
+    const learned = learnBuildOverheads(facts)!;
+    expect(learned.prepareS).toBeCloseTo(2, 6);
+    // Worker 1 waited 1 s from its setup start to its first lease, worker 2 1.5 s.
+    expect(learned.setupS).toBeCloseTo(1.25, 6);
+    expect(learned.atomS).toBeCloseTo(0.2, 6);
+    // Subjob 0 held executor 1/0 from 103 to the next lease at 106.5: 3.5 s, of which 3 s of atoms and 2 × 0.2 per atom.
+    expect(learned.subjobS).toBeCloseTo(0.1, 6);
+    // The last subjobs: 1 from 104 to its result at 106.4 (2 s + 0.2), 2 from 106.5 to 107.8 (1 s + 0.2): 0.2 and 0.1.
+    expect(learned.lastSubjobS).toBeCloseTo(0.15, 6);
+    expect(learned.archiveS).toBeCloseTo(111 - 107.8, 6);
+  });
+
+  it('leaves out subjobs leased twice, and learns nothing from a build where nothing ran', () => {
+    const requeued = { ...facts, leases: [...facts.leases, { atS: 108, workerId: 2, executor: 0, subjobId: 0 }] };
+    const learned = learnBuildOverheads(requeued)!;
+    // Subjob 0 is out; subjob 1 now has a next lease on its executor (108 - 104 - 2.2), subjob 2 is the one last.
+    expect(learned.subjobS).toBeCloseTo(1.8, 6);
+    expect(learned.lastSubjobS).toBeCloseTo(0.1, 6);
+    expect(learnBuildOverheads({ ...facts, leases: [] })).toBeNull();
+    expect(learnBuildOverheads({ ...facts, attempts: facts.attempts.map((attempt) => ({ ...attempt, seconds: null })) })).toBeNull();
+  });
+
+  it('takes the median over the newest builds, each figure from the builds that show it, else the default', () => {
+    const combined = combineOverheads([
+      { prepareS: 1, atomS: 0.1, archiveS: 5 },
+      { prepareS: 3, atomS: 0.3, subjobS: 0.4 },
+      { prepareS: 2, atomS: 0.2, subjobS: 0.6 },
+      { prepareS: 100, atomS: 100 },
+    ]);
+    expect(combined).toMatchObject({ prepareS: 2, atomS: 0.2, subjobS: 0.5, archiveS: 5, builds: 3 });
+    expect(combined.setupS).toBe(DEFAULT_OVERHEADS.setupS);
+    expect(combineOverheads([])).toEqual({ ...DEFAULT_OVERHEADS, builds: 0 });
   });
 });

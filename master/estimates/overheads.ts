@@ -1,0 +1,203 @@
+import type { Store } from '../store/index.ts';
+import { createBuildQuery } from '../store/build-query.ts';
+
+/**
+ * What a build costs besides its atoms' own seconds, learned from the job's last builds as the master
+ * recorded them (SPEC §15 estimates): the simulation in simulation.ts adds these where the scheduler meets
+ * them. A dispatch-only model predicted 40–90 % short on a loaded machine (issue 14): these costs are the rest.
+ */
+export interface Overheads {
+  /** Queued to the first worker setting the build up: fetching the project and atomizing it. */
+  readonly prepareS: number;
+  /** A worker's setup start to its first subjob leased: the setup itself and the dispatch pass after it. */
+  readonly setupS: number;
+  /** Per subjob on its executor: the lease going out, its result coming back, and the pass that hands out the next. */
+  readonly subjobS: number;
+  /** Per atom on its executor, beyond the seconds the worker timed it: its start and result messages and writes. */
+  readonly atomS: number;
+  /** The last subjob on an executor: its lease to its last result, beyond its atoms (no next dispatch to wait for). */
+  readonly lastSubjobS: number;
+  /** The last result to the build's end: the artifact archive and the test results settling. */
+  readonly archiveS: number;
+}
+
+/** Overheads and how many builds they were learned from (0: DEFAULT_OVERHEADS). */
+export interface LearnedOverheads extends Overheads {
+  readonly builds: number;
+}
+
+/**
+ * Without history: the costs bench/plan.ts measured on an idle 2-core machine, dispatch round trip and
+ * per-atom writes; preparing, setup and the archive grow with the project and the machine, so a job learns them.
+ */
+export const DEFAULT_OVERHEADS: Overheads = {
+  prepareS: 0, setupS: 0, subjobS: 0.02, atomS: 0.012, lastSubjobS: 0.02, archiveS: 0,
+};
+
+/** What one finished build recorded, all times in epoch seconds. */
+export interface BuildFacts {
+  readonly queuedS: number;
+  /** The first worker's setup start (the build's BUILDING stamp). */
+  readonly buildingS: number;
+  readonly finishedS: number;
+  readonly setupStarts: readonly { readonly workerId: number; readonly atS: number }[];
+  /** Every lease, from MASTER_TRIGGERED_SUBJOB: the worker's executor it went to. */
+  readonly leases: readonly { readonly atS: number; readonly workerId: number; readonly executor: number; readonly subjobId: number }[];
+  /** Every attempt; `seconds` is what the worker timed, known for an atom's last attempt only. */
+  readonly attempts: readonly {
+    readonly subjobId: number; readonly startedS: number; readonly finishedS: number | null; readonly seconds: number | null;
+  }[];
+}
+
+/** Builds of the job learned from, newest first: recent enough to reflect today's machines, a few to smooth one odd run. */
+export const MAX_LEARNED_BUILDS = 3;
+/** Builds of the job looked at, newest first, for finished ones with atoms. */
+const MAX_BUILDS_LOOKED_AT = 50;
+/** Rows read per build: past these, a build teaches from its first leases and attempts only. */
+const MAX_LEASES_READ = 20_000;
+const MAX_ATTEMPTS_READ = 100_000;
+
+/**
+ * The overheads one build shows, or null when it shows none (no lease or no timed attempt: nothing ran).
+ * Each figure is a mean over what the build did, never below 0; one the build cannot show (no executor
+ * took a second subjob, say) is left out and comes from the other builds or the default.
+ */
+export function learnBuildOverheads(facts: BuildFacts): Partial<Overheads> | null {
+  const timed = facts.attempts.filter((attempt) => attempt.finishedS !== null && attempt.seconds !== null);
+  if (facts.leases.length === 0 || timed.length === 0) return null;
+  const learned: { -readonly [K in keyof Overheads]?: number } = {};
+  learned.prepareS = Math.max(0, facts.buildingS - facts.queuedS);
+  learned.atomS = mean(timed.map((attempt) => Math.max(0, attempt.finishedS! - attempt.startedS - attempt.seconds!)));
+  const atomS = learned.atomS;
+
+  const lastFinished = Math.max(...timed.map((attempt) => attempt.finishedS!));
+  learned.archiveS = Math.max(0, facts.finishedS - lastFinished);
+
+  const firstLease = new Map<number, number>();
+  for (const lease of facts.leases) firstLease.set(lease.workerId, Math.min(firstLease.get(lease.workerId) ?? Infinity, lease.atS));
+  const setups = facts.setupStarts.filter((setup) => firstLease.has(setup.workerId))
+    .map((setup) => Math.max(0, firstLease.get(setup.workerId)! - setup.atS));
+  if (setups.length > 0) learned.setupS = mean(setups);
+
+  // A subjob leased more than once (a retry, a worker lost) mixes runs: it teaches nothing clear, and is left out.
+  const leasesOf = new Map<number, number>();
+  for (const lease of facts.leases) leasesOf.set(lease.subjobId, (leasesOf.get(lease.subjobId) ?? 0) + 1);
+  const work = new Map<number, { seconds: number; atoms: number; isTimed: boolean; lastS: number }>();
+  for (const attempt of facts.attempts) {
+    const entry = work.get(attempt.subjobId) ?? { seconds: 0, atoms: 0, isTimed: true, lastS: -Infinity };
+    entry.seconds += attempt.seconds ?? 0;
+    entry.atoms++;
+    entry.isTimed &&= attempt.seconds !== null && attempt.finishedS !== null;
+    entry.lastS = Math.max(entry.lastS, attempt.finishedS ?? -Infinity);
+    work.set(attempt.subjobId, entry);
+  }
+  // Lanes: each executor's leases in time order. A lease's cycle runs to the next lease on its executor.
+  const lanes = new Map<string, (typeof facts.leases)[number][]>();
+  for (const lease of facts.leases) {
+    const key = `${lease.workerId}/${lease.executor}`;
+    const lane = lanes.get(key);
+    if (lane === undefined) lanes.set(key, [lease]);
+    else lane.push(lease);
+  }
+  const cycles: number[] = [];
+  const lasts: number[] = [];
+  for (const lane of lanes.values()) {
+    lane.sort((a, b) => a.atS - b.atS);
+    lane.forEach((lease, index) => {
+      const done = work.get(lease.subjobId);
+      if (done === undefined || !done.isTimed || leasesOf.get(lease.subjobId) !== 1) return;
+      const own = done.seconds + done.atoms * atomS;
+      const next = lane[index + 1];
+      if (next !== undefined) cycles.push(Math.max(0, next.atS - lease.atS - own));
+      else lasts.push(Math.max(0, done.lastS - lease.atS - own));
+    });
+  }
+  if (cycles.length > 0) learned.subjobS = mean(cycles);
+  if (lasts.length > 0) learned.lastSubjobS = mean(lasts);
+  return learned;
+}
+
+/**
+ * Per figure, the median over the builds that show it (newest first, at most MAX_LEARNED_BUILDS of them
+ * counted); the default where none does.
+ */
+export function combineOverheads(perBuild: readonly Partial<Overheads>[]): LearnedOverheads {
+  const builds = perBuild.slice(0, MAX_LEARNED_BUILDS);
+  const pick = (key: keyof Overheads): number => {
+    const values = builds.map((build) => build[key]).filter((value): value is number => value !== undefined && Number.isFinite(value));
+    return values.length === 0 ? DEFAULT_OVERHEADS[key] : median(values);
+  };
+  return {
+    prepareS: pick('prepareS'), setupS: pick('setupS'), subjobS: pick('subjobS'), atomS: pick('atomS'),
+    lastSubjobS: pick('lastSubjobS'), archiveS: pick('archiveS'), builds: builds.length,
+  };
+}
+
+/**
+ * The job's overheads from its newest finished builds with atoms (of the same timing key: the same job in
+ * the same repository or directory). A retried build is left out: its stamps and leases span two rounds.
+ */
+export function jobOverheads(store: Store, jobName: string, timingKey: string): LearnedOverheads {
+  store.batcher.flush();
+  const { ids } = createBuildQuery(store.db).list({ jobName, statuses: ['SUCCESS', 'FAILURE'] },
+    { order: 'desc', offset: 0, limit: MAX_BUILDS_LOOKED_AT });
+  const perBuild: Partial<Overheads>[] = [];
+  for (const id of ids) {
+    if (perBuild.length >= MAX_LEARNED_BUILDS) break;
+    const facts = readBuildFacts(store, id, timingKey);
+    const learned = facts === null ? null : learnBuildOverheads(facts);
+    if (learned !== null) perBuild.push(learned);
+  }
+  return combineOverheads(perBuild);
+}
+
+interface EventRow { tag: string; timestamp: number; fields: string }
+interface AttemptRow { subjob_id: number; started: number; finished: number | null; seconds: number | null }
+
+/** The facts of one build of the job, from SQLite; null when it is not a finished, unretried build of it. */
+export function readBuildFacts(store: Store, buildId: number, timingKey: string): BuildFacts | null {
+  const build = store.builds.get(buildId);
+  if (build === null || build.job === null || build.job.timingKey !== timingKey || (build.numAtoms ?? 0) === 0) return null;
+  const stamps = build.stateTimestamps;
+  const queuedS = stamps['queued'];
+  const buildingS = stamps['building'];
+  const finishedS = stamps['finished'];
+  if (queuedS === undefined || buildingS === undefined || finishedS === undefined || stamps['retried'] !== undefined) return null;
+  const db = store.db;
+  const events = db.prepare<[number, number], EventRow>(
+    `SELECT tag, timestamp, fields FROM events WHERE build_id = ? AND tag IN ('BUILD_SETUP_START', 'MASTER_TRIGGERED_SUBJOB')
+     ORDER BY id LIMIT ?`,
+  ).all(buildId, MAX_LEASES_READ);
+  const setupStarts: { workerId: number; atS: number }[] = [];
+  const leases: { atS: number; workerId: number; executor: number; subjobId: number }[] = [];
+  for (const event of events) {
+    const fields = JSON.parse(event.fields) as Record<string, unknown>;
+    const workerId = fields['worker_id'];
+    if (typeof workerId !== 'number') continue;
+    if (event.tag === 'BUILD_SETUP_START') {
+      setupStarts.push({ workerId, atS: event.timestamp });
+    } else if (typeof fields['executor'] === 'number' && typeof fields['subjob_id'] === 'number') {
+      leases.push({ atS: event.timestamp, workerId, executor: fields['executor'], subjobId: fields['subjob_id'] });
+    }
+  }
+  // The worker's own time is on the atom, for its last attempt: the one whose number the atom counts.
+  const attempts = db.prepare<[number, number], AttemptRow>(
+    `SELECT t.subjob_id, t.started, t.finished, CASE WHEN t.attempt = a.attempts THEN a.actual_time END AS seconds
+     FROM attempts t JOIN atoms a ON a.build_id = t.build_id AND a.subjob_id = t.subjob_id AND a.id = t.atom_id
+     WHERE t.build_id = ? LIMIT ?`,
+  ).all(buildId, MAX_ATTEMPTS_READ);
+  return {
+    queuedS, buildingS, finishedS, setupStarts, leases,
+    attempts: attempts.map((row) => ({ subjobId: row.subjob_id, startedS: row.started, finishedS: row.finished, seconds: row.seconds })),
+  };
+}
+
+function mean(values: readonly number[]): number {
+  return values.reduce((sum, value) => sum + value, 0) / values.length;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
