@@ -40,7 +40,7 @@ export function splitAtomizerOutput(stdout: string): string[] {
  * project path back (SPEC §4).
  */
 export function relativizeValue(value: string, projectDir: string): string {
-  return projectDir.length > 1 ? value.split(projectDir).join('$PROJECT_DIR') : value;
+  return projectDir.length > 1 && value.includes(projectDir) ? value.split(projectDir).join('$PROJECT_DIR') : value;
 }
 
 /**
@@ -89,7 +89,8 @@ export async function runAtomizers(job: JobConfig, projectDir: string, limits: A
         `Output:\n${tail.text(50)}`);
     }
     for (const [index, line] of splitAtomizerOutput(Buffer.concat(chunks).toString('utf8')).entries()) {
-      const bytes = Buffer.byteLength(line);
+      // A line of n UTF-16 units has at most 3n UTF-8 bytes: short lines (nearly all) need no count.
+      const bytes = line.length * 3 <= MAX_ATOM_BYTES ? 0 : Buffer.byteLength(line);
       if (bytes > MAX_ATOM_BYTES) {
         throw prepareError(`Atomizer line ${index + 1} is ${bytes} bytes long, over the limit of ${MAX_ATOM_BYTES} bytes per atom ` +
           `(max_atom_bytes).\nCommand: ${atomizer.command}\nLine ${index + 1} starts: ${JSON.stringify(line.slice(0, 80))}`);
