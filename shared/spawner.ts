@@ -12,15 +12,14 @@
  * pipes, so a command whose reader cannot keep up blocks on its next write. Signals are sent from here.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 
 /*
  * Requests (here -> spawner): u32 length, then op (1 byte), u32 id, payload. S: cwd NUL uid NUL gid NUL
  * script (NUL env entry)*; P: pause; R: resume; D: drop (close its pipes, forget it).
  * Events (spawner -> here): op (1 byte), u32 id, u32 length, payload. P: pid (once it leads its session); O/E: stdout/stderr bytes;
- * C: a pipe closed (payload 1 or 2); X: exit ("code signal", code -1 when signalled); F: not started (why);
- * H (id 0, first): "1" when the spawner is a child subreaper.
+ * C: a pipe closed (payload 1 or 2); X: exit ("code signal", code -1 when signalled); F: not started (why).
+ * Q (request, then event): may a process have escaped ("1"/"0"), see mayHaveEscaped().
  */
 const SPAWNER_SCRIPT = String.raw`
 use strict; use warnings; use POSIX (); use IO::Select ();
@@ -49,7 +48,6 @@ sub emit {
     $off += $n;
   }
 }
-emit('H', 0, $is_reaper);
 sub start {
   my ($id, $payload) = @_;
   my ($cwd, $uid, $gid, $script, @env) = split /\0/, $payload, -1;
@@ -111,9 +109,20 @@ sub close_pipe {
   close $fh;
   return $o;
 }
+# "1" unless, as a subreaper, we know every child of ours is a command's shell: what a command leaves behind
+# when its shell exits becomes our child, so any other child escaped from one (setsid, a double fork).
+sub escaped {
+  return 1 unless $is_reaper;
+  open(my $fh, '<', "/proc/$$/task/$$/children") or return 1;
+  my $children = <$fh> // '';
+  close $fh;
+  for (split ' ', $children) { return 1 unless exists $by_pid{$_}; }
+  return 0;
+}
 sub request {
   my ($op, $id, $payload) = @_;
   if ($op eq 'S') { start($id, $payload); return; }
+  if ($op eq 'Q') { reap(); emit('Q', $id, escaped()); return; }
   my $kid = $kids{$id} or return;
   if ($op eq 'P') { $kid->{paused} = 1; $sel->remove(@{$kid->{open}}); }
   elsif ($op eq 'R') { $kid->{paused} = 0; $sel->add(@{$kid->{open}}); }
@@ -198,33 +207,30 @@ export class Spawner {
   #nextId = 1;
   #pending: Buffer[] = [];
   #pendingBytes = 0;
-  #isSubreaper = false;
-  /** Pids of the commands running now (reported started, not yet reaped). */
-  readonly #livePids = new Set<number>();
-  /** Command id to pid while it runs. */
-  readonly #pids = new Map<number, number>();
+  readonly #queries = new Map<number, (mayHave: boolean) => void>();
 
   /**
-   * False only when no process started through this spawner is alive outside a running command's shell:
-   * as a subreaper, the spawner inherits every process whose shell exited, so a child of it that is no
-   * running command's shell escaped from one (setsid, a double fork). True whenever that is not known.
+   * False only when no process started through this spawner is alive outside a running command's shell
+   * (the spawner is a subreaper: it inherits whatever a command left when its shell exited). True whenever
+   * that is not known: no subreaper here, no /proc, the spawner gone.
    */
-  mayHaveEscaped(): boolean {
-    const pid = this.#child?.pid;
-    if (!this.#isSubreaper || pid === undefined) return true;
-    let children: string;
-    try {
-      children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1');
-    } catch {
-      return true;
-    }
-    return children.split(' ').some((entry) => entry.trim() !== '' && !this.#livePids.has(Number(entry)));
+  mayHaveEscaped(): Promise<boolean> {
+    const id = this.#takeId();
+    return new Promise((resolve) => {
+      this.#queries.set(id, resolve);
+      this.#send('Q', id);
+    });
+  }
+
+  #takeId(): number {
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xffff_fff0 ? 1 : this.#nextId + 1;
+    return id;
   }
 
   /** Starts a command; returns its id for pause/resume/drop. Events arrive on `events`. */
   spawn(request: SpawnRequest, events: SpawnEvents): number {
-    const id = this.#nextId;
-    this.#nextId = this.#nextId >= 0xffff_fff0 ? 1 : this.#nextId + 1;
+    const id = this.#takeId();
     const envEntries: string[] = [];
     for (const [name, value] of Object.entries(request.env)) {
       // A NUL cannot be in an environment (execve would cut it there); such a variable is not passable at all.
@@ -276,9 +282,6 @@ export class Spawner {
 
   #ensureStarted(): Writable {
     if (this.#child !== null && this.#input !== null) return this.#input;
-    this.#isSubreaper = false;
-    this.#livePids.clear();
-    this.#pids.clear();
     const child = spawn(PERL, ['-e', SPAWNER_SCRIPT, String(PRCTL_SYSCALL[process.arch] ?? 0)], { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: '/usr/bin:/bin' } });
     this.#child = child;
     this.#input = child.stdin!;
@@ -312,6 +315,9 @@ export class Spawner {
   }
 
   #failAll(message: string): void {
+    const queries = [...this.#queries.values()];
+    this.#queries.clear();
+    for (const answer of queries) answer(true);
     const commands = [...this.#commands.values()];
     this.#commands.clear();
     for (const events of commands) events.onFail(message);
@@ -341,24 +347,18 @@ export class Spawner {
   }
 
   #event(op: string, id: number, payload: Buffer): void {
-    if (op === 'H') {
-      this.#isSubreaper = payload.toString('latin1') === '1';
+    if (op === 'Q') {
+      const answer = this.#queries.get(id);
+      this.#queries.delete(id);
+      answer?.(payload.toString('latin1') !== '0');
       return;
-    }
-    if (op === 'X') {
-      this.#livePids.delete(this.#pids.get(id) ?? 0);
-      this.#pids.delete(id);
     }
     const events = this.#commands.get(id);
     if (events === undefined) return;
     switch (op) {
-      case 'P': {
-        const pid = Number(payload.toString('latin1'));
-        this.#livePids.add(pid);
-        this.#pids.set(id, pid);
-        events.onPid(pid);
+      case 'P':
+        events.onPid(Number(payload.toString('latin1')));
         break;
-      }
       case 'O':
         // The payload is a view on a buffer reused for the next frames: the listener may keep it.
         events.onData(1, Buffer.from(payload));

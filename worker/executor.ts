@@ -149,7 +149,7 @@ export async function runSubjob(options: {
     // And what left the group (setsid, a double fork), found by its marker or, marker shed, its ARTIFACT_DIR.
     // Through the spawner, its list of children says whether anything escaped at all: reading the environment
     // of every process on the machine after every atom was most of a worker's time on trivial atoms (issue 18).
-    if (result.stopReason === null && (options.spawner?.mayHaveEscaped() ?? true)) void killMarkedProcessesUntilGone(marker, fingerprints);
+    if (result.stopReason === null) void killEscapedInBackground(options.spawner ?? null, marker, fingerprints);
     if (congestionTimer !== null) clearInterval(congestionTimer);
     const rest = decoder.end();
     if (rest && outputBytes <= outputLimit) forward(rest);
@@ -189,6 +189,11 @@ export async function runSubjob(options: {
   }
   for (const atom of message.atoms) settleOutput(options.outputs, outputKey(message.lease_id, atom.atom_id), connection);
   connection.send({ type: 'subjob_finished', ...ids });
+}
+
+async function killEscapedInBackground(spawner: Spawner | null, marker: string, fingerprints: readonly string[]): Promise<void> {
+  if (spawner !== null && !(await spawner.mayHaveEscaped())) return;
+  await killMarkedProcessesUntilGone(marker, fingerprints);
 }
 
 /**
