@@ -158,6 +158,12 @@ describe('estimates', () => {
 
     const plan = (await api(master, 'GET', `/v2/builds/${second}/plan?executors=2`)).body;
     expect(plan).toMatchObject({ executors: 2, predicted_seconds: expect.any(Number) });
+    // Request to end: the costs around the dispatch, learned from the two builds' stamps, leases and attempts.
+    expect(plan.overheads.learned_from_builds).toBe(2);
+    expect(plan.phases.prepare_seconds).toBeGreaterThan(0);
+    expect(plan.overheads.setup_seconds).toBeGreaterThanOrEqual(0);
+    expect(plan.overheads.per_atom_seconds).toBeGreaterThanOrEqual(0);
+    expect(plan.phases.prepare_seconds + plan.phases.dispatch_seconds + plan.phases.archive_seconds).toBeCloseTo(plan.predicted_seconds, 1);
     // The atoms' history: 4 × 0.4 + 2 × 0.2 = 2 s of work.
     const one = (await api(master, 'GET', '/v2/jobs/Plan/plan?executors=1')).body;
     const four = (await api(master, 'GET', '/v2/jobs/Plan/plan?executors=4')).body;
