@@ -1,11 +1,18 @@
-import { readdir } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
 import { packDirectory } from '../shared/archive.ts';
 import { ARTIFACT_CHUNK_BYTES, encodeArtifactChunk, type ArtifactChunkHeader } from '../shared/protocol.ts';
 import type { MasterConnection } from './connection.ts';
 
-export async function hasArtifacts(dir: string): Promise<boolean> {
-  const entries = await readdir(dir).catch(() => []);
-  return entries.length > 0;
+/**
+ * Synchronous on purpose: one small directory read, and the atom's result then leaves in the turn its command
+ * ended instead of after a round through the thread pool (which a loaded machine makes long; issue 18).
+ */
+export function hasArtifacts(dir: string): boolean {
+  try {
+    return readdirSync(dir).length > 0;
+  } catch {
+    return false;
+  }
 }
 
 /**
