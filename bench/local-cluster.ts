@@ -1,0 +1,138 @@
+/**
+ * One build of N atoms of `true` on a real local cluster of ours: the master in this process, each worker a
+ * process of its own (as in a real cluster: their spawns must not share the master's thread). Timed from the
+ * POST to the terminal status; optionally with `GET /v1/build/:id` polled from a separate process.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { startMaster } from '../master/server.ts';
+import { createSilentLogger } from '../shared/log.ts';
+import { signRequest } from '../shared/auth.ts';
+import { localConf } from '../cli/common.ts';
+import type { StatusPollReport } from './status-poller.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const TERMINAL = ['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'];
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
+export function processCpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+export interface ClusterRun {
+  readonly seconds: number;
+  /** This process (the master and the bench's own polling), user + system. */
+  readonly masterCpuS: number;
+  /** All worker processes together (their own CPU, spawning included; not their children's). */
+  readonly workerCpuS: number;
+  /** Status GET latencies from the separate poller, when asked for. */
+  readonly statusP50Ms: number | null;
+  readonly statusP99Ms: number | null;
+  readonly statusRequests: number;
+}
+
+export interface ClusterOptions {
+  readonly workers: number;
+  readonly executors: number;
+  readonly atoms: number;
+  /** Poll GET /v1/build/:id from a separate process every this many ms; none when null. */
+  readonly pollIntervalMs: number | null;
+  /** Run the workers with `node --cpu-prof` into this folder. */
+  readonly cpuProfileDir: string | null;
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+function startPoller(masterUrl: string, buildId: number, intervalMs: number): Promise<StatusPollReport> {
+  const child = spawn(process.execPath, [
+    '--import', 'tsx', join(ROOT, 'bench', 'status-poller.ts'), masterUrl, String(buildId), String(intervalMs), '3600000', '600000',
+  ], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+  });
+  return new Promise((done, fail) => {
+    child.on('error', fail);
+    child.on('exit', (code) => {
+      try {
+        done(JSON.parse(stdout) as StatusPollReport);
+      } catch {
+        fail(new Error(`the status poller exited with ${code} and no report: ${stdout.slice(0, 500)}`));
+      }
+    });
+  });
+}
+
+export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun> {
+  const base = await mkdtemp(join(tmpdir(), 'cr-bench-'));
+  const secret = randomBytes(16).toString('hex');
+  const conf = localConf(base, secret);
+  const master = await startMaster({
+    host: '127.0.0.1', log: createSilentLogger(), version: 'bench',
+    conf: { ...conf, port: 0, heartbeatIntervalMs: 1000, killGraceMs: 1000, noWorkerTimeoutMs: 60_000 },
+  });
+  const workers: ChildProcess[] = [];
+  const exits: Promise<unknown>[] = [];
+  try {
+    for (let i = 0; i < options.workers; i++) {
+      const workerConf = join(base, `worker-${i}.conf`);
+      writeFileSync(workerConf, `[general]\nsecret = ${secret}\nbase_directory = ${join(base, `worker-${i}`)}\n[worker]\nheartbeat_interval = 1\n`, { mode: 0o600 });
+      const profile = options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
+      const worker = spawn(process.execPath, [...profile, join(ROOT, 'bin', 'clusterrunner'), 'worker', '-m', master.url, '-e', String(options.executors), '-n', `bench-${i}`, '-c', workerConf, '-q'], {
+        stdio: 'ignore', env: { ...process.env, NODE_ENV: 'production' },
+      });
+      workers.push(worker);
+      exits.push(new Promise((resolve) => worker.on('exit', resolve)));
+    }
+    for (;;) {
+      const { workers: joined } = (await (await fetch(`${master.url}/v1/worker`)).json()) as { workers: unknown[] };
+      if (joined.length >= options.workers) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const body = JSON.stringify({ type: 'directory', project_directory: base, config: { commands: ['true'], atomizers: [{ N: `seq 1 ${options.atoms}` }] } });
+    const workerCpu = () => workers.reduce((sum, worker) => sum + processCpuSeconds(worker.pid!), 0);
+    const started = performance.now();
+    const cpuBefore = process.cpuUsage();
+    const workerCpuBefore = workerCpu();
+    const response = await fetch(`${master.url}/v1/build`, { method: 'POST', body, headers: signRequest(secret, 'POST', '/v1/build', body) });
+    const { build_id: id } = (await response.json()) as { build_id: number };
+    const poll = options.pollIntervalMs === null ? null : startPoller(master.url, id, options.pollIntervalMs);
+    for (;;) {
+      const { build } = (await (await fetch(`${master.url}/v1/build/${id}`)).json()) as { build: { status: string } };
+      if (TERMINAL.includes(build.status)) {
+        if (build.status !== 'SUCCESS') throw new Error(`bench build ended ${build.status}`);
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const cpu = process.cpuUsage(cpuBefore);
+    const workerCpuS = workerCpu() - workerCpuBefore;
+    const report = poll === null ? null : await poll;
+    const sorted = report === null ? [] : [...report.latenciesMs].sort((a, b) => a - b);
+    return {
+      seconds, masterCpuS: (cpu.user + cpu.system) / 1e6, workerCpuS,
+      statusP50Ms: report === null ? null : percentile(sorted, 50),
+      statusP99Ms: report === null ? null : percentile(sorted, 99),
+      statusRequests: sorted.length,
+    };
+  } finally {
+    for (const worker of workers) worker.kill('SIGTERM');
+    await Promise.all(exits);
+    await master.close();
+    await rm(base, { recursive: true, force: true });
+  }
+}
