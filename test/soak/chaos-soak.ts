@@ -126,6 +126,16 @@ function writeConf(dir: string, lines: string[]): string {
 }
 
 const masterDir = join(root, 'master');
+/**
+ * Prints the name of the pool worker a command runs under: up the parent chain to the `worker … --pool`
+ * process, then its `-n` argument (a command's parent may be a helper the worker forks, not the worker).
+ */
+const POOL_WORKER_NAME_SCRIPT = join(root, 'pool-worker-name.sh');
+writeFileSync(POOL_WORKER_NAME_SCRIPT, [
+  'p=$PPID',
+  `while [ "$p" -gt 1 ] && ! tr '\\0' '\\n' < /proc/$p/cmdline | grep -qx -- --pool; do p=$(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f2); done`,
+  `tr '\\0' '\\n' < /proc/$p/cmdline | grep -x -A1 -- -n | tail -n 1`,
+].join('\n') + '\n');
 let masterUrl = '';
 let masterConf = '';
 let master: ChildProcess | null = null;
@@ -219,9 +229,9 @@ function buildJob(atoms: number): Record<string, unknown> {
       'sleep "${N#*:}"',
     ],
     atomizers: [{ N: `printf '%s\\n' ${values.join(' ')}` }],
-    // A pool worker has no SOAK_WORKER: it is told apart by its pid (bash's parent is the worker process).
-    setup_build: ['echo "${SOAK_WORKER:-pid$PPID}" >> "$PROJECT_DIR/setups"'],
-    teardown_build: ['echo "${SOAK_WORKER:-pid$PPID}" >> "$PROJECT_DIR/teardowns"'],
+    // A pool worker has no SOAK_WORKER: its name (one per process) is read from its command line.
+    setup_build: [`echo "\${SOAK_WORKER:-$(sh ${POOL_WORKER_NAME_SCRIPT})}" >> "$PROJECT_DIR/setups"`],
+    teardown_build: [`echo "\${SOAK_WORKER:-$(sh ${POOL_WORKER_NAME_SCRIPT})}" >> "$PROJECT_DIR/teardowns"`],
   };
 }
 
@@ -322,7 +332,7 @@ function targets(): Target[] {
     return workers.filter((worker) => worker.process !== null && !worker.frozen)
       .map((worker) => ({ key: `${worker.name}#${worker.generation}`, pid: worker.process!.pid!, hand: worker }));
   }
-  return poolWorkerProcesses().filter((found) => !frozenPids.has(found.pid)).map((found) => ({ key: `pid${found.pid}`, pid: found.pid, hand: null }));
+  return poolWorkerProcesses().filter((found) => !frozenPids.has(found.pid)).map((found) => ({ key: found.name, pid: found.pid, hand: null }));
 }
 
 /** Freezes a worker (SIGSTOP) for ms, then thaws it (a pool may have stopped it meanwhile: SIGKILL ends a stopped process). */
@@ -753,11 +763,10 @@ async function main(): Promise<number> {
   const poolRows = database.prepare('SELECT COUNT(*) FROM pool_workers').pluck().get() as number;
   // A pool worker the pool stopped as down or as a failed start (a freeze outlived replace_down_after_seconds
   // or start_timeout_seconds) may have been SIGKILLed by it: like the soak's own kills, it owes no teardown.
-  const poolKilled = database.prepare(`SELECT json_extract(started.fields, '$.pid') FROM events AS stopped
-    JOIN events AS started ON started.tag = 'POOL_WORKER_STARTED' AND json_extract(started.fields, '$.worker') = json_extract(stopped.fields, '$.worker')
-    WHERE stopped.tag = 'POOL_WORKER_STOPPED' AND json_extract(stopped.fields, '$.reason') IN ('down', 'failed_start')`).pluck().all() as (number | null)[];
+  const poolKilled = database.prepare(`SELECT json_extract(fields, '$.worker') FROM events
+    WHERE tag = 'POOL_WORKER_STOPPED' AND json_extract(fields, '$.reason') IN ('down', 'failed_start')`).pluck().all() as string[];
   database.close();
-  for (const pid of poolKilled) if (pid !== null) killedProcesses.add(`pid${pid}`);
+  for (const name of poolKilled) killedProcesses.add(name);
   const setupCheck = checkSetups();
   problems.push(...setupCheck.problems);
   if (integrity !== 'ok') problems.push(`integrity_check: ${integrity}`);
