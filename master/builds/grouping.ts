@@ -34,7 +34,8 @@ const MAX_SUBJOB_VALUE_CHARS = 1024 * 1024;
  * history maps atom strings (`export VAR="value";`) to expected seconds.
  */
 export function groupAtoms(atoms: readonly AtomValue[], history?: ReadonlyMap<string, number>, options?: GroupingOptions): PlannedSubjob[] {
-  const known = history === undefined ? [] : atoms.map((atom) => history.get(atomCommandString(atom.variable, atom.value)));
+  // No history at all (a cold start): no atom string to build for each of 100,000 atoms.
+  const known = history === undefined || history.size === 0 ? [] : atoms.map((atom) => history.get(atomCommandString(atom.variable, atom.value)));
   const knownTimes = known.filter((time): time is number => time !== undefined && Number.isFinite(time) && time >= 0);
   if (knownTimes.length === 0) {
     return atoms.map((atom, index) => ({
