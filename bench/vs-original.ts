@@ -94,9 +94,9 @@ async function runOriginal(cluster: OriginalCluster, projectDir: string): Promis
   if (!response.ok) throw new Error(`original POST /v1/build: HTTP ${response.status} ${await response.text()}`);
   const { build_id: id } = (await response.json()) as { build_id: number };
   for (;;) {
-    const { build } = (await (await fetch(`${cluster.url}/v1/build/${id}`)).json()) as { build: { status: string; result: string | null; num_atoms: number | null } };
+    const { build } = (await (await fetch(`${cluster.url}/v1/build/${id}`)).json()) as { build: { status: string; result: string | null; num_atoms: number | null; error_message: string | null } };
     if (['FINISHED', 'ERROR', 'CANCELED'].includes(build.status)) {
-      if (build.status !== 'FINISHED' || build.result !== 'NO_FAILURES') throw new Error(`original build ${id} ended ${build.status} ${build.result}`);
+      if (build.status !== 'FINISHED' || build.result !== 'NO_FAILURES') throw new Error(`original build ${id} ended ${build.status} ${build.result}: ${build.error_message}`);
       if (build.num_atoms !== ATOMS) throw new Error(`original build ${id} had ${build.num_atoms} atoms, not ${ATOMS}`);
       return (performance.now() - started) / 1000;
     }
@@ -119,7 +119,7 @@ if (missing !== null) {
   const limit = await measureSpawnLimit(ATOMS, EXECUTORS);
   process.stdout.write(`  ${formatSpawnLimit(limit, ATOMS, EXECUTORS)}\n`);
   const projectDir = mkdtempSync(join(tmpdir(), 'cr-bench-vs-original-'));
-  writeFileSync(join(projectDir, 'clusterrunner.yaml'), `Bench:\n  commands:\n    - true\n  atomizers:\n    - N: seq 1 ${ATOMS}\n`);
+  writeFileSync(join(projectDir, 'clusterrunner.yaml'), `Bench:\n  commands:\n    - 'true'\n  atomizers:\n    - N: seq 1 ${ATOMS}\n`);
   const original = await startOriginal();
   const ours: number[] = [];
   const theirs: number[] = [];
