@@ -45,14 +45,18 @@ export interface BalanceCluster {
   stop(): Promise<void>;
 }
 
-/** A master and the case's worker processes, and a project with one unique atom string per duration (history is per atom string). */
-export async function startBalanceCluster(kase: Case, prefix: string): Promise<BalanceCluster> {
+/**
+ * A master and the case's worker processes, and a project with one unique atom string per duration (history
+ * is per atom string). `retries`: the job's, for a bench that needs every build to end SUCCESS.
+ */
+export async function startBalanceCluster(kase: Case, prefix: string, options: { retries?: number } = {}): Promise<BalanceCluster> {
   const base = await mkdtemp(join(tmpdir(), `cr-bench-${prefix}-${kase.name}-`));
   const project = join(base, 'project');
   mkdirSync(project);
   const secret = randomBytes(16).toString('hex');
   writeFileSync(join(project, 'atoms.txt'), kase.durations.map((seconds, index) => `${String(index).padStart(4, '0')}:${seconds.toFixed(4)}\n`).join(''));
-  writeFileSync(join(project, 'clusterrunner.yaml'), 'Balance:\n  commands:\n    - sleep "${T#*:}"\n  atomizers:\n    - T: cat atoms.txt\n');
+  const retries = options.retries === undefined ? '' : `  retries: ${options.retries}\n`;
+  writeFileSync(join(project, 'clusterrunner.yaml'), `Balance:\n  commands:\n    - sleep "\${T#*:}"\n  atomizers:\n    - T: cat atoms.txt\n${retries}`);
   const clusterDir = join(base, 'cluster');
   mkdirSync(clusterDir);
   const master = await startMaster({

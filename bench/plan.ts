@@ -12,6 +12,7 @@
  */
 import { loadavg } from 'node:os';
 import type { MasterServer } from '../master/server.ts';
+import { learnBuildOverheads, readBuildFacts } from '../master/estimates/overheads.ts';
 import { balanceCases, runBalanceBuild, startBalanceCluster, type Case } from './balance-cluster.ts';
 
 interface PlanAnswer {
@@ -31,8 +32,27 @@ async function predict(master: MasterServer, executors: number): Promise<number>
   return (await plan(master, executors)).predicted_seconds!;
 }
 
+/** The newest build's phases and overheads as the master recorded them, to set beside the plan's. */
+function measuredPhases(master: MasterServer): string {
+  const { store } = master;
+  store.batcher.flush();
+  const { id } = store.db.prepare('SELECT max(id) AS id FROM builds').get() as { id: number };
+  const build = store.builds.get(id)!;
+  const facts = readBuildFacts(store, id, build.job!.timingKey);
+  const learned = facts === null ? null : learnBuildOverheads(facts);
+  if (facts === null || learned === null) return 'nothing recorded';
+  const { retried } = store.db.prepare('SELECT count(*) AS retried FROM atoms WHERE build_id = ? AND failed_attempts > 0').get(id) as { retried: number };
+  const lastResult = Math.max(...facts.attempts.map((attempt) => attempt.finishedS ?? 0));
+  const fixed = (value: number | undefined) => (value === undefined ? 'n/a' : value.toFixed(3));
+  return `prepare ${(facts.buildingS - facts.queuedS).toFixed(2)} s, dispatch ${(lastResult - facts.buildingS).toFixed(2)} s, ` +
+    `archive ${(facts.finishedS - lastResult).toFixed(2)} s; ${build.numSubjobs} subjobs; setup ${fixed(learned.setupS)} s, ` +
+    `per subjob ${fixed(learned.subjobS)} s, per atom ${fixed(learned.atomS)} s, last subjob ${fixed(learned.lastSubjobS)} s; ${retried} atoms retried`;
+}
+
 async function runCase(kase: Case): Promise<number> {
-  const cluster = await startBalanceCluster(kase, 'plan');
+  // Retries: an atom that could not start (a worker-side failure) runs again rather than end the bench; the
+  // measured line says how many did.
+  const cluster = await startBalanceCluster(kase, 'plan', { retries: 2 });
   const { master } = cluster;
   const executors = kase.workers * kase.executorsPerWorker;
   const serial = kase.durations.reduce((sum, seconds) => sum + seconds, 0);
@@ -49,6 +69,7 @@ async function runCase(kase: Case): Promise<number> {
       `learned from ${overheads.learned_from_builds} build(s): setup ${overheads.setup_seconds} s, per subjob ${overheads.per_subjob_seconds} s, per atom ${overheads.per_atom_seconds} s\n`);
     const measured = (await runBalanceBuild(cluster)).wall;
     process.stdout.write(`  load average ${loadavg().map((load) => load.toFixed(1)).join(' ')}\n`);
+    process.stdout.write(`  measured: ${measuredPhases(master)}\n`);
     const error = (predicted - measured) / measured;
     process.stdout.write(`  with history: predicted ${predicted.toFixed(2)} s, measured ${measured.toFixed(2)} s, error ${(error * 100).toFixed(1)}%\n`);
     return error;
