@@ -1,0 +1,61 @@
+/**
+ * A build's plan written to a real SQLite file (atom-store insertPlan: many rows per INSERT, issue 18): every
+ * subjob and atom comes back in order with its values, across full statements and the remainder; and
+ * hasExpectedTimes tells a plan made with history from one without.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openStore, type Store } from '../../master/store/index.ts';
+import type { PlannedSubjob } from '../../master/store/atom-store.ts';
+
+const opened: { store: Store; dir: string }[] = [];
+afterEach(() => {
+  for (const { store, dir } of opened.splice(0)) {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+function newBuild(): { store: Store; buildId: number } {
+  const dir = mkdtempSync(join(tmpdir(), 'cr-plan-'));
+  const store = openStore(join(dir, 'master.sqlite'));
+  opened.push({ store, dir });
+  const buildId = store.builds.insert({
+    requestParams: { type: 'directory', project_directory: '/tmp/project' }, request: { type: 'directory' },
+    projectType: 'directory', jobName: 'plan', priority: 0,
+  });
+  return { store, buildId };
+}
+
+/** 451 subjobs of 1 to 3 atoms: more than two full statements of each table and a remainder. */
+function plan(expectedTime: (subjobId: number) => number | null): PlannedSubjob[] {
+  return Array.from({ length: 451 }, (_, id) => ({
+    id,
+    atoms: Array.from({ length: 1 + (id % 3) }, (_, atomId) => ({
+      id: atomId, variable: 'TEST_FILE', value: `tests/test_${id}_${atomId}.py 'quoted' "and" $dollar`, expectedTime: expectedTime(id),
+    })),
+  }));
+}
+
+describe('a build plan in SQLite', () => {
+  it('keeps every subjob and atom, in order, with its value and expected time', () => {
+    const { store, buildId } = newBuild();
+    const subjobs = plan((id) => (id % 2 === 0 ? id / 10 : null));
+    store.db.transaction(() => store.atoms.insertPlan(buildId, subjobs))();
+    expect(store.atoms.listSubjobs(buildId).map((subjob) => [subjob.id, subjob.state])).toEqual(subjobs.map((subjob) => [subjob.id, 'NOT_STARTED']));
+    expect(store.atoms.listBuildAtoms(buildId).map((atom) => [atom.subjobId, atom.id, atom.variable, atom.value, atom.expectedTime, atom.state]))
+      .toEqual(subjobs.flatMap((subjob) => subjob.atoms.map((atom) => [subjob.id, atom.id, atom.variable, atom.value, atom.expectedTime, 'NOT_STARTED'])));
+    expect(store.atoms.hasExpectedTimes(buildId)).toBe(true);
+  });
+
+  it('writes an empty plan and a plan of one atom, and knows a plan without history', () => {
+    const { store, buildId } = newBuild();
+    store.db.transaction(() => store.atoms.insertPlan(buildId, []))();
+    expect(store.atoms.listBuildAtoms(buildId)).toEqual([]);
+    store.db.transaction(() => store.atoms.insertPlan(buildId, [{ id: 0, atoms: [{ id: 0, variable: 'N', value: '1', expectedTime: null }] }]))();
+    expect(store.atoms.listBuildAtoms(buildId).map((atom) => atom.value)).toEqual(['1']);
+    expect(store.atoms.hasExpectedTimes(buildId)).toBe(false);
+  });
+});
