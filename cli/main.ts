@@ -1,16 +1,12 @@
 import { Command, CommanderError } from 'commander';
 import { ClusterRunnerError } from '../shared/errors.ts';
 import { packageVersion } from './common.ts';
-import { runMasterCommand } from './master-command.ts';
-import { runWorkerCommand } from './worker-command.ts';
-import { runExampleCommand } from './example-command.ts';
 import { collectRemoteFile, collectVariable, joinRemoteFileArguments, runBuildCommand, type BuildFlags } from './build-command.ts';
 import { collectWorkerId, runShutdownCommand } from './shutdown-command.ts';
 import { runStopCommand } from './stop-command.ts';
 import { runListCommand, runStatusCommand, runWorkersCommand } from './status-commands.ts';
 import { runLogsCommand } from './logs-command.ts';
 import { collectAtom, runArtifactsCommand, runAttachCommand, runCancelCommand, runRetryCommand } from './build-actions.ts';
-import { runValidateCommand } from './validate-command.ts';
 import { COMPLETION_SHELLS, runCompletionCommand } from './completion-command.ts';
 import { endQuietlyOnClosedOutput } from './command-output.ts';
 import { EXIT_CODES_HELP, EXIT_SUCCESS, EXIT_USAGE, exitCodeForError } from './exit-codes.ts';
@@ -36,7 +32,10 @@ function withResultsFlags(command: Command): Command {
     .option('--no-results', 'download no artifacts');
 }
 
-/** The `clusterrunner` command line (SPEC §8, issue 16). Returns the exit code (cli/exit-codes.ts). */
+/**
+ * The `clusterrunner` command line (SPEC §8, issue 16). Returns the exit code (cli/exit-codes.ts). The
+ * commands that run a master or a worker load them only when asked: a client command starts without them.
+ */
 export async function main(argv: readonly string[]): Promise<number> {
   endQuietlyOnClosedOutput();
   let result: Promise<number> = Promise.resolve(EXIT_SUCCESS);
@@ -52,7 +51,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--host <address>', 'address to listen on (default: every interface; 127.0.0.1 keeps other machines out)')
     .option('--eventlog-file <path>', 'also append the event log (GET /v1/eventlog) to this file as JSON lines, or STDOUT')
     .action((flags) => {
-      result = runMasterCommand(flags);
+      result = import('./master-command.ts').then((command) => command.runMasterCommand(flags));
     });
 
   withCommonFlags(program.command('worker').alias('slave').description('run a worker daemon that executes atoms for a master'))
@@ -64,13 +63,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('-p, --port <port>', "the original slave's port: ignored with a warning (a worker listens on no port)")
     .option('--eventlog-file <path>', 'the original\'s event log file: ignored with a warning (workers keep no event log)')
     .action((flags) => {
-      result = runWorkerCommand(flags);
+      result = import('./worker-command.ts').then((command) => command.runWorkerCommand(flags));
     });
 
   withCommonFlags(program.command('example').description('run the example job on a local master and worker, then stop them'))
     .option('--keep', 'keep the temporary results folder')
     .action((flags) => {
-      result = runExampleCommand(flags);
+      result = import('./example-command.ts').then((command) => command.runExampleCommand(flags));
     });
 
   const build = withResultsFlags(withClientFlags(program.command('build').description('run a job of a project on a master and wait for it (without -m: on this machine)')))
@@ -148,7 +147,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--json', 'print the report as JSON')
     .addHelpText('after', '\nExit codes: 0 every job is valid and its atomizers ran, 3 otherwise.')
     .action((dir: string | undefined, flags) => {
-      result = runValidateCommand(dir, flags);
+      result = import('./validate-command.ts').then((command) => command.runValidateCommand(dir, flags));
     });
   program.command('completion').argument('<shell>', COMPLETION_SHELLS.join(' or '))
     .description('print a shell completion script: source <(clusterrunner completion bash)')

@@ -4,8 +4,7 @@
  * (shared/api/views.ts); failures become ClusterRunnerErrors whose message the CLI can print as it is.
  */
 import { randomBytes } from 'node:crypto';
-import { digestMatches, signRequest } from '../shared/auth.ts';
-import { identityResponse } from '../master/http/identity-routes.ts';
+import { digestMatches, identityResponse, signRequest } from '../shared/auth.ts';
 import { ClusterRunnerError, errorMessage } from '../shared/errors.ts';
 import type { z } from 'zod';
 import type { BuildRequestBody } from '../shared/api/requests.ts';

@@ -135,3 +135,11 @@ export function verifyRequest(options: VerifyOptions): VerifyResult {
   if (isBodilessMethod(options.method)) return 'mismatch';
   return digestMatches(computeDigest(options.secret, options.body), digest) ? 'ok' : 'mismatch';
 }
+
+/**
+ * What a master holding secret answers to a client's identity challenge (GET /v1/identity); the domain
+ * prefix keeps it apart from request digests.
+ */
+export function identityResponse(secret: string, challenge: string): string {
+  return computeDigest(secret, `clusterrunner-identity\n${challenge}`);
+}

@@ -5,17 +5,12 @@
  * another local user who took the port first gets nothing from us.
  */
 import type { Router } from 'express';
-import { computeDigest } from '../../shared/auth.ts';
+import { identityResponse } from '../../shared/auth.ts';
 import { badRequest } from '../../shared/errors.ts';
 import { route } from './api-tree.ts';
 
 /** 16 to 64 random bytes, hex: short enough to bound the work, long enough that answers cannot be collected. */
 const CHALLENGE = /^[0-9a-f]{32,128}$/;
-
-/** What a master holding secret answers to challenge; the domain prefix keeps it apart from request digests. */
-export function identityResponse(secret: string, challenge: string): string {
-  return computeDigest(secret, `clusterrunner-identity\n${challenge}`);
-}
 
 export function addIdentityRoutes(router: Router, deps: { readonly secret: string }): void {
   route(router, '/identity', {

@@ -12,7 +12,7 @@ import { api, cleanupAll, eventually, startTestMaster, tempDir, writeConf } from
 import { freePort, runCli } from '../support/build-results.ts';
 import { killFromPidFiles } from '../cli/helpers.ts';
 import { processStartTime, readPidFile } from '../../cli/local-cluster.ts';
-import { identityResponse } from '../../master/http/identity-routes.ts';
+import { identityResponse } from '../../shared/auth.ts';
 
 const servers: Server[] = [];
 const bases: string[] = [];
