@@ -16,6 +16,8 @@ COPY master ./master
 COPY shared ./shared
 COPY worker ./worker
 COPY tsconfig.json clusterrunner.conf.example ./
+# Bundle the sources now (bin/bundle-cache.mjs): the service user cannot write node_modules/.cache.
+RUN bin/clusterrunner --version
 
 # A dedicated user; its home holds the conf a first start writes, and the default base directory.
 RUN groupadd --system --gid 10001 clusterrunner \
