@@ -133,6 +133,23 @@ export function combineOverheads(perBuild: readonly Partial<Overheads>[]): Learn
   };
 }
 
+/** One finished build's lesson, and whether it was planned with history (grouped) or cold (one atom per subjob). */
+export interface BuildLesson {
+  readonly overheads: Partial<Overheads>;
+  readonly isPlannedWithHistory: boolean;
+}
+
+/**
+ * The lessons a prediction trusts, newest first: those of builds planned with history when there are any.
+ * A prediction is always of a build planned with history, and a cold build's costs are another regime: a
+ * lease per atom keeps the master busy dispatching (on the Develocity bench its per-subjob cost was 4× a
+ * grouped build's), so it teaches only until a build with history has run.
+ */
+export function trustedLessons(lessons: readonly BuildLesson[]): Partial<Overheads>[] {
+  const grouped = lessons.filter((lesson) => lesson.isPlannedWithHistory);
+  return (grouped.length > 0 ? grouped : lessons).slice(0, MAX_LEARNED_BUILDS).map((lesson) => lesson.overheads);
+}
+
 /**
  * The job's overheads from its newest finished builds with atoms (of the same timing key: the same job in
  * the same repository or directory). A retried build is left out: its stamps and leases span two rounds.
@@ -141,14 +158,15 @@ export function jobOverheads(store: Store, jobName: string, timingKey: string): 
   store.batcher.flush();
   const { ids } = createBuildQuery(store.db).list({ jobName, statuses: ['SUCCESS', 'FAILURE'] },
     { order: 'desc', offset: 0, limit: MAX_BUILDS_LOOKED_AT });
-  const perBuild: Partial<Overheads>[] = [];
+  const withHistory = store.db.prepare<[number], { found: number }>('SELECT 1 AS found FROM atoms WHERE build_id = ? AND expected_time IS NOT NULL LIMIT 1');
+  const lessons: BuildLesson[] = [];
   for (const id of ids) {
-    if (perBuild.length >= MAX_LEARNED_BUILDS) break;
+    if (lessons.filter((lesson) => lesson.isPlannedWithHistory).length >= MAX_LEARNED_BUILDS) break;
     const facts = readBuildFacts(store, id, timingKey);
     const learned = facts === null ? null : learnBuildOverheads(facts);
-    if (learned !== null) perBuild.push(learned);
+    if (learned !== null) lessons.push({ overheads: learned, isPlannedWithHistory: withHistory.get(id) !== undefined });
   }
-  return combineOverheads(perBuild);
+  return combineOverheads(trustedLessons(lessons));
 }
 
 interface EventRow { tag: string; timestamp: number; fields: string }

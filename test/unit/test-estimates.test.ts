@@ -10,7 +10,7 @@ import { openDatabase } from '../../master/store/database.ts';
 import { testStoreOf } from '../../master/tests/test-store.ts';
 import { withTestFileEstimates } from '../../master/tests/test-estimates.ts';
 import { predictBuild, simulateDispatch } from '../../master/estimates/simulation.ts';
-import { combineOverheads, DEFAULT_OVERHEADS, learnBuildOverheads, type BuildFacts, type Overheads } from '../../master/estimates/overheads.ts';
+import { combineOverheads, DEFAULT_OVERHEADS, learnBuildOverheads, trustedLessons, type BuildFacts, type Overheads } from '../../master/estimates/overheads.ts';
 import { collectJunitFiles, JUNIT_FOLDER } from '../../worker/junit-files.ts';
 import { parseJobDefinition } from '../../shared/job-config.ts';
 
@@ -194,5 +194,14 @@ describe('overheads learned from a build', () => {
     expect(combined).toMatchObject({ prepareS: 2, atomS: 0.2, subjobS: 0.5, archiveS: 5, builds: 3 });
     expect(combined.setupS).toBe(DEFAULT_OVERHEADS.setupS);
     expect(combineOverheads([])).toEqual({ ...DEFAULT_OVERHEADS, builds: 0 });
+  });
+
+  it('trusts builds planned with history over cold ones, once there are any', () => {
+    const cold = { overheads: { subjobS: 0.4 }, isPlannedWithHistory: false };
+    const grouped = (subjobS: number) => ({ overheads: { subjobS }, isPlannedWithHistory: true });
+    expect(trustedLessons([cold])).toEqual([{ subjobS: 0.4 }]);
+    expect(trustedLessons([grouped(0.1), cold])).toEqual([{ subjobS: 0.1 }]);
+    expect(trustedLessons([grouped(0.1), cold, grouped(0.2), grouped(0.3), grouped(0.4)])).toEqual([{ subjobS: 0.1 }, { subjobS: 0.2 }, { subjobS: 0.3 }]);
+    expect(combineOverheads(trustedLessons([grouped(0.1), cold, grouped(0.2)])).subjobS).toBeCloseTo(0.15, 6);
   });
 });
