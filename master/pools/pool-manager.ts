@@ -141,6 +141,19 @@ export class PoolManager {
         continue;
       }
       const isAlive = row.pid !== null && isOurs(pool.conf, row.name, row.pid);
+      if (row.isStopping) {
+        // The master before decided to stop it and stopped first: the stop is finished, the worker never taken
+        // back (it might be busy counting above max_workers, and have a busy worker stopped in its place).
+        this.#deps.log.info({ pool: row.pool, worker: row.name }, 'finishing the stop of a pool worker begun before the restart');
+        const started: StartedWorker | null = isAlive ? { pid: row.pid, ended: null, group: null } : null;
+        this.#track(stopPoolWorker(this.#deps.provider(pool.conf), pool.conf, row.name, started).then((problem) => {
+          this.#deps.store.remove(row.name);
+          this.#deps.events.append('POOL_WORKER_STOPPED', {
+            pool: row.pool, worker: row.name, reason: 'restart', why: 'its stop was under way when the master stopped', ...(problem === null ? {} : { error: problem }),
+          });
+        }));
+        continue;
+      }
       if (pool.conf.provider === 'local' && !isAlive) {
         // It died while no master watched: its folder (a whole worker base directory) goes too, and the
         // event log says so, as for a worker replaced while the master ran.
@@ -355,6 +368,7 @@ export class PoolManager {
 
   #stop(pool: PoolState, instance: Instance, reason: string, why: string): void {
     instance.state = 'stopping';
+    this.#deps.store.markStopping(instance.name);
     this.#track((async () => {
       let problem: string | null = null;
       try {

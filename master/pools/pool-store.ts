@@ -9,6 +9,8 @@ export interface PoolWorkerRow {
   readonly pid: number | null;
   /** Epoch seconds. */
   readonly startedAt: number;
+  /** The master decided to stop it: a master started before the stop ended finishes it, never takes it back. */
+  readonly isStopping: boolean;
 }
 
 /**
@@ -23,19 +25,28 @@ export function createPoolStore(db: Db) {
     pid INTEGER,
     started_at REAL NOT NULL
   ) WITHOUT ROWID`);
-  const insert = db.prepare('INSERT OR REPLACE INTO pool_workers (name, pool, provider, pid, started_at) VALUES (?, ?, ?, ?, ?)');
+  // Added after the table shipped: a table from before gets the column here.
+  const columns = db.prepare<[], { name: string }>('SELECT name FROM pragma_table_info(\'pool_workers\')').all().map((column) => column.name);
+  if (!columns.includes('stopping')) db.exec('ALTER TABLE pool_workers ADD COLUMN stopping INTEGER NOT NULL DEFAULT 0');
+  const insert = db.prepare('INSERT OR REPLACE INTO pool_workers (name, pool, provider, pid, started_at, stopping) VALUES (?, ?, ?, ?, ?, 0)');
+  const markStopping = db.prepare('UPDATE pool_workers SET stopping = 1 WHERE name = ?');
   const remove = db.prepare('DELETE FROM pool_workers WHERE name = ?');
-  const all = db.prepare<[], { name: string; pool: string; provider: string; pid: number | null; started_at: number }>(
-    'SELECT name, pool, provider, pid, started_at FROM pool_workers ORDER BY started_at');
+  const all = db.prepare<[], { name: string; pool: string; provider: string; pid: number | null; started_at: number; stopping: number }>(
+    'SELECT name, pool, provider, pid, started_at, stopping FROM pool_workers ORDER BY started_at');
   return {
-    insert(row: PoolWorkerRow): void {
+    insert(row: Omit<PoolWorkerRow, 'isStopping'>): void {
       insert.run(row.name, row.pool, row.provider, row.pid, row.startedAt);
+    },
+    markStopping(name: string): void {
+      markStopping.run(name);
     },
     remove(name: string): void {
       remove.run(name);
     },
     all(): PoolWorkerRow[] {
-      return all.all().map((row) => ({ name: row.name, pool: row.pool, provider: row.provider, pid: row.pid, startedAt: row.started_at }));
+      return all.all().map((row) => ({
+        name: row.name, pool: row.pool, provider: row.provider, pid: row.pid, startedAt: row.started_at, isStopping: row.stopping !== 0,
+      }));
     },
   };
 }

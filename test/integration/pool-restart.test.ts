@@ -3,7 +3,9 @@
  * - a local pool worker that died while its master was down: the restarted master used to drop its row and
  *   keep its folder under <base_directory>/pools/ for ever (a whole worker base directory per death);
  * - a worker being stopped when the master stops: its row stayed, and the next master took the stopped
- *   worker back (a command pool then ran its stop command a second time).
+ *   worker back (a command pool then ran its stop command a second time);
+ * - the same when the master is killed during the stop: the next master took the worker back as well, which
+ *   could put the pool above max_workers and have a busy worker stopped in its place. It finishes the stop.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -14,7 +16,8 @@ import { createSilentLogger } from '../../shared/log.ts';
 import { isGroupAlive } from '../../shared/process.ts';
 import { openDatabase } from '../../master/store/database.ts';
 import { startMaster, type MasterServer } from '../../master/server.ts';
-import { api, cleanupAll, eventually, tempDir } from '../support/cluster.ts';
+import { freePort } from '../support/build-results.ts';
+import { api, cleanupAll, eventually, spawnCli, tempDir, writeConf } from '../support/cluster.ts';
 
 const servers: MasterServer[] = [];
 const pids = new Set<number>();
@@ -94,5 +97,37 @@ describe('a local pool worker that died while the master was down', () => {
     master = await start(base, secret, pool);
     expect((await workers(master)).map((worker) => worker.name)).not.toContain(first);
     expect(readFileSync(stopped, 'utf8').trim().split('\n').filter((name) => name === first)).toHaveLength(1);
+  }, 60_000);
+
+  it('has its stop finished, not taken back, by the next master when the master was killed during the stop', async () => {
+    const base = tempDir('cr-pool-restart-');
+    const secret = randomBytes(16).toString('hex');
+    const stopped = join(base, 'stopped');
+    const go = join(base, 'go');
+    const script = join(base, 'stop.sh');
+    writeFileSync(script, `#!/bin/sh\necho "$WORKER_NAME" >> ${stopped}\nwhile [ ! -e ${go} ]; do sleep 0.05; done\n`, { mode: 0o755 });
+    const pool = { provider: 'command', min_workers: 1, max_workers: 1, start_command: 'exit 3', stop_command: script };
+    const port = await freePort();
+    const conf = writeConf(base, 'master', {
+      general: { secret, base_directory: base, heartbeat_interval: 0.2, kill_grace_seconds: 0.5 }, 'pool p': pool,
+    });
+    const cli = spawnCli(['master', '-p', String(port), '-c', conf], { env: { HOME: base } });
+    await eventually('a stop command running', () => existsSync(stopped), 30_000);
+    const first = readFileSync(stopped, 'utf8').trim().split('\n')[0]!;
+    // Killed mid-stop: nothing of the master runs its end.
+    process.kill(-cli.child.pid!, 'SIGKILL');
+    await cli.exited;
+
+    const master = await start(base, secret, ['[pool p]', ...Object.entries(pool).map(([key, value]) => `${key} = ${value}`)]);
+    expect((await workers(master)).map((worker) => worker.name)).not.toContain(first);
+    writeFileSync(go, '');
+    const events = await eventually('the stop finished', async () => {
+      const list = (await api(master, 'GET', '/v1/eventlog')).body.events as any[];
+      return list.some((event) => event.__tag__ === 'POOL_WORKER_STOPPED' && event.worker === first) ? list : null;
+    }, 30_000);
+    expect(events.find((event) => event.__tag__ === 'POOL_WORKER_STOPPED' && event.worker === first)).toMatchObject({ reason: 'restart' });
+    const db = openDatabase(join(base, 'clusterrunner.db'));
+    expect(db.prepare('SELECT name FROM pool_workers').pluck().all()).not.toContain(first);
+    db.close();
   }, 60_000);
 });

@@ -762,9 +762,10 @@ async function main(): Promise<number> {
     .all() as { tag: string; reason: string | null; n: number }[];
   const poolRows = database.prepare('SELECT COUNT(*) FROM pool_workers').pluck().get() as number;
   // A pool worker the pool stopped as down or as a failed start (a freeze outlived replace_down_after_seconds
-  // or start_timeout_seconds) may have been SIGKILLed by it: like the soak's own kills, it owes no teardown.
+  // or start_timeout_seconds), or whose stop a restarted master finished, may have been SIGKILLed by it: like
+  // the soak's own kills, it owes no teardown.
   const poolKilled = database.prepare(`SELECT json_extract(fields, '$.worker') FROM events
-    WHERE tag = 'POOL_WORKER_STOPPED' AND json_extract(fields, '$.reason') IN ('down', 'failed_start')`).pluck().all() as string[];
+    WHERE tag = 'POOL_WORKER_STOPPED' AND json_extract(fields, '$.reason') IN ('down', 'failed_start', 'restart')`).pluck().all() as string[];
   database.close();
   for (const name of poolKilled) killedProcesses.add(name);
   const setupCheck = checkSetups();
