@@ -8,6 +8,7 @@ import { createLeaseStore, type LeaseStore } from './lease-store.ts';
 import { createAttemptStore, type AttemptStore } from './attempt-store.ts';
 import { createRetryStore, type RetryStore } from './retry-store.ts';
 import { WriteBatcher } from './write-batcher.ts';
+import { startCheckpointer, type Checkpointer } from './checkpointer.ts';
 
 export interface Store {
   readonly db: Db;
@@ -20,16 +21,20 @@ export interface Store {
   readonly leases: LeaseStore;
   readonly attempts: AttemptStore;
   readonly retries: RetryStore;
+  /** WAL checkpoints off the main thread (checkpointer.ts); null for an in-memory database. */
+  readonly checkpointer: Checkpointer | null;
   close(): void;
 }
 
 export function openStore(path: string): Store {
   const db = openDatabase(path);
   const batcher = new WriteBatcher(db);
+  const checkpointer = path === ':memory:' ? null : startCheckpointer(db, path);
   let isClosed = false;
   return {
     db,
     batcher,
+    checkpointer,
     builds: createBuildStore(db),
     atoms: createAtomStore(db),
     events: createEventStore(db, batcher),
@@ -42,6 +47,7 @@ export function openStore(path: string): Store {
       if (isClosed) return;
       isClosed = true;
       batcher.close();
+      checkpointer?.close();
       db.close();
     },
   };
