@@ -24,7 +24,7 @@ const MAX_SUBJOB_VALUE_CHARS = 1024 * 1024;
  * Atoms into subjobs (SPEC §4). Without timing history every atom is its own subjob, in atomizer order, so
  * subjob ids are 0…n-1 and the first run's artifact folders are `artifact_<i>_0`.
  *
- * With history, atoms are taken longest first and packed by guided self-scheduling: the next subjob aims at
+ * With history, atoms are taken longest first (short ones in atomizer order) and packed by guided self-scheduling: the next subjob aims at
  * max(minSubjobS, remaining work / (2 × executors)). Early subjobs are long (few dispatches), later ones
  * shrink towards the end (in the last rounds below minSubjobS), and an atom longer than the aim is a subjob
  * alone. Dispatch is dynamic (a free
@@ -46,10 +46,14 @@ export function groupAtoms(atoms: readonly AtomValue[], history?: ReadonlyMap<st
   // An atom never seen before is probably like the others of its job: the median, not the worst case.
   const fallback = median(knownTimes);
   const estimates = known.map((time) => (time !== undefined && Number.isFinite(time) && time >= 0 ? time : fallback));
-  const order = atoms.map((_, index) => index).sort((a, b) => estimates[b]! - estimates[a]! || a - b);
+  // Longest first; atoms short enough to be packed with others (under a quarter of minSubjobS) count as
+  // equal and keep atomizer order: their order changes nothing for balance, and measured times jitter from
+  // build to build, which would otherwise shuffle which atom lands in artifact_0_0.
+  const minSubjobS = options?.minSubjobS ?? DEFAULT_MIN_SUBJOB_S;
+  const sortKey = estimates.map((time) => (time < minSubjobS / 4 ? 0 : time));
+  const order = atoms.map((_, index) => index).sort((a, b) => sortKey[b]! - sortKey[a]! || a - b);
 
   const executors = Math.max(1, Math.floor(options?.executors ?? 1));
-  const minSubjobS = options?.minSubjobS ?? DEFAULT_MIN_SUBJOB_S;
   let remaining = estimates.reduce((sum, time) => sum + time, 0);
   const subjobs: PlannedSubjob[] = [];
   let next = 0;
