@@ -19,7 +19,7 @@ import { balanceCases, runBalanceBuild, startBalanceCluster, type BalanceCluster
 interface PlanAnswer {
   predicted_seconds: number | null;
   phases: { prepare_seconds: number; dispatch_seconds: number; archive_seconds: number } | null;
-  overheads: { setup_seconds: number; per_subjob_seconds: number; per_atom_seconds: number; learned_from_builds: number };
+  overheads: { setup_seconds: number; per_subjob_seconds: number; per_atom_seconds: number; atom_time_ratio: number; learned_from_builds: number };
 }
 
 async function plan(master: MasterServer, executors: number): Promise<PlanAnswer> {
@@ -45,9 +45,10 @@ function measuredPhases(master: MasterServer): string {
   const { retried } = store.db.prepare('SELECT count(*) AS retried FROM atoms WHERE build_id = ? AND failed_attempts > 0').get(id) as { retried: number };
   const lastResult = Math.max(...facts.attempts.map((attempt) => attempt.finishedS ?? 0));
   const fixed = (value: number | undefined) => (value === undefined ? 'n/a' : value.toFixed(3));
+  const ratio = facts.planned === undefined ? 'n/a' : (facts.planned.actualS / facts.planned.expectedS).toFixed(3);
   return `prepare ${(facts.buildingS - facts.queuedS).toFixed(2)} s, dispatch ${(lastResult - facts.buildingS).toFixed(2)} s, ` +
     `archive ${(facts.finishedS - lastResult).toFixed(2)} s; ${build.numSubjobs} subjobs; setup ${fixed(learned.setupS)} s, ` +
-    `per subjob ${fixed(learned.subjobS)} s, per atom ${fixed(learned.atomS)} s, last subjob ${fixed(learned.lastSubjobS)} s; ${retried} atoms retried`;
+    `per subjob ${fixed(learned.subjobS)} s, per atom ${fixed(learned.atomS)} s, last subjob ${fixed(learned.lastSubjobS)} s, atom time ratio ${ratio}; ${retried} atoms retried`;
 }
 
 /** Plans the next build on all the case's executors, runs it, and prints both; returns the error. */
@@ -57,7 +58,7 @@ async function predictAndRun(cluster: BalanceCluster, executors: number, label: 
   const predicted = answer.predicted_seconds!;
   const { phases, overheads } = answer;
   process.stdout.write(`  ${label}\n    plan: prepare ${phases!.prepare_seconds} s, dispatch ${phases!.dispatch_seconds} s, archive ${phases!.archive_seconds} s; ` +
-    `learned from ${overheads.learned_from_builds} build(s): setup ${overheads.setup_seconds} s, per subjob ${overheads.per_subjob_seconds} s, per atom ${overheads.per_atom_seconds} s\n`);
+    `learned from ${overheads.learned_from_builds} build(s): setup ${overheads.setup_seconds} s, per subjob ${overheads.per_subjob_seconds} s, per atom ${overheads.per_atom_seconds} s, atom time ratio ${overheads.atom_time_ratio}\n`);
   const measured = (await runBalanceBuild(cluster)).wall;
   process.stdout.write(`    measured: ${measuredPhases(master)}; load average ${loadavg().map((load) => load.toFixed(1)).join(' ')}\n`);
   const error = (predicted - measured) / measured;

@@ -26,6 +26,8 @@ export interface Plan {
     readonly setup_seconds: number;
     readonly per_subjob_seconds: number;
     readonly per_atom_seconds: number;
+    /** How the atoms ran against their history lately (actual / expected seconds): the history's times are scaled by it. */
+    readonly atom_time_ratio: number;
     readonly learned_from_builds: number;
   };
 }
@@ -91,10 +93,10 @@ export function buildEta(store: Store, build: BuildRecord): number | null {
   if (known.length === 0) return null;
   // An atom planned without history of its own is taken as the mean of those with it.
   const mean = known.reduce((sum, seconds) => sum + seconds, 0) / known.length;
-  const subjobs: SimulatedSubjob[] = [...remaining].sort(([a], [b]) => a - b)
-    .map(([id, subjob]) => ({ id, seconds: subjob.seconds + subjob.unknown * mean, numAtoms: subjob.numAtoms }));
   const job = build.job;
   const overheads = learnedOverheads(store, job.name, job.timingKey);
+  const subjobs: SimulatedSubjob[] = [...remaining].sort(([a], [b]) => a - b)
+    .map(([id, subjob]) => ({ id, seconds: (subjob.seconds + subjob.unknown * mean) * overheads.atomTimeRatio, numAtoms: subjob.numAtoms }));
   const dispatchS = simulateDispatch(subjobs, { executors: held, maxExecutors: job.maxExecutors, maxExecutorsPerWorker: null },
     { ...overheads, setupS: 0 });
   return round(dispatchS + overheads.archiveS);
@@ -103,7 +105,7 @@ export function buildEta(store: Store, build: BuildRecord): number | null {
 function overheadsShape(overheads: LearnedOverheads): Plan['overheads'] {
   return {
     setup_seconds: round(overheads.setupS), per_subjob_seconds: round(overheads.subjobS, 4), per_atom_seconds: round(overheads.atomS, 4),
-    learned_from_builds: overheads.builds,
+    atom_time_ratio: round(overheads.atomTimeRatio, 3), learned_from_builds: overheads.builds,
   };
 }
 

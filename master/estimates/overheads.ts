@@ -19,6 +19,12 @@ export interface Overheads {
   readonly lastSubjobS: number;
   /** The last result to the build's end: the artifact archive and the test results settling. */
   readonly archiveS: number;
+  /**
+   * How long the atoms ran against the history they were planned with (actual / expected seconds): the
+   * history's average trails a machine that got busier or quieter (a cold build, leasing one atom per subjob,
+   * runs its atoms slower than the grouped builds after it). Only builds planned with history show it.
+   */
+  readonly atomTimeRatio: number;
 }
 
 /** Overheads and how many builds they were learned from (0: DEFAULT_OVERHEADS). */
@@ -31,7 +37,7 @@ export interface LearnedOverheads extends Overheads {
  * per-atom writes; preparing, setup and the archive grow with the project and the machine, so a job learns them.
  */
 export const DEFAULT_OVERHEADS: Overheads = {
-  prepareS: 0, setupS: 0, subjobS: 0.02, atomS: 0.012, lastSubjobS: 0.02, archiveS: 0,
+  prepareS: 0, setupS: 0, subjobS: 0.02, atomS: 0.012, lastSubjobS: 0.02, archiveS: 0, atomTimeRatio: 1,
 };
 
 /** What one finished build recorded, all times in epoch seconds. */
@@ -47,6 +53,8 @@ export interface BuildFacts {
   readonly attempts: readonly {
     readonly subjobId: number; readonly startedS: number; readonly finishedS: number | null; readonly seconds: number | null;
   }[];
+  /** Over the atoms planned with an expected time that finished: both sums of seconds. */
+  readonly planned?: { readonly expectedS: number; readonly actualS: number };
 }
 
 /** Builds of the job learned from, newest first: recent enough to reflect today's machines, a few to smooth one odd run. */
@@ -114,6 +122,7 @@ export function learnBuildOverheads(facts: BuildFacts): Partial<Overheads> | nul
   }
   if (cycles.length > 0) learned.subjobS = mean(cycles);
   if (lasts.length > 0) learned.lastSubjobS = mean(lasts);
+  if (facts.planned !== undefined && facts.planned.expectedS > 0) learned.atomTimeRatio = facts.planned.actualS / facts.planned.expectedS;
   return learned;
 }
 
@@ -129,7 +138,7 @@ export function combineOverheads(perBuild: readonly Partial<Overheads>[]): Learn
   };
   return {
     prepareS: pick('prepareS'), setupS: pick('setupS'), subjobS: pick('subjobS'), atomS: pick('atomS'),
-    lastSubjobS: pick('lastSubjobS'), archiveS: pick('archiveS'), builds: builds.length,
+    lastSubjobS: pick('lastSubjobS'), archiveS: pick('archiveS'), atomTimeRatio: pick('atomTimeRatio'), builds: builds.length,
   };
 }
 
@@ -204,8 +213,13 @@ export function readBuildFacts(store: Store, buildId: number, timingKey: string)
      FROM attempts t JOIN atoms a ON a.build_id = t.build_id AND a.subjob_id = t.subjob_id AND a.id = t.atom_id
      WHERE t.build_id = ? LIMIT ?`,
   ).all(buildId, MAX_ATTEMPTS_READ);
+  const planned = db.prepare<[number], { expected: number | null; actual: number | null }>(
+    `SELECT sum(expected_time) AS expected, sum(actual_time) AS actual FROM atoms
+     WHERE build_id = ? AND expected_time IS NOT NULL AND actual_time IS NOT NULL`,
+  ).get(buildId);
   return {
     queuedS, buildingS, finishedS, setupStarts, leases,
+    ...(planned?.expected != null && planned.actual !== null ? { planned: { expectedS: planned.expected, actualS: planned.actual } } : {}),
     attempts: attempts.map((row) => ({ subjobId: row.subjob_id, startedS: row.started, finishedS: row.finished, seconds: row.seconds })),
   };
 }

@@ -104,9 +104,10 @@ export function predictBuild(atoms: readonly { readonly variable: string; readon
   const executors = Math.max(1, Math.min(layout.executors, layout.maxExecutors ?? layout.executors));
   const subjobs = groupAtoms(atoms, history, { executors });
   if (subjobs.some((subjob) => subjob.atoms.some((atom) => atom.expectedTime === null))) return null;
+  // Grouped on the history as the scheduler groups; run as the job's atoms ran against it lately.
   const dispatchS = simulateDispatch(subjobs.map((subjob) => ({
     id: subjob.id,
-    seconds: subjob.atoms.reduce((sum, atom) => sum + atom.expectedTime!, 0),
+    seconds: subjob.atoms.reduce((sum, atom) => sum + atom.expectedTime!, 0) * overheads.atomTimeRatio,
     numAtoms: subjob.atoms.length,
   })), { ...layout, executors }, overheads);
   return { seconds: overheads.prepareS + dispatchS + overheads.archiveS, prepareS: overheads.prepareS, dispatchS, archiveS: overheads.archiveS };

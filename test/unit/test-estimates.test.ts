@@ -125,7 +125,7 @@ describe('the plan simulation', () => {
   it('puts preparing before the dispatch and the archive after it', () => {
     const atoms = Array.from({ length: 8 }, (_, index) => ({ variable: 'T', value: String(index) }));
     const history = new Map(atoms.map((atom) => [`export T="${atom.value}";`, 2]));
-    const overheads: Overheads = { prepareS: 3, setupS: 1.5, subjobS: 0.25, atomS: 0.05, lastSubjobS: 0.1, archiveS: 2 };
+    const overheads: Overheads = { prepareS: 3, setupS: 1.5, subjobS: 0.25, atomS: 0.05, lastSubjobS: 0.1, archiveS: 2, atomTimeRatio: 1 };
     const plain = predictBuild(atoms, history, layout(2), { ...overheads, prepareS: 0, setupS: 0, subjobS: 0, atomS: 0, lastSubjobS: 0, archiveS: 0 })!;
     // 16 s of work on 2 executors.
     expect(plain.seconds).toBeCloseTo(8, 6);
@@ -137,6 +137,9 @@ describe('the plan simulation', () => {
     const perExecutor = 4;
     expect(full.dispatchS).toBeGreaterThanOrEqual(1.5 + 8 + perExecutor * 0.05 + 0.1);
     expect(full.dispatchS).toBeLessThan(plain.seconds + 1.5 + 2 * perExecutor * (0.25 + 0.05) + 0.1);
+    // Atoms that lately ran at 1.5 times their history: grouped on the history all the same, run 1.5 times as long.
+    const slower = predictBuild(atoms, history, layout(2), { ...overheads, prepareS: 0, setupS: 0, subjobS: 0, atomS: 0, lastSubjobS: 0, archiveS: 0, atomTimeRatio: 1.5 })!;
+    expect(slower.seconds).toBeCloseTo(12, 6);
   });
 });
 
@@ -172,6 +175,9 @@ describe('overheads learned from a build', () => {
     // The last subjobs: 1 from 104 to its result at 106.4 (2 s + 0.2), 2 from 106.5 to 107.8 (1 s + 0.2): 0.2 and 0.1.
     expect(learned.lastSubjobS).toBeCloseTo(0.15, 6);
     expect(learned.archiveS).toBeCloseTo(111 - 107.8, 6);
+    // A cold build has no expected times to compare with; one planned with history does.
+    expect(learned.atomTimeRatio).toBeUndefined();
+    expect(learnBuildOverheads({ ...facts, planned: { expectedS: 8, actualS: 6 } })!.atomTimeRatio).toBeCloseTo(0.75, 6);
   });
 
   it('leaves out subjobs leased twice, and learns nothing from a build where nothing ran', () => {
