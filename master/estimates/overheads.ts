@@ -78,7 +78,8 @@ export function learnBuildOverheads(facts: BuildFacts): Partial<Overheads> | nul
   learned.atomS = mean(timed.map((attempt) => Math.max(0, attempt.finishedS! - attempt.startedS - attempt.seconds!)));
   const atomS = learned.atomS;
 
-  const lastFinished = Math.max(...timed.map((attempt) => attempt.finishedS!));
+  // A loop, not Math.max(...spread): a build's attempts may be more than a call's arguments can be.
+  const lastFinished = timed.reduce((last, attempt) => Math.max(last, attempt.finishedS!), -Infinity);
   learned.archiveS = Math.max(0, facts.finishedS - lastFinished);
 
   const firstLease = new Map<number, number>();
