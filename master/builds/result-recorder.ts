@@ -122,7 +122,6 @@ export class ResultRecorder {
       return;
     }
     if (lease.isRevoked || run.phase !== 'ready' || !lease.unfinished.delete(atomId)) return;
-    const log = this.#log.child({ buildId: run.id, subjobId: lease.subjobId, atomId, workerId: worker.id });
     const attempt = run.attemptsOf(lease.subjobId, atomId);
     // Reports come only with artifacts; a later attempt without any still supersedes the tests of the one before.
     // A first attempt without artifacts has nothing to read: skipping it saves a folder walk per atom (issue 18).
@@ -135,7 +134,9 @@ export class ResultRecorder {
     // a cancel or a lost lease is not a failure of the atom (those are requeued or ended elsewhere).
     const isFailure = exitCode !== 0 && (message.stop_reason === null || message.stop_reason === 'timeout');
     if (isFailure && attempt - run.retryRoundStart(lease.subjobId, atomId) <= run.job!.retries) {
-      log.info({ exitCode, attempt, stopReason: message.stop_reason }, 'atom failed; retrying it');
+      // No child logger per result: pino serialises its bindings at once, and only a retry logs here.
+      this.#log.info({ buildId: run.id, subjobId: lease.subjobId, atomId, workerId: worker.id, exitCode, attempt, stopReason: message.stop_reason },
+        'atom failed; retrying it');
       this.#store.batcher.add(() => {
         this.#store.atoms.markRetrying(run.id, lease.subjobId, atomId);
         this.#store.attempts.finished(run.id, lease.subjobId, atomId, attempt, attemptResult);
