@@ -3,12 +3,12 @@
  * process of its own (as in a real cluster: their spawns must not share the master's thread). Timed from the
  * POST to the terminal status; optionally with `GET /v1/build/:id` polled from a separate process.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startMaster } from '../master/server.ts';
 import { createSilentLogger } from '../shared/log.ts';
@@ -76,6 +76,22 @@ function startPoller(masterUrl: string, buildId: number, intervalMs: number): Pr
   });
 }
 
+/** The first few failed atoms' exit codes and console output, from the results folder. */
+function describeFailures(base: string): string {
+  const found = spawnSync('grep', ['-rLx', '0', '--include=clusterrunner_exit_code', base], { encoding: 'utf8' });
+  return found.stdout.split('\n').filter(Boolean).slice(0, 3).map((file) => {
+    const dir = dirname(file);
+    const read = (name: string) => {
+      try {
+        return readFileSync(join(dir, name), 'utf8').trim().slice(0, 400);
+      } catch {
+        return '(none)';
+      }
+    };
+    return `${basename(dir)}: exit ${read('clusterrunner_exit_code')}, output ${JSON.stringify(read('clusterrunner_console_output'))}`;
+  }).join('; ') || 'no failed atom found in the results';
+}
+
 export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun> {
   const base = await mkdtemp(join(tmpdir(), 'cr-bench-'));
   const secret = randomBytes(16).toString('hex');
@@ -86,20 +102,33 @@ export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun
   });
   const workers: ChildProcess[] = [];
   const exits: Promise<unknown>[] = [];
+  let isStopping = false;
   try {
     for (let i = 0; i < options.workers; i++) {
       const workerConf = join(base, `worker-${i}.conf`);
       writeFileSync(workerConf, `[general]\nsecret = ${secret}\nbase_directory = ${join(base, `worker-${i}`)}\n[worker]\nheartbeat_interval = 1\n`, { mode: 0o600 });
       const profile = options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
       const worker = spawn(process.execPath, [...profile, join(ROOT, 'bin', 'clusterrunner'), 'worker', '-m', master.url, '-e', String(options.executors), '-n', `bench-${i}`, '-c', workerConf, '-q'], {
-        stdio: 'ignore', env: { ...process.env, NODE_ENV: 'production' },
+        stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production' },
+      });
+      // The last of what it said on stderr, to tell why it is gone if it goes.
+      let stderr = '';
+      worker.stderr!.on('data', (chunk: Buffer) => {
+        stderr = (stderr + chunk.toString('utf8')).slice(-2000);
       });
       workers.push(worker);
-      exits.push(new Promise((resolve) => worker.on('exit', resolve)));
+      exits.push(new Promise((resolve) => worker.on('exit', (code, signal) => {
+        if (!isStopping) process.stderr.write(`bench worker ${i} exited early (${code ?? signal}): ${stderr}\n`);
+        resolve(code);
+      })));
     }
+    const joinDeadline = performance.now() + 120_000;
     for (;;) {
       const { workers: joined } = (await (await fetch(`${master.url}/v1/worker`)).json()) as { workers: unknown[] };
       if (joined.length >= options.workers) break;
+      if (performance.now() > joinDeadline || workers.some((worker) => worker.exitCode !== null)) {
+        throw new Error(`only ${joined.length} of ${options.workers} workers joined`);
+      }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     const body = JSON.stringify({ type: 'directory', project_directory: base, config: { commands: ['true'], atomizers: [{ N: `seq 1 ${options.atoms}` }] } });
@@ -113,7 +142,7 @@ export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun
     for (;;) {
       const { build } = (await (await fetch(`${master.url}/v1/build/${id}`)).json()) as { build: { status: string } };
       if (TERMINAL.includes(build.status)) {
-        if (build.status !== 'SUCCESS') throw new Error(`bench build ended ${build.status}`);
+        if (build.status !== 'SUCCESS') throw new Error(`bench build ended ${build.status}: ${JSON.stringify(build).slice(0, 1500)}; ${describeFailures(base)}`);
         break;
       }
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -130,6 +159,7 @@ export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun
       statusRequests: sorted.length,
     };
   } finally {
+    isStopping = true;
     for (const worker of workers) worker.kill('SIGTERM');
     await Promise.all(exits);
     await master.close();

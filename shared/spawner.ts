@@ -32,7 +32,10 @@ pipe(my $wake_r, my $wake_w) or die "pipe: $!";
 my $flags = fcntl($wake_w, POSIX::F_GETFL(), 0);
 fcntl($wake_w, POSIX::F_SETFL(), $flags | POSIX::O_NONBLOCK());
 $sel->add($wake_r);
-POSIX::sigaction(POSIX::SIGCHLD(), POSIX::SigAction->new(sub { syswrite($wake_w, 'x') }));
+# Deferred (safe) delivery: a handler run at any instant, in the middle of malloc, corrupts perl's heap.
+my $on_child = POSIX::SigAction->new(sub { syswrite($wake_w, 'x') });
+$on_child->safe(1);
+POSIX::sigaction(POSIX::SIGCHLD(), $on_child);
 # A child subreaper (prctl PR_SET_CHILD_SUBREAPER; the syscall number comes from the caller, it is per
 # architecture): whatever a command leaves running when its shell exits becomes our child, so the caller can
 # tell from our list of children that nothing escaped, without reading every process's environment.
@@ -142,8 +145,11 @@ for (;;) {
   reap();
   # The timeout covers a SIGCHLD that lands in the instant between the last check and the wait itself.
   for my $fh ($sel->can_read(%by_pid ? 0.05 : undef)) {
+    # A handle closed earlier in this turn (its command dropped) has no number any more.
+    my $fd = fileno($fh);
+    next unless defined $fd;
     if ($fh == $wake_r) { sysread($wake_r, my $drain, 4096); next; }
-    if (fileno($fh) == 0) {
+    if ($fd == 0) {
       my $n = sysread(STDIN, $in, 262144, length $in);
       next if !defined $n && $!{EINTR};
       POSIX::_exit(0) if !$n;
@@ -156,7 +162,8 @@ for (;;) {
       }
       next;
     }
-    my $o = $owner{fileno $fh} or next;
+    my $o = $owner{$fd} or next;
+    next if $o->[2] != $fh;
     if ($o->[1] == 0) { session_ready($o->[0]); next; }
     my $n = sysread($fh, my $buf, 65536);
     next if !defined $n && ($!{EINTR} || $!{EAGAIN});
@@ -300,12 +307,12 @@ export class Spawner {
     return child.stdin!;
   }
 
-  /** The spawner keeps the event loop alive only while commands of ours are running. */
+  /** The spawner keeps the event loop alive only while commands of ours run or questions wait for answers. */
   #updateRef(): void {
     const child = this.#child;
     if (child === null) return;
     const streams = [child.stdin, child.stdout] as unknown as { ref?: () => void; unref?: () => void }[];
-    if (this.#commands.size > 0) {
+    if (this.#commands.size > 0 || this.#queries.size > 0) {
       child.ref();
       for (const stream of streams) stream.ref?.();
     } else {
@@ -350,6 +357,7 @@ export class Spawner {
     if (op === 'Q') {
       const answer = this.#queries.get(id);
       this.#queries.delete(id);
+      this.#updateRef();
       answer?.(payload.toString('latin1') !== '0');
       return;
     }

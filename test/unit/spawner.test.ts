@@ -129,6 +129,20 @@ describe.runIf(spawnerAvailable())('spawnShell through the spawner', () => {
     expect(received).toBe(4_000_000);
   });
 
+  it('runs hundreds of commands four at a time, with questions in between, every one to its true end', async () => {
+    // A signal handler run at the wrong instant once corrupted the spawner's heap after a few hundred commands.
+    const results: number[] = [];
+    await Promise.all(Array.from({ length: 4 }, async (_, lane) => {
+      for (let i = 0; i < 100; i++) {
+        results.push((await spawnShell(`exit ${(lane + i) % 3}`, { cwd: dir, env: {}, graceMs: 500, spawner }).result).exitCode);
+        if (i % 4 === 0) await spawner.mayHaveEscaped();
+      }
+    }));
+    expect(results).toHaveLength(400);
+    expect(results.filter((code) => code === 0)).toHaveLength(134);
+    expect(results.every((code) => code >= 0 && code <= 2)).toBe(true);
+  });
+
   it('tells that a process escaped its group, and the marker still finds it', async () => {
     await run('true').child.result;
     await expect.poll(() => spawner.mayHaveEscaped()).toBe(false);
