@@ -188,6 +188,12 @@ export class BuildManager implements WorkerEvents {
     this.#loop.schedule();
   }
 
+  /** An operator cleared a suspect worker (SPEC §15): it is out of the store too, and gets work again. */
+  suspicionCleared(worker: WorkerEntry): void {
+    this.#store.workers.setSuspicion(worker.name, null);
+    this.healthChanged(worker, 'healthy', 'suspect cleared by an operator');
+  }
+
   healthChanged(worker: WorkerEntry, health: 'healthy' | 'unhealthy', reason: string | null): void {
     this.#log.info({ workerId: worker.id, worker: worker.name, health, reason }, 'worker health changed');
     this.#store.events.append('WORKER_HEALTH_CHANGED', { worker_id: worker.id, worker: worker.name, health, reason });

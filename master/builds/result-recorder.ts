@@ -96,6 +96,7 @@ export class ResultRecorder {
     failedOn.failuresPassedElsewhere += 1;
     if (failedOn.failuresPassedElsewhere < (this.#settings.suspectAfterFailures ?? DEFAULT_SUSPECT_AFTER_FAILURES)) return;
     failedOn.failureSuspicion = `failures_passed_elsewhere: ${failedOn.failuresPassedElsewhere} atoms in a row failed here and passed on other workers`;
+    this.#store.workers.setSuspicion(failedOn.name, failedOn.failureSuspicion);
     this.#log.warn({ workerId: failedOn.id, buildId }, 'worker is suspect: its failed atoms passed on other workers');
     this.#store.events.append('WORKER_SUSPECT', {
       worker_id: failedOn.id, worker: failedOn.name, build_id: buildId, reason: failedOn.failureSuspicion,

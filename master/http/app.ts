@@ -60,7 +60,7 @@ function createTree(deps: AppDeps, tree: ApiTree, digest: RequestHandler, signat
   }
   addRetryRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest }, tree); // SPEC §10
   addBuildRoutes(router, { store: deps.store, manager: deps.manager, layout: deps.layout, requireDigest: digest, requireSignature: signature }, tree);
-  addWorkerRoutes(router, { registry: deps.registry, requireDigest: digest, healthCleared: (worker) => deps.manager.healthChanged(worker, 'healthy', 'suspect cleared by an operator') }, tree);
+  addWorkerRoutes(router, { registry: deps.registry, requireDigest: digest, healthCleared: (worker) => deps.manager.suspicionCleared(worker) }, tree);
   addIdentityRoutes(router, { secret: deps.secret });
   return router;
 }

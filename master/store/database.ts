@@ -118,6 +118,15 @@ const MIGRATIONS: readonly string[] = [
     set_at REAL NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 5: workers made suspect by their failures (SPEC §15), by name: a bad host stays out of rotation across
+  // master and worker restarts until an operator clears it.
+  `
+  CREATE TABLE worker_suspicions (
+    name TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    since REAL NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export function openDatabase(path: string): Db {

@@ -5,6 +5,10 @@ export function createWorkerStore(db: Db) {
   const insert = db.prepare('INSERT INTO workers (name, session_id, first_seen, last_seen) VALUES (?, ?, ?, ?)');
   const touch = db.prepare('UPDATE workers SET last_seen = ? WHERE id = ?');
   const same = db.prepare('SELECT 1 FROM workers WHERE id = ? AND name = ? AND session_id = ?');
+  const suspicion = db.prepare<[string], string>('SELECT reason FROM worker_suspicions WHERE name = ?').pluck();
+  const suspect = db.prepare(`INSERT INTO worker_suspicions (name, reason, since) VALUES (?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET reason = excluded.reason, since = excluded.since`);
+  const clearSuspicion = db.prepare('DELETE FROM worker_suspicions WHERE name = ?');
   return {
     insert(name: string, sessionId: string): number {
       const now = Date.now() / 1000;
@@ -16,6 +20,15 @@ export function createWorkerStore(db: Db) {
     },
     touch(id: number): void {
       touch.run(Date.now() / 1000, id);
+    },
+    /** Why a worker of this name is suspect (SPEC §15), or null. */
+    suspicionOf(name: string): string | null {
+      return suspicion.get(name) ?? null;
+    },
+    /** Records a worker's suspicion (a reason), or clears it (null). */
+    setSuspicion(name: string, reason: string | null): void {
+      if (reason === null) clearSuspicion.run(name);
+      else suspect.run(name, reason, Date.now() / 1000);
     },
   };
 }

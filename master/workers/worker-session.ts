@@ -143,6 +143,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
       heartbeatFailureThreshold: message.heartbeat_failure_threshold,
       socket,
     });
+    worker.failureSuspicion = deps.workerStore.suspicionOf(message.name);
     worker.labels = new Set(message.labels ?? []);
     worker.pool = message.pool ?? null;
     deps.registry.add(worker);

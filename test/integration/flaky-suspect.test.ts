@@ -71,9 +71,10 @@ describe('flaky atoms', () => {
 
 describe('suspect workers', () => {
   it('a worker whose failed atoms pass elsewhere three times is suspect, gets no work, and is cleared by PUT', async () => {
-    const master = await startTestMaster();
+    let master = await startTestMaster();
     const badBase = tempDir('cr-bad-worker-');
-    await startTestWorker(master, { executors: 1, base: badBase, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
+    const badName = 'bad-host';
+    const badWorker = await startTestWorker(master, { executors: 1, base: badBase, name: badName, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
     // A retry avoids the worker it failed on only while another is free: enough retries always reach the good one.
     await startTestWorker(master, { executors: 3, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
     const fixed = join(tempDir('cr-bad-fixed-'), 'fixed');
@@ -94,7 +95,7 @@ describe('suspect workers', () => {
     const events = async (tag: string) => ((await api(master, 'GET', '/v1/eventlog')).body.events as any[]).filter((e) => e.__tag__ === tag);
     const suspectEvents = await events('WORKER_SUSPECT');
     expect(suspectEvents).toHaveLength(1);
-    const badId = suspectEvents[0].worker_id as number;
+    let badId = suspectEvents[0].worker_id as number;
     expect(suspectEvents[0].reason).toContain('failures_passed_elsewhere: 3');
     const failedOnBad = (await events('ATOM_ATTEMPT_FAILED')).filter((e) => e.build_id === first);
     expect(failedOnBad.length).toBeGreaterThanOrEqual(3);
@@ -109,6 +110,17 @@ describe('suspect workers', () => {
     expect((await waitForBuild(master, second, undefined, BUILD_WAIT_MS)).status).toBe('SUCCESS');
     const starts = async (buildId: number) => (await events('ATOM_START')).filter((e) => e.build_id === buildId).map((e) => e.worker);
     expect(await starts(second)).not.toContain(badView.name);
+
+    // The suspicion is kept by name: a restarted master still keeps a worker of that name out of rotation.
+    await badWorker.stop();
+    await master.close();
+    master = await startTestMaster({ base: master.base, secret: master.secret });
+    await startTestWorker(master, { executors: 1, base: badBase, name: badName, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
+    await startTestWorker(master, { executors: 3, heartbeatFailureThreshold: HEARTBEAT_FAILURE_THRESHOLD });
+    await eventually('both workers back', async () => (await workers()).length === 2);
+    const again = (await workers()).find((worker) => worker.name === badName);
+    expect(again).toMatchObject({ health: 'suspect', health_reason: expect.stringContaining('failures_passed_elsewhere') });
+    badId = again.id as number;
 
     // Clearing: bad bodies and unsigned requests are refused; {"health": "healthy"} clears it.
     for (const json of [{}, { health: 'suspect' }, { health: 'healthy', other: 1 }]) {
