@@ -104,7 +104,7 @@ export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun
   const exits: Promise<unknown>[] = [];
   let isStopping = false;
   try {
-    for (let i = 0; i < options.workers; i++) {
+    const startWorker = (i: number) => {
       const workerConf = join(base, `worker-${i}.conf`);
       writeFileSync(workerConf, `[general]\nsecret = ${secret}\nbase_directory = ${join(base, `worker-${i}`)}\n[worker]\nheartbeat_interval = 1\n`, { mode: 0o600 });
       const profile = options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
@@ -121,16 +121,23 @@ export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun
         if (!isStopping) process.stderr.write(`bench worker ${i} exited early (${code ?? signal}): ${stderr}\n`);
         resolve(code);
       })));
-    }
-    const joinDeadline = performance.now() + 120_000;
-    for (;;) {
-      const { workers: joined } = (await (await fetch(`${master.url}/v1/worker`)).json()) as { workers: unknown[] };
-      if (joined.length >= options.workers) break;
-      if (performance.now() > joinDeadline || workers.some((worker) => worker.exitCode !== null)) {
-        throw new Error(`only ${joined.length} of ${options.workers} workers joined`);
+    };
+    const waitForWorkers = async (count: number) => {
+      const joinDeadline = performance.now() + 120_000;
+      for (;;) {
+        const { workers: joined } = (await (await fetch(`${master.url}/v1/worker`)).json()) as { workers: unknown[] };
+        if (joined.length >= count) return;
+        if (performance.now() > joinDeadline || workers.some((worker) => worker.exitCode !== null)) {
+          throw new Error(`only ${joined.length} of ${count} workers joined`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
       }
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    };
+    // One first: the launcher may have to write its cached bundle, which workers started together would race on.
+    startWorker(0);
+    await waitForWorkers(1);
+    for (let i = 1; i < options.workers; i++) startWorker(i);
+    await waitForWorkers(options.workers);
     const body = JSON.stringify({ type: 'directory', project_directory: base, config: { commands: ['true'], atomizers: [{ N: `seq 1 ${options.atoms}` }] } });
     const workerCpu = () => workers.reduce((sum, worker) => sum + processCpuSeconds(worker.pid!), 0);
     const started = performance.now();
