@@ -283,9 +283,13 @@ export class WorkerDaemon {
     for (const [key, record] of this.#outputs) {
       if (resumed.has(record.ids.lease_id)) {
         const atom = record.ids.atom_id;
-        this.#connection.dropQueued((message) => message.type === 'atom_output' && message.lease_id === record.ids.lease_id && message.atom_id === atom);
-        // An atom the master does not list holds nothing there.
-        for (const data of record.since(held.get(key) ?? 0)) this.#connection.send({ type: 'atom_output', ...record.ids, data });
+        const bytes = held.get(key);
+        this.#connection.dropQueued((message) => (message.type === 'atom_output' || (bytes === undefined && message.type === 'atom_started')) &&
+          message.lease_id === record.ids.lease_id && message.atom_id === atom);
+        // An atom the master does not list holds nothing there: the master died before it stored the start, or
+        // the start never left here. It starts now, before its output, or the master has nowhere to put it.
+        if (bytes === undefined) this.#connection.send({ type: 'atom_started', ...record.ids });
+        for (const data of record.since(bytes ?? 0)) this.#connection.send({ type: 'atom_output', ...record.ids, data });
       }
       if (record.isDone || !resumed.has(record.ids.lease_id)) this.#outputs.delete(key);
     }
