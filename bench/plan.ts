@@ -33,19 +33,24 @@ async function predict(master: MasterServer, executors: number): Promise<number>
   return (await plan(master, executors)).predicted_seconds!;
 }
 
+function newestBuildId(master: MasterServer): number {
+  master.store.batcher.flush();
+  return (master.store.db.prepare('SELECT max(id) AS id FROM builds').get() as { id: number }).id;
+}
+
 /** The newest build's phases and overheads as the master recorded them, to set beside the plan's. */
-function measuredPhases(master: MasterServer): string {
+function measuredPhases(master: MasterServer, historyBefore: ReadonlyMap<string, number>): string {
   const { store } = master;
-  store.batcher.flush();
-  const { id } = store.db.prepare('SELECT max(id) AS id FROM builds').get() as { id: number };
+  const id = newestBuildId(master);
   const build = store.builds.get(id)!;
-  const facts = readBuildFacts(store, id, build.job!.timingKey);
+  // Set against the history as it was before the build's own times went in: the ratio the plan used.
+  const facts = readBuildFacts(store, id, build.job!.timingKey, historyBefore);
   const learned = facts === null ? null : learnBuildOverheads(facts);
   if (facts === null || learned === null) return 'nothing recorded';
   const { retried } = store.db.prepare('SELECT count(*) AS retried FROM atoms WHERE build_id = ? AND failed_attempts > 0').get(id) as { retried: number };
   const lastResult = Math.max(...facts.attempts.map((attempt) => attempt.finishedS ?? 0));
   const fixed = (value: number | undefined) => (value === undefined ? 'n/a' : value.toFixed(3));
-  const ratio = facts.planned === undefined ? 'n/a' : (facts.planned.actualS / facts.planned.expectedS).toFixed(3);
+  const ratio = facts.againstHistory === undefined ? 'n/a' : (facts.againstHistory.actualS / facts.againstHistory.historyS).toFixed(3);
   return `prepare ${(facts.buildingS - facts.queuedS).toFixed(2)} s, dispatch ${(lastResult - facts.buildingS).toFixed(2)} s, ` +
     `archive ${(facts.finishedS - lastResult).toFixed(2)} s; ${build.numSubjobs} subjobs; setup ${fixed(learned.setupS)} s, ` +
     `per subjob ${fixed(learned.subjobS)} s, per atom ${fixed(learned.atomS)} s, last subjob ${fixed(learned.lastSubjobS)} s, atom time ratio ${ratio}; ${retried} atoms retried`;
@@ -59,8 +64,10 @@ async function predictAndRun(cluster: BalanceCluster, executors: number, label: 
   const { phases, overheads } = answer;
   process.stdout.write(`  ${label}\n    plan: prepare ${phases!.prepare_seconds} s, dispatch ${phases!.dispatch_seconds} s, archive ${phases!.archive_seconds} s; ` +
     `learned from ${overheads.learned_from_builds} build(s): setup ${overheads.setup_seconds} s, per subjob ${overheads.per_subjob_seconds} s, per atom ${overheads.per_atom_seconds} s, atom time ratio ${overheads.atom_time_ratio}\n`);
+  const { timingKey } = master.store.builds.get(newestBuildId(master))!.job!;
+  const historyBefore = master.store.timings.loadJob(timingKey);
   const measured = (await runBalanceBuild(cluster)).wall;
-  process.stdout.write(`    measured: ${measuredPhases(master)}; load average ${loadavg().map((load) => load.toFixed(1)).join(' ')}\n`);
+  process.stdout.write(`    measured: ${measuredPhases(master, historyBefore)}; load average ${loadavg().map((load) => load.toFixed(1)).join(' ')}\n`);
   const error = (predicted - measured) / measured;
   process.stdout.write(`    predicted ${predicted.toFixed(2)} s, measured ${measured.toFixed(2)} s, error ${(error * 100).toFixed(1)}%\n`);
   return error;

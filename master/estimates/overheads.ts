@@ -1,3 +1,4 @@
+import { atomCommandString } from '../../shared/job-config.ts';
 import type { Store } from '../store/index.ts';
 import { createBuildQuery } from '../store/build-query.ts';
 
@@ -20,9 +21,9 @@ export interface Overheads {
   /** The last result to the build's end: the artifact archive and the test results settling. */
   readonly archiveS: number;
   /**
-   * How long the atoms ran against the history they were planned with (actual / expected seconds): the
-   * history's average trails a machine that got busier or quieter (a cold build, leasing one atom per subjob,
-   * runs its atoms slower than the grouped builds after it). Only builds planned with history show it.
+   * How long the atoms ran against what the history says of them now (actual / history seconds): the
+   * history's average (half the last run, half the runs before) trails a machine that got busier or quieter
+   * (a cold build, leasing one atom per subjob, runs its atoms slower than the grouped builds after it).
    */
   readonly atomTimeRatio: number;
 }
@@ -53,8 +54,8 @@ export interface BuildFacts {
   readonly attempts: readonly {
     readonly subjobId: number; readonly startedS: number; readonly finishedS: number | null; readonly seconds: number | null;
   }[];
-  /** Over the atoms planned with an expected time that finished: both sums of seconds. */
-  readonly planned?: { readonly expectedS: number; readonly actualS: number };
+  /** Over the build's finished atoms that the job's history knows: what the history says now, and what they took. */
+  readonly againstHistory?: { readonly historyS: number; readonly actualS: number };
 }
 
 /** Builds of the job learned from, newest first: recent enough to reflect today's machines, a few to smooth one odd run. */
@@ -123,7 +124,8 @@ export function learnBuildOverheads(facts: BuildFacts): Partial<Overheads> | nul
   }
   if (cycles.length > 0) learned.subjobS = mean(cycles);
   if (lasts.length > 0) learned.lastSubjobS = mean(lasts);
-  if (facts.planned !== undefined && facts.planned.expectedS > 0) learned.atomTimeRatio = facts.planned.actualS / facts.planned.expectedS;
+  const against = facts.againstHistory;
+  if (against !== undefined && against.historyS > 0) learned.atomTimeRatio = against.actualS / against.historyS;
   return learned;
 }
 
@@ -169,10 +171,11 @@ export function jobOverheads(store: Store, jobName: string, timingKey: string): 
   const { ids } = createBuildQuery(store.db).list({ jobName, statuses: ['SUCCESS', 'FAILURE'] },
     { order: 'desc', offset: 0, limit: MAX_BUILDS_LOOKED_AT });
   const withHistory = store.db.prepare<[number], { found: number }>('SELECT 1 AS found FROM atoms WHERE build_id = ? AND expected_time IS NOT NULL LIMIT 1');
+  const history = store.timings.loadJob(timingKey);
   const lessons: BuildLesson[] = [];
   for (const id of ids) {
     if (lessons.filter((lesson) => lesson.isPlannedWithHistory).length >= MAX_LEARNED_BUILDS) break;
-    const facts = readBuildFacts(store, id, timingKey);
+    const facts = readBuildFacts(store, id, timingKey, history);
     const learned = facts === null ? null : learnBuildOverheads(facts);
     if (learned !== null) lessons.push({ overheads: learned, isPlannedWithHistory: withHistory.get(id) !== undefined });
   }
@@ -182,8 +185,11 @@ export function jobOverheads(store: Store, jobName: string, timingKey: string): 
 interface EventRow { tag: string; timestamp: number; fields: string }
 interface AttemptRow { subjob_id: number; started: number; finished: number | null; seconds: number | null }
 
-/** The facts of one build of the job, from SQLite; null when it is not a finished, unretried build of it. */
-export function readBuildFacts(store: Store, buildId: number, timingKey: string): BuildFacts | null {
+/**
+ * The facts of one build of the job, from SQLite, its atoms set against `history` (the job's timing history
+ * now); null when it is not a finished, unretried build of the job.
+ */
+export function readBuildFacts(store: Store, buildId: number, timingKey: string, history: ReadonlyMap<string, number>): BuildFacts | null {
   const build = store.builds.get(buildId);
   if (build === null || build.job === null || build.job.timingKey !== timingKey || (build.numAtoms ?? 0) === 0) return null;
   const stamps = build.stateTimestamps;
@@ -214,13 +220,20 @@ export function readBuildFacts(store: Store, buildId: number, timingKey: string)
      FROM attempts t JOIN atoms a ON a.build_id = t.build_id AND a.subjob_id = t.subjob_id AND a.id = t.atom_id
      WHERE t.build_id = ? LIMIT ?`,
   ).all(buildId, MAX_ATTEMPTS_READ);
-  const planned = db.prepare<[number], { expected: number | null; actual: number | null }>(
-    `SELECT sum(expected_time) AS expected, sum(actual_time) AS actual FROM atoms
-     WHERE build_id = ? AND expected_time IS NOT NULL AND actual_time IS NOT NULL`,
-  ).get(buildId);
+  const atoms = db.prepare<[number, number], { variable: string; value: string; actual_time: number }>(
+    'SELECT variable, value, actual_time FROM atoms WHERE build_id = ? AND actual_time IS NOT NULL LIMIT ?',
+  ).all(buildId, MAX_ATTEMPTS_READ);
+  let historyS = 0;
+  let actualS = 0;
+  for (const atom of atoms) {
+    const seconds = history.get(atomCommandString(atom.variable, atom.value));
+    if (seconds === undefined) continue;
+    historyS += seconds;
+    actualS += atom.actual_time;
+  }
   return {
     queuedS, buildingS, finishedS, setupStarts, leases,
-    ...(planned?.expected != null && planned.actual !== null ? { planned: { expectedS: planned.expected, actualS: planned.actual } } : {}),
+    ...(historyS > 0 ? { againstHistory: { historyS, actualS } } : {}),
     attempts: attempts.map((row) => ({ subjobId: row.subjob_id, startedS: row.started, finishedS: row.finished, seconds: row.seconds })),
   };
 }

@@ -163,6 +163,7 @@ describe('estimates', () => {
     expect(plan.phases.prepare_seconds).toBeGreaterThan(0);
     expect(plan.overheads.setup_seconds).toBeGreaterThanOrEqual(0);
     expect(plan.overheads.per_atom_seconds).toBeGreaterThanOrEqual(0);
+    expect(plan.overheads.atom_time_ratio).toBeGreaterThan(0);
     expect(plan.phases.prepare_seconds + plan.phases.dispatch_seconds + plan.phases.archive_seconds).toBeCloseTo(plan.predicted_seconds, 1);
     // The atoms' history: 4 × 0.4 + 2 × 0.2 = 2 s of work.
     const one = (await api(master, 'GET', '/v2/jobs/Plan/plan?executors=1')).body;

@@ -175,9 +175,9 @@ describe('overheads learned from a build', () => {
     // The last subjobs: 1 from 104 to its result at 106.4 (2 s + 0.2), 2 from 106.5 to 107.8 (1 s + 0.2): 0.2 and 0.1.
     expect(learned.lastSubjobS).toBeCloseTo(0.15, 6);
     expect(learned.archiveS).toBeCloseTo(111 - 107.8, 6);
-    // A cold build has no expected times to compare with; one planned with history does.
+    // Atoms the history does not know say nothing of how they ran against it.
     expect(learned.atomTimeRatio).toBeUndefined();
-    expect(learnBuildOverheads({ ...facts, planned: { expectedS: 8, actualS: 6 } })!.atomTimeRatio).toBeCloseTo(0.75, 6);
+    expect(learnBuildOverheads({ ...facts, againstHistory: { historyS: 8, actualS: 6 } })!.atomTimeRatio).toBeCloseTo(0.75, 6);
   });
 
   it('leaves out subjobs leased twice, and learns nothing from a build where nothing ran', () => {
