@@ -31,6 +31,11 @@ export interface ProcessResult {
   readonly stopReason: StopReason | null;
   /** From the spawn to the shell's exit, in milliseconds. */
   readonly durationMs: number;
+  /**
+   * False when it is known that no process the command started outlived it outside its group (the spawner,
+   * a subreaper, saw none as the shell exited); absent when unknown. The marker scan can be skipped then.
+   */
+  readonly mayHaveEscaped?: boolean;
 }
 
 export interface RunAsUser {
@@ -155,11 +160,14 @@ export function spawnShell(command: string, options: ShellOptions): GroupProcess
     if (openStreams === 0) settle();
   }
 
-  function finish(exitCode: number, signal: NodeJS.Signals | null): void {
+  function finish(exitCode: number, signal: NodeJS.Signals | null, mayHaveEscaped?: boolean): void {
     if (hasExited) return;
     hasExited = true;
     detachTriggers();
-    exitResult = { exitCode, signal, stopReason, durationMs: Math.round(performance.now() - startedAt) };
+    exitResult = {
+      exitCode, signal, stopReason, durationMs: Math.round(performance.now() - startedAt),
+      ...(mayHaveEscaped === undefined ? {} : { mayHaveEscaped }),
+    };
     if (openStreams === 0) settle();
     else drainTimer = setTimeout(settle, PIPE_DRAIN_MS);
   }
@@ -241,7 +249,7 @@ interface LaunchSink {
   /** One of the two pipes reached its end (or failed). */
   closed(): void;
   pid(pid: number): void;
-  exit(exitCode: number, signal: NodeJS.Signals | null): void;
+  exit(exitCode: number, signal: NodeJS.Signals | null, mayHaveEscaped?: boolean): void;
   /** The command never started; the message says why. */
   failed(message: string): void;
 }
@@ -308,9 +316,9 @@ function launchWithSpawner(spawner: Spawner, script: string, env: NodeJS.Process
         openStreams -= 1;
         sink.closed();
       },
-      onExit: (code, signal) => {
+      onExit: (code, signal, mayHaveEscaped) => {
         const name = signal === 0 ? null : signalName(signal);
-        sink.exit(signal === 0 ? code : -signal, name);
+        sink.exit(signal === 0 ? code : -signal, name, mayHaveEscaped);
       },
       onFail: (message) => {
         if (isClosed) return;

@@ -18,7 +18,8 @@ import type { Writable } from 'node:stream';
  * Requests (here -> spawner): u32 length, then op (1 byte), u32 id, payload. S: cwd NUL uid NUL gid NUL
  * script (NUL env entry)*; P: pause; R: resume; D: drop (close its pipes, forget it).
  * Events (spawner -> here): op (1 byte), u32 id, u32 length, payload. P: pid (once it leads its session); O/E: stdout/stderr bytes;
- * C: a pipe closed (payload 1 or 2); X: exit ("code signal", code -1 when signalled); F: not started (why).
+ * C: a pipe closed (payload 1 or 2); X: exit ("code signal escaped", code -1 when signalled, escaped as for
+ * Q, looked at as the shell was reaped); F: not started (why).
  * Q (request, then event): may a process have escaped ("1"/"0"), see mayHaveEscaped().
  */
 const SPAWNER_SCRIPT = String.raw`
@@ -138,7 +139,8 @@ sub reap {
     next unless defined $id;
     session_ready($id);
     my $sig = POSIX::WIFSIGNALED($status) ? POSIX::WTERMSIG($status) : 0;
-    emit('X', $id, $sig ? "-1 $sig" : POSIX::WEXITSTATUS($status) . ' 0');
+    # Whatever the shell left behind is our child by now (reparented before its parent hears of the exit).
+    emit('X', $id, ($sig ? "-1 $sig" : POSIX::WEXITSTATUS($status) . ' 0') . ' ' . escaped());
   }
 }
 for (;;) {
@@ -187,8 +189,8 @@ export interface SpawnEvents {
   onPid(pid: number): void;
   onData(stream: 1 | 2, chunk: Buffer): void;
   onClose(stream: 1 | 2): void;
-  /** code is -1 when signal (a number) is not 0. */
-  onExit(code: number, signal: number): void;
+  /** code is -1 when signal (a number) is not 0; mayHaveEscaped as mayHaveEscaped() said when it was reaped. */
+  onExit(code: number, signal: number, mayHaveEscaped: boolean): void;
   /** The command never started (missing cwd, fork failure, the spawner gone). */
   onFail(message: string): void;
 }
@@ -378,8 +380,8 @@ export class Spawner {
         events.onClose(payload.toString('latin1') === '2' ? 2 : 1);
         break;
       case 'X': {
-        const [code, signal] = payload.toString('latin1').split(' ').map(Number);
-        events.onExit(code ?? -1, signal ?? 0);
+        const [code, signal, escaped] = payload.toString('latin1').split(' ').map(Number);
+        events.onExit(code ?? -1, signal ?? 0, escaped !== 0);
         break;
       }
       case 'F':

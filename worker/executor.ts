@@ -150,9 +150,10 @@ export async function runSubjob(options: {
     const leftBehind = result.stopReason === null && child.pid > 0 && isGroupAlive(child.pid);
     if (leftBehind) void child.stop('cancel');
     // And what left the group (setsid, a double fork), found by its marker or, marker shed, its ARTIFACT_DIR.
-    // Through the spawner, its list of children says whether anything escaped at all: reading the environment
-    // of every process on the machine after every atom was most of a worker's time on trivial atoms (issue 18).
-    if (result.stopReason === null) void killEscapedInBackground(options.spawner ?? null, marker, fingerprints);
+    // Through the spawner, its list of children as the shell exited says whether anything escaped at all:
+    // reading the environment of every process on the machine after every atom was most of a worker's time
+    // on trivial atoms (issue 18).
+    if (result.stopReason === null && result.mayHaveEscaped !== false) void killMarkedProcessesUntilGone(marker, fingerprints);
     if (congestionTimer !== null) clearInterval(congestionTimer);
     const rest = decoder.end();
     if (rest && outputBytes <= outputLimit) forward(rest);
@@ -192,11 +193,6 @@ export async function runSubjob(options: {
   }
   for (const atom of message.atoms) settleOutput(options.outputs, outputKey(message.lease_id, atom.atom_id), connection);
   connection.send({ type: 'subjob_finished', ...ids });
-}
-
-async function killEscapedInBackground(spawner: Spawner | null, marker: string, fingerprints: readonly string[]): Promise<void> {
-  if (spawner !== null && !(await spawner.mayHaveEscaped())) return;
-  await killMarkedProcessesUntilGone(marker, fingerprints);
 }
 
 /**
