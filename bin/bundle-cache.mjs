@@ -7,6 +7,7 @@ import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const SOURCE_DIRS = ['cli', 'master', 'worker', 'shared'];
+const STALE_BUNDLE_MS = 10 * 60 * 1000;
 
 /** Every .ts source under the folders the CLI is made of, with what tells a change: its size and mtime. */
 function sourceStamp(root) {
@@ -73,8 +74,11 @@ export async function bundledEntry(root, entry) {
     } catch {
       rmSync(temporary, { recursive: true, force: true }); // another process put the same bundle there first
     }
+    // Older bundles go once nothing can still be starting from them: a process loads its chunks within
+    // seconds of its start, and may have started just before a source changed.
     for (const old of readdirSync(cache)) {
-      if (old.startsWith('cli-') && old !== name && !old.endsWith('.tmp')) rmSync(join(cache, old), { recursive: true, force: true });
+      const path = join(cache, old);
+      if (old.startsWith('cli-') && old !== name && Date.now() - statSync(path).mtimeMs > STALE_BUNDLE_MS) rmSync(path, { recursive: true, force: true });
     }
     statSync(main);
     return main;
