@@ -112,13 +112,26 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
   });
   pruner.start();
   const logRotation = startLogRotation({ maxBytes: conf.logMaxBytes, keepFiles: conf.logKeepFiles, log });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(conf.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(conf.port, options.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (error) {
+    // A port in use (or refused): what started goes again, or its timers and the checkpoint thread would
+    // keep the process alive, and local mode would wait for a master that will never answer.
+    liveness.close();
+    await pruner.close();
+    logRotation.close();
+    registry.close();
+    endpoint.close();
+    await manager.close().catch(() => undefined);
+    store.close();
+    throw error;
+  }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : conf.port;
   const scheme = conf.httpsCertFile ? 'https' : 'http';
