@@ -299,6 +299,9 @@ export class PoolManager {
           break;
         }
         case 'stopping':
+          // Being stopped, yet connected: a worker replaced as down that came back (a frozen process thawed,
+          // a network healed). It takes no new work and does not count; its stop goes on.
+          if (worker !== undefined && !worker.isDraining) drainWorker(worker);
           break;
         default: {
           const never: never = instance.state;
@@ -435,6 +438,7 @@ export class PoolManager {
   *#members(pool: PoolState): Generator<WorkerEntry> {
     for (const worker of this.#deps.registry.all()) {
       if (!worker.isAlive || !worker.isConnected || worker.isDraining) continue;
+      if (pool.instances.get(worker.name)?.state === 'stopping') continue;
       if (pool.instances.has(worker.name) || worker.pool === pool.conf.name) yield worker;
     }
   }

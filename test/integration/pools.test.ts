@@ -150,6 +150,32 @@ describe('a local pool', () => {
     expect(events.some((event: any) => event.__tag__ === 'POOL_WORKER_STOPPED' && event.worker === first.name && event.reason === 'down')).toBe(true);
   }, 180_000);
 
+  it('a worker replaced as down that comes back while it is stopped neither counts nor takes work', async () => {
+    const master = await startPoolMaster({ p: { provider: 'local', min_workers: 1, max_workers: 1, reap_idle_after_seconds: 30, replace_down_after_seconds: 0.5 } });
+    const first = await eventually('one pool worker', async () => {
+      const view = await pool(master, 'p');
+      return view.connected_workers === 1 ? view.workers[0] : null;
+    }, 60_000);
+    // Frozen (the chaos soak's fault): lost, replaced, and its stop (SIGTERM) waits until it thaws.
+    process.kill(first.pid, 'SIGSTOP');
+    await eventually('the frozen worker being stopped and another running', async () => {
+      const view = await pool(master, 'p');
+      const states = new Map(view.workers.map((worker: { name: string; state: string }) => [worker.name, worker.state]));
+      return states.get(first.name) === 'stopping' && [...states.values()].includes('running') ? true : null;
+    }, 60_000);
+    const id = await postBuild(master, sleepyBuild(0.3, 6));
+    process.kill(first.pid, 'SIGCONT');
+    let mostConnected = 0;
+    for (let polls = 0; polls < 40; polls++) {
+      mostConnected = Math.max(mostConnected, (await pool(master, 'p')).connected_workers);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect((await waitForBuild(master, id, undefined, 60_000)).status).toBe('SUCCESS');
+    expect(mostConnected).toBe(1);
+    const events = (await api(master, 'GET', '/v1/eventlog')).body.events;
+    expect(events.filter((event: any) => event.__tag__ === 'ATOM_START' && event.build_id === id && event.worker === first.name)).toEqual([]);
+  }, 120_000);
+
   it('PUT /v2/pools/:name changes the size live, and is authenticated and validated', async () => {
     const master = await startPoolMaster({ p: { provider: 'local', min_workers: 0, max_workers: 3, reap_idle_after_seconds: 60 } });
     expect((await api(master, 'PUT', '/v2/pools/p', { json: { min_workers: 2 }, sign: false })).status).toBe(401);
