@@ -14,7 +14,7 @@ import { startMaster } from '../master/server.ts';
 import { createSilentLogger } from '../shared/log.ts';
 import { signRequest } from '../shared/auth.ts';
 import { localConf } from '../cli/common.ts';
-import type { StatusPollReport } from './status-poller.ts';
+import { startStatusPoller } from './master-process.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TERMINAL = ['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'];
@@ -54,26 +54,6 @@ export interface ClusterOptions {
 function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-
-function startPoller(masterUrl: string, buildId: number, intervalMs: number): Promise<StatusPollReport> {
-  const child = spawn(process.execPath, [
-    '--import', 'tsx', join(ROOT, 'bench', 'status-poller.ts'), masterUrl, String(buildId), String(intervalMs), '3600000', '600000',
-  ], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  let stdout = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-  });
-  return new Promise((done, fail) => {
-    child.on('error', fail);
-    child.on('exit', (code) => {
-      try {
-        done(JSON.parse(stdout) as StatusPollReport);
-      } catch {
-        fail(new Error(`the status poller exited with ${code} and no report: ${stdout.slice(0, 500)}`));
-      }
-    });
-  });
 }
 
 /** The first few failed atoms' exit codes and console output, from the results folder. */
@@ -145,7 +125,7 @@ export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun
     const workerCpuBefore = workerCpu();
     const response = await fetch(`${master.url}/v1/build`, { method: 'POST', body, headers: signRequest(secret, 'POST', '/v1/build', body) });
     const { build_id: id } = (await response.json()) as { build_id: number };
-    const poll = options.pollIntervalMs === null ? null : startPoller(master.url, id, options.pollIntervalMs);
+    const poll = options.pollIntervalMs === null ? null : startStatusPoller(master.url, id, { intervalMs: options.pollIntervalMs, timeoutMs: 3_600_000, archiveTimeoutMs: 600_000 }).report;
     for (;;) {
       const { build } = (await (await fetch(`${master.url}/v1/build/${id}`)).json()) as { build: { status: string } };
       if (TERMINAL.includes(build.status)) {

@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { StatusPollReport } from './status-poller.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** Output lines kept for a report when the master fails, and the longest kept whole. */
@@ -154,4 +155,36 @@ export async function stopMasterProcess(master: MasterProcess): Promise<void> {
   await master.exited;
   clearTimeout(again);
   clearTimeout(kill);
+}
+
+export interface StatusPoller {
+  readonly report: Promise<StatusPollReport>;
+  /** Asks for the report so far (the poller prints it on SIGTERM). */
+  stop(): void;
+}
+
+/**
+ * bench/status-poller.ts in a process of its own, so that its latencies are the master's, not the event-loop
+ * lag of a bench process busy with its workers.
+ */
+export function startStatusPoller(masterUrl: string, buildId: number, options: { intervalMs: number; timeoutMs: number; archiveTimeoutMs: number }): StatusPoller {
+  const child = spawn(process.execPath, [
+    '--import', 'tsx', join(ROOT, 'bench', 'status-poller.ts'),
+    masterUrl, String(buildId), String(options.intervalMs), String(options.timeoutMs), String(options.archiveTimeoutMs),
+  ], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+  });
+  const report = new Promise<StatusPollReport>((done, fail) => {
+    child.on('error', fail);
+    child.on('exit', (code) => {
+      try {
+        done(JSON.parse(stdout) as StatusPollReport);
+      } catch {
+        fail(new Error(`the status poller exited with ${code} and no report: ${stdout.slice(0, 500)}`));
+      }
+    });
+  });
+  return { report, stop: () => child.exitCode === null && child.kill('SIGTERM') };
 }

@@ -13,19 +13,15 @@
  * with `node --cpu-prof` and writes its profile there (summarize it with bench/cpu-profile-summary.ts),
  * BENCH_KEEP=1 keeps the temp base directory.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { signRequest } from '../shared/auth.ts';
-import { positiveIntegerFromEnv, procCpuSeconds, procStatusMb, startMasterProcess, stopMasterProcess, type MasterProcess } from './master-process.ts';
+import { positiveIntegerFromEnv, procCpuSeconds, procStatusMb, startMasterProcess, startStatusPoller, stopMasterProcess, type MasterProcess, type StatusPoller } from './master-process.ts';
 import { startSimWorker, type SimWorker } from './sim-worker.ts';
-import type { StatusPollReport } from './status-poller.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 const ATOMS = positiveIntegerFromEnv('BENCH_THROUGHPUT_ATOMS', 100_000);
 const WORKERS = positiveIntegerFromEnv('BENCH_WORKERS', 200);
@@ -58,34 +54,6 @@ async function connectWorkers(masterUrl: string, secret: string, onAtomFinished:
     await Promise.all(batch.map((worker) => worker.registered));
   }
   return workers;
-}
-
-interface Poller {
-  readonly report: Promise<StatusPollReport>;
-  /** Asks for the report so far (the poller prints it on SIGTERM). */
-  stop(): void;
-}
-
-function startPoller(masterUrl: string, buildId: number): Poller {
-  const child = spawn(process.execPath, [
-    '--import', 'tsx', join(ROOT, 'bench', 'status-poller.ts'),
-    masterUrl, String(buildId), String(STATUS_POLL_INTERVAL_MS), String(BUILD_TIMEOUT_MS), String(ARCHIVE_TIMEOUT_MS),
-  ], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  let stdout = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-  });
-  const report = new Promise<StatusPollReport>((done, fail) => {
-    child.on('error', fail);
-    child.on('exit', (code) => {
-      try {
-        done(JSON.parse(stdout) as StatusPollReport);
-      } catch {
-        fail(new Error(`the status poller exited with ${code} and no report: ${stdout.slice(0, 500)}`));
-      }
-    });
-  });
-  return { report, stop: () => child.exitCode === null && child.kill('SIGTERM') };
 }
 
 interface BuildView {
@@ -136,7 +104,7 @@ const base = await mkdtemp(join(tmpdir(), 'cr-bench-throughput-'));
 if (CPU_PROFILE_DIR) mkdirSync(CPU_PROFILE_DIR, { recursive: true });
 const secret = randomBytes(16).toString('hex');
 let master: MasterProcess | null = null;
-let poller: Poller | null = null;
+let poller: StatusPoller | null = null;
 let workers: SimWorker[] = [];
 let rssTimer: NodeJS.Timeout | null = null;
 try {
@@ -180,7 +148,7 @@ try {
   if (response.status !== 202) throw new Error(`POST /v1/build: HTTP ${response.status} ${await response.text()}`);
   const { build_id: buildId } = (await response.json()) as { build_id: number };
 
-  const currentPoller = startPoller(master.url, buildId);
+  const currentPoller = startStatusPoller(master.url, buildId, { intervalMs: STATUS_POLL_INTERVAL_MS, timeoutMs: BUILD_TIMEOUT_MS, archiveTimeoutMs: ARCHIVE_TIMEOUT_MS });
   poller = currentPoller;
   const masterOutput = master.output;
   const masterGone = master.exited.then((code) => {
