@@ -52,6 +52,15 @@ async function workers(master: { url: string; secret: string }): Promise<{ name:
   return list;
 }
 
+/** A stop command that records each worker it stops in `stopped`, then waits until the file `go` exists. */
+function gatedStopCommand(base: string): { stopped: string; go: string; script: string } {
+  const stopped = join(base, 'stopped');
+  const go = join(base, 'go');
+  const script = join(base, 'stop.sh');
+  writeFileSync(script, `#!/bin/sh\necho "$WORKER_NAME" >> ${stopped}\nwhile [ ! -e ${go} ]; do sleep 0.05; done\n`, { mode: 0o755 });
+  return { stopped, go, script };
+}
+
 describe('a local pool worker that died while the master was down', () => {
   it('has its folder removed, a stop logged and a replacement started', async () => {
     const base = tempDir('cr-pool-restart-');
@@ -76,11 +85,8 @@ describe('a local pool worker that died while the master was down', () => {
   it('is not taken back by the next master when it was being stopped as the master stopped', async () => {
     const base = tempDir('cr-pool-restart-');
     const secret = randomBytes(16).toString('hex');
-    const stopped = join(base, 'stopped');
-    const go = join(base, 'go');
     // Every start fails; each failed start runs the stop command, which waits for the test's go-ahead.
-    const script = join(base, 'stop.sh');
-    writeFileSync(script, `#!/bin/sh\necho "$WORKER_NAME" >> ${stopped}\nwhile [ ! -e ${go} ]; do sleep 0.05; done\n`, { mode: 0o755 });
+    const { stopped, go, script } = gatedStopCommand(base);
     const pool = ['[pool p]', 'provider = command', 'min_workers = 1', 'max_workers = 1', 'start_command = exit 3', `stop_command = ${script}`];
     let master = await start(base, secret, pool);
     await eventually('a stop command running', () => existsSync(stopped), 30_000);
@@ -102,10 +108,7 @@ describe('a local pool worker that died while the master was down', () => {
   it('has its stop finished, not taken back, by the next master when the master was killed during the stop', async () => {
     const base = tempDir('cr-pool-restart-');
     const secret = randomBytes(16).toString('hex');
-    const stopped = join(base, 'stopped');
-    const go = join(base, 'go');
-    const script = join(base, 'stop.sh');
-    writeFileSync(script, `#!/bin/sh\necho "$WORKER_NAME" >> ${stopped}\nwhile [ ! -e ${go} ]; do sleep 0.05; done\n`, { mode: 0o755 });
+    const { stopped, go, script } = gatedStopCommand(base);
     const pool = { provider: 'command', min_workers: 1, max_workers: 1, start_command: 'exit 3', stop_command: script };
     const port = await freePort();
     const conf = writeConf(base, 'master', {
