@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -21,7 +21,9 @@ afterEach(() => {
 /** Writes a conf file with mode 0600 (unless told otherwise) and returns its path. */
 function writeConf(text: string, mode = 0o600): string {
   const file = path.join(folder, 'clusterrunner.conf');
-  writeFileSync(file, text, { mode });
+  writeFileSync(file, text);
+  // chmod, not writeFileSync's mode: that one is masked by the umask (077 when the suite runs as atoms).
+  chmodSync(file, mode);
   return file;
 }
 
