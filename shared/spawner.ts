@@ -37,6 +37,11 @@ $sel->add($wake_r);
 my $on_child = POSIX::SigAction->new(sub { syswrite($wake_w, 'x') });
 $on_child->safe(1);
 POSIX::sigaction(POSIX::SIGCHLD(), $on_child);
+# A signal to the worker's whole group (Ctrl-C, a service manager's or a pool's stop) is the worker's to act on:
+# it stops its commands through us, and we end when it closes our input. Dying here would fail every command
+# while they run on, escaped, and a setup reported failed would be forgotten untorn-down (issue 15).
+my @group_signals = qw(INT TERM HUP QUIT);
+$SIG{$_} = 'IGNORE' for @group_signals;
 # A child subreaper (prctl PR_SET_CHILD_SUBREAPER; the syscall number comes from the caller, it is per
 # architecture): whatever a command leaves running when its shell exits becomes our child, so the caller can
 # tell from our list of children that nothing escaped, without reading every process's environment.
@@ -66,6 +71,8 @@ sub start {
   if ($pid == 0) {
     eval {
       POSIX::sigaction(POSIX::SIGCHLD(), POSIX::SigAction->new('DEFAULT'));
+      # An ignored signal stays ignored across exec: the command gets the defaults back.
+      $SIG{$_} = 'DEFAULT' for @group_signals;
       close $wake_r; close $wake_w;
       POSIX::setsid();
       close $sw;

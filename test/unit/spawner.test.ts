@@ -143,6 +143,18 @@ describe.runIf(spawnerAvailable())('spawnShell through the spawner', () => {
     expect(results.every((code) => code >= 0 && code <= 2)).toBe(true);
   });
 
+  it('outlives a signal to its process group, which is the worker\'s to act on, and its commands ignore no signal', async () => {
+    const first = run('echo $PPID; grep SigIgn /proc/$$/status');
+    expect((await first.child.result).exitCode).toBe(0);
+    const [spawnerPid, ignored] = first.output().trim().split('\n');
+    // Ctrl-C in a terminal, a service manager's or a pool's stop: INT, TERM, HUP, QUIT to the whole group.
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.kill(Number(spawnerPid), signal);
+    const second = run('echo $PPID; sleep 0.2');
+    expect((await second.child.result).exitCode).toBe(0);
+    expect(second.output().trim()).toBe(spawnerPid);
+    expect(ignored).toBe('SigIgn:\t0000000000000000');
+  });
+
   it('tells that a process escaped its group, and the marker still finds it', async () => {
     await run('true').child.result;
     await expect.poll(() => spawner.mayHaveEscaped()).toBe(false);
