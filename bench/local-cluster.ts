@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import Database from 'better-sqlite3';
 import { startMaster } from '../master/server.ts';
 import { createSilentLogger } from '../shared/log.ts';
 import { signRequest } from '../shared/auth.ts';
@@ -39,6 +40,12 @@ export interface ClusterRun {
   readonly statusP50Ms: number | null;
   readonly statusP99Ms: number | null;
   readonly statusRequests: number;
+  /**
+   * As the master saw it: the mean time an executor spent between the end of one atom and the start of its
+   * next (the hand-over: result in, next subjob out, spawn), and the mean time inside an atom.
+   */
+  readonly handoffMs: number;
+  readonly inAtomMs: number;
 }
 
 export interface ClusterOptions {
@@ -70,6 +77,21 @@ function describeFailures(base: string): string {
     };
     return `${basename(dir)}: exit ${read('clusterrunner_exit_code')}, output ${JSON.stringify(read('clusterrunner_console_output'))}`;
   }).join('; ') || 'no failed atom found in the results';
+}
+
+/**
+ * From the master's attempts (its own clock): executor time inside atoms, and the rest of the executors' time
+ * over the run spread over the atoms (the hand-over between one atom and the next, plus the start and the end).
+ */
+function handoffTimes(database: string, buildId: number, executors: number, seconds: number): { handoffMs: number; inAtomMs: number } {
+  const db = new Database(database, { readonly: true, fileMustExist: true });
+  try {
+    const row = db.prepare('SELECT count(*) AS atoms, sum(finished - started) AS inside FROM attempts WHERE build_id = ?').get(buildId) as { atoms: number; inside: number };
+    const insideMs = row.inside * 1000;
+    return { inAtomMs: insideMs / row.atoms, handoffMs: (executors * seconds * 1000 - insideMs) / row.atoms };
+  } finally {
+    db.close();
+  }
 }
 
 export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun> {
@@ -138,12 +160,13 @@ export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun
     const cpu = process.cpuUsage(cpuBefore);
     const workerCpuS = workerCpu() - workerCpuBefore;
     const report = poll === null ? null : await poll;
+    const { handoffMs, inAtomMs } = handoffTimes(join(base, 'clusterrunner.db'), id, options.workers * options.executors, seconds);
     const sorted = report === null ? [] : [...report.latenciesMs].sort((a, b) => a - b);
     return {
       seconds, masterCpuS: (cpu.user + cpu.system) / 1e6, workerCpuS,
       statusP50Ms: report === null ? null : percentile(sorted, 50),
       statusP99Ms: report === null ? null : percentile(sorted, 99),
-      statusRequests: sorted.length,
+      statusRequests: sorted.length, handoffMs, inAtomMs,
     };
   } finally {
     isStopping = true;

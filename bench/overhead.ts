@@ -22,6 +22,7 @@ function printRow(label: string, run: ClusterRun, atoms: number, limitS: number,
   process.stdout.write(`  ${label}: ${run.seconds.toFixed(2)} s, ${(run.seconds / limitS).toFixed(2)}x the limit (target <= ${target})\n`);
   // CPU per atom shows where the overhead is even on a busy machine, where wall times are noisy.
   process.stdout.write(`    CPU per atom: master ${perAtomMs(run.masterCpuS, atoms)} ms (incl. its threads), workers ${perAtomMs(run.workerCpuS, atoms)} ms\n`);
+  process.stdout.write(`    per atom, as the master saw it: ${run.inAtomMs.toFixed(2)} ms in the atom, ${run.handoffMs.toFixed(2)} ms of executor time outside atoms\n`);
   if (run.statusP99Ms !== null) {
     process.stdout.write(`    GET /v1/build/:id from a separate poller: ${run.statusRequests} requests, p50 ${run.statusP50Ms!.toFixed(1)} ms, p99 ${run.statusP99Ms.toFixed(1)} ms (target <= 20)\n`);
   }

@@ -1,9 +1,12 @@
 /**
- * A small long-lived process that forks commands on our behalf (issue 18). Node's spawn forks the whole
+ * A small long-lived process that starts commands on our behalf (issue 18). Node's spawn forks the whole
  * worker (page tables of a 100+ MB heap, then copy-on-write faults) and waits on its own thread until the
- * child has exec'd; from a process of a few MB a fork costs a fraction of that, and the worker's thread only
- * writes one request. The spawner is Perl (present on every Linux that has bash's usual company: Debian's
- * perl-base is essential); where there is none, callers fall back to Node's spawn (spawnerAvailable()).
+ * child has exec'd; the worker's thread here only writes one request. Two implementations of one protocol:
+ * - Python (shared/spawner.py), preferred: os.posix_spawn is a vfork-style clone that copies no page tables
+ *   and leaves no copy-on-write faults behind; on a VM with page-table isolation it costs a tenth of a fork.
+ * - Perl (below), where there is no Python 3.8+: Debian's perl-base is essential. It forks, from a few MB.
+ * Where neither runs, callers fall back to Node's spawn (spawnerAvailable()). CLUSTERRUNNER_SPAWNER=perl or
+ * python picks one (for benches and tests).
  *
  * What a command gets is what spawnShell gave it: its own session and process group (setsid), stdin from
  * /dev/null, stdout and stderr on two pipes read by the spawner and relayed here in frames, the environment
@@ -12,6 +15,7 @@
  * pipes, so a command whose reader cannot keep up blocks on its next write. Signals are sent from here.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { Writable } from 'node:stream';
 
 /*
@@ -203,20 +207,40 @@ export interface SpawnEvents {
 }
 
 const PERL = '/usr/bin/perl';
+const PYTHON = '/usr/bin/python3';
+const PYTHON_SCRIPT = fileURLToPath(new URL('./spawner.py', import.meta.url));
 /* prctl's number where we know it; elsewhere no subreaper, and mayHaveEscaped() always says yes. */
 const PRCTL_SYSCALL: Partial<Record<string, number>> = { x64: 157, arm64: 167 };
 /* A frame is at most one pipe read (64 KiB) plus its header; anything larger means the stream is corrupt. */
 const MAX_EVENT_BYTES = 1024 * 1024;
 
-let availability: boolean | undefined;
+export type SpawnerKind = 'python' | 'perl';
 
-/** Whether a spawner can run here (perl with POSIX and IO::Select, checked once). */
+/** What each kind needs, checked by running it: posix_spawn with setsid (Python 3.8+, glibc 2.26+), Perl's modules. */
+const CHECKS: Record<SpawnerKind, [string, string[]]> = {
+  python: [PYTHON, ['-I', '-S', '-c', 'import os, selectors, signal, struct; os.waitpid(os.posix_spawn("/bin/true", ["true"], {}, setsid=True, setsigdef=[signal.SIGPIPE]), 0)']],
+  perl: [PERL, ['-MPOSIX', '-MIO::Select', '-e', '1']],
+};
+
+let available: SpawnerKind[] | undefined;
+
+/** The kinds that run here, best first (checked once); CLUSTERRUNNER_SPAWNER narrows them to one, or none. */
+export function availableSpawners(): readonly SpawnerKind[] {
+  if (available === undefined) {
+    const wanted = process.env['CLUSTERRUNNER_SPAWNER'];
+    const kinds = (['python', 'perl'] as const).filter((kind) => wanted === undefined || wanted === '' || wanted === kind);
+    available = kinds.filter((kind) => spawnSync(CHECKS[kind][0], CHECKS[kind][1], { stdio: 'ignore', timeout: 10_000 }).status === 0);
+  }
+  return available;
+}
+
+/** Whether a spawner can run here. */
 export function spawnerAvailable(): boolean {
-  availability ??= spawnSync(PERL, ['-MPOSIX', '-MIO::Select', '-e', '1'], { stdio: 'ignore', timeout: 10_000 }).status === 0;
-  return availability;
+  return availableSpawners().length > 0;
 }
 
 export class Spawner {
+  readonly kind: SpawnerKind;
   #child: ChildProcess | null = null;
   #input: Writable | null = null;
   readonly #commands = new Map<number, SpawnEvents>();
@@ -230,6 +254,10 @@ export class Spawner {
    * (the spawner is a subreaper: it inherits whatever a command left when its shell exited). True whenever
    * that is not known: no subreaper here, no /proc, the spawner gone.
    */
+  constructor(kind: SpawnerKind = availableSpawners()[0] ?? 'perl') {
+    this.kind = kind;
+  }
+
   mayHaveEscaped(): Promise<boolean> {
     const id = this.#takeId();
     return new Promise((resolve) => {
@@ -298,7 +326,10 @@ export class Spawner {
 
   #ensureStarted(): Writable {
     if (this.#child !== null && this.#input !== null) return this.#input;
-    const child = spawn(PERL, ['-e', SPAWNER_SCRIPT, String(PRCTL_SYSCALL[process.arch] ?? 0)], { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: '/usr/bin:/bin' } });
+    const [command, args] = this.kind === 'python'
+      ? [PYTHON, ['-I', '-S', PYTHON_SCRIPT]]
+      : [PERL, ['-e', SPAWNER_SCRIPT, String(PRCTL_SYSCALL[process.arch] ?? 0)]];
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: '/usr/bin:/bin' } });
     this.#child = child;
     this.#input = child.stdin!;
     this.#pending = [];
