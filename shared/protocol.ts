@@ -59,6 +59,11 @@ export const registerMessage = z.strictObject({
   builds: z.array(z.strictObject({ build_id: id, setup: z.enum(['running', 'ok']) })).max(1024).optional(),
   /** Optional: the labels this worker carries (SPEC §13); a job's `requires` runs only where all are carried. */
   labels: labelList.optional(),
+  /**
+   * Optional: run_subjob may come for a busy executor; the worker runs it as soon as that executor's current
+   * subjob ends, so no round trip to the master is waited for between the two (issue 18).
+   */
+  accepts_queued_subjobs: z.boolean().optional(),
   /** Optional: the worker's disk health (worker/disk-bounds.ts); free_bytes null where it cannot tell. */
   disk: z.strictObject({ state: z.enum(['ok', 'disk_pressure']), free_bytes: z.number().int().min(0).nullable() }).optional(),
 });

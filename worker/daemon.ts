@@ -47,6 +47,8 @@ interface RunningSubjob {
   readonly subjobId: number;
   readonly abort: AbortController;
   readonly done: Promise<void>;
+  /** hasStarted is false while it waits behind the subjob its executor runs (the master sent it ahead). */
+  readonly progress: { hasStarted: boolean };
 }
 
 /** A build as this worker knows it: set up (or being set up), running subjobs, torn down at the end. */
@@ -129,6 +131,11 @@ export class WorkerDaemon {
   readonly #connection: MasterConnection;
   readonly #builds = new Map<number, WorkerBuild>();
   readonly #running = new Map<string, RunningSubjob>();
+  readonly #teardownProcesses = new Set<GroupProcess>();
+  #isStoppingNow = false;
+  #skipTeardowns = false;
+  /** Per executor index: settles when every subjob given to that executor has ended. */
+  readonly #executorTails = new Map<number, Promise<void>>();
   /** The output records of the atoms running here, to send again what a master did not get (output-record.ts). */
   readonly #outputs = new Map<string, OutputRecord>();
   readonly #workDir: string;
@@ -229,9 +236,18 @@ export class WorkerDaemon {
     void this.#finishDrain();
   }
 
-  /** Stop running atoms now (the master gives them to others) and exit within the kill grace. */
+  /**
+   * Stop running atoms now (the master gives them to others), tear down the builds set up here, and exit.
+   * Asked again while that runs: the teardowns are stopped too (their setups' work is left as it is).
+   */
   stopNow(): void {
-    void this.#shutdown(0, 'worker_stop', false);
+    if (this.#isStoppingNow) {
+      this.#skipTeardowns = true;
+      for (const child of this.#teardownProcesses) void child.stop('worker_stop');
+      return;
+    }
+    this.#isStoppingNow = true;
+    void this.#shutdown(0, 'worker_stop', true);
   }
 
   #registration(): Omit<RegisterMessage, 'proof'> {
@@ -244,13 +260,15 @@ export class WorkerDaemon {
       session_id: this.#sessionId,
       heartbeat_interval_ms: this.#options.heartbeatIntervalMs,
       heartbeat_failure_threshold: this.#options.heartbeatFailureThreshold,
+      accepts_queued_subjobs: true,
       disk: { state: this.#diskBound.state, free_bytes: this.#diskBound.freeBytes },
       ...(this.#options.labels === undefined || this.#options.labels.length === 0 ? {} : { labels: [...this.#options.labels] }),
       builds: this.#buildsSetUp(),
       // A subjob that ended while the master was away still has its results queued: it is resumed too.
       resume: this.#workerId === null ? null : {
         worker_id: this.#workerId,
-        leases: [...new Set([...this.#running.keys(), ...this.#connection.queuedLeaseIds()])].slice(0, 1024),
+        // A subjob still waiting for its executor is not claimed: the master gives it to whoever is free.
+        leases: [...new Set([...this.#startedLeaseIds(), ...this.#connection.queuedLeaseIds()])].slice(0, 1024),
       },
     };
   }
@@ -401,6 +419,10 @@ export class WorkerDaemon {
     report(result.exitCode === 0, result.exitCode, result.tail);
   }
 
+  #startedLeaseIds(): string[] {
+    return [...this.#running].filter(([, running]) => running.progress.hasStarted).map(([leaseId]) => leaseId);
+  }
+
   /** For the registration: the builds set up here or being set up, not those being torn down. */
   #buildsSetUp(): { build_id: number; setup: 'running' | 'ok' }[] {
     const listed: { build_id: number; setup: 'running' | 'ok' }[] = [];
@@ -461,15 +483,25 @@ export class WorkerDaemon {
     // The master's newest word wins: it gave work of the build, so a teardown it asked for before is off.
     build.wantsTeardown = false;
     const abort = new AbortController();
-    const done = runSubjob({
-      message,
-      build: build.context,
-      connection: this.#connection,
-      workDir: this.#workDir,
-      log: this.#log.child({ buildId: message.build_id, subjobId: message.subjob_id }),
-      signal: abort.signal,
-      outputs: this.#outputs,
-      spawner: this.#spawner,
+    const context = build.context;
+    const index = message.executor_index;
+    // A subjob sent ahead for a busy executor starts the moment that executor's work ends, with no round
+    // trip to the master in between (issue 18); aborted while it waits, it ends at once.
+    const ahead = this.#executorTails.get(index);
+    const progress = { hasStarted: ahead === undefined };
+    const turn = ahead === undefined ? Promise.resolve() : untilSettledOrAborted(ahead, abort.signal);
+    const done = turn.then(() => {
+      progress.hasStarted = true;
+      return runSubjob({
+        message,
+        build: context,
+        connection: this.#connection,
+        workDir: this.#workDir,
+        log: this.#log.child({ buildId: message.build_id, subjobId: message.subjob_id }),
+        signal: abort.signal,
+        outputs: this.#outputs,
+        spawner: this.#spawner,
+      });
     }).catch((error: unknown) => {
       this.#log.error({ ...ids, err: error }, 'running the subjob failed');
       this.#connection.send({ type: 'subjob_finished', ...ids });
@@ -478,7 +510,13 @@ export class WorkerDaemon {
       void this.#maybeTeardown(message.build_id);
       if (this.#isDraining) void this.#finishDrain();
     });
-    this.#running.set(message.lease_id, { buildId: message.build_id, subjobId: message.subjob_id, abort, done });
+    this.#running.set(message.lease_id, { buildId: message.build_id, subjobId: message.subjob_id, abort, done, progress });
+    // The executor is free once every subjob given to it has ended (one sent ahead may end first, aborted).
+    const tail = ahead === undefined ? done : Promise.allSettled([ahead, done]).then(() => undefined);
+    this.#executorTails.set(index, tail);
+    void tail.then(() => {
+      if (this.#executorTails.get(index) === tail) this.#executorTails.delete(index);
+    });
   }
 
   async #cancelBuild(buildId: number): Promise<void> {
@@ -512,7 +550,12 @@ export class WorkerDaemon {
     // Teardown runs whenever setup ran, even if it failed or was stopped by a cancel: it may have half-done its work.
     if (build.message.teardown_command !== null && build.context !== null) {
       log.info('running teardown_build');
-      const result = await this.#runBuildCommand(build, build.message.teardown_command, () => undefined);
+      let child: GroupProcess | null = null;
+      const result = await this.#runBuildCommand(build, build.message.teardown_command, (started) => {
+        child = started;
+        this.#teardownProcesses.add(started);
+      });
+      if (child !== null) this.#teardownProcesses.delete(child);
       exitCode = result.exitCode;
       tail = result.tail;
       if (exitCode === 0) log.info('teardown finished');
@@ -548,7 +591,7 @@ export class WorkerDaemon {
       }
       if (withTeardown) {
         for (const [buildId, build] of [...this.#builds]) {
-          if (build.isTearingDown) continue;
+          if (build.isTearingDown || this.#skipTeardowns) continue;
           build.isTearingDown = true;
           await this.#teardown(buildId, build).catch((error: unknown) => this.#log.warn({ buildId, err: error }, 'teardown failed'));
         }
@@ -564,4 +607,17 @@ export class WorkerDaemon {
     })();
     return this.#stopping;
   }
+}
+
+/** Resolves when `ahead` settles, or at once when the signal aborts. */
+function untilSettledOrAborted(ahead: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const onAbort = () => resolve();
+    signal.addEventListener('abort', onAbort, { once: true });
+    void ahead.finally(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    });
+  });
 }

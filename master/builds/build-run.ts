@@ -46,6 +46,8 @@ export class BuildRun {
   readonly #front: WorkItem[] = [];
   #queue: WorkItem[] = [];
   #queueHead = 0;
+  /** How long this build's atoms ran lately (seconds, a moving average); null before the first result. */
+  #recentAtomSeconds: number | null = null;
   /** Freed BUILD_EXECUTOR_INDEX values as a binary min-heap: the lowest in O(log n), not a sort per lease. */
   readonly #freeBuildExecutors: number[] = [];
   #nextBuildExecutor = 0;
@@ -135,6 +137,27 @@ export class BuildRun {
       this.#queue = this.#queue.slice(this.#queueHead);
       this.#queueHead = 0;
     }
+  }
+
+  noteAtomTime(seconds: number): void {
+    this.#recentAtomSeconds = this.#recentAtomSeconds === null ? seconds : this.#recentAtomSeconds * 0.9 + seconds * 0.1;
+  }
+
+  get recentAtomSeconds(): number | null {
+    return this.#recentAtomSeconds;
+  }
+
+  /** Fresh work not yet handed out (requeued work at the front not counted). */
+  get freshCount(): number {
+    return this.#queue.length - this.#queueHead;
+  }
+
+  /** The queue's head, for an executor that is to run it next (DispatchLoop's send-ahead); none while work is requeued. */
+  takeFreshItem(): WorkItem | null {
+    if (this.#front.length > 0 || this.#queueHead >= this.#queue.length) return null;
+    const item = this.#queue[this.#queueHead]!;
+    this.removePending(item);
+    return item;
   }
 
   requeueFront(item: WorkItem): void {

@@ -1,9 +1,16 @@
-import type { WorkerRegistry } from '../workers/worker-registry.ts';
+import type { Lease, WorkerEntry, WorkerRegistry } from '../workers/worker-registry.ts';
 import { planDispatch, type WorkerSnapshot } from '../scheduling/dispatcher.ts';
 import { acceptsNewWork } from '../scheduling/eligibility.ts';
 import type { BuildRun } from './build-run.ts';
 import type { LeaseBook } from './lease-book.ts';
 import type { WorkerSetups } from './worker-setups.ts';
+
+/**
+ * Send-ahead (issue 18): an executor running a subjob of a build whose atoms take less than this gets that
+ * build's next subjob before the current one ends, so it never waits for a round trip to the master. Longer
+ * atoms gain little from it and would make work wait behind them.
+ */
+const SEND_AHEAD_MAX_ATOM_SECONDS = 0.5;
 
 /** Higher priority first, then the older build (SPEC §3 priority). */
 function runsFirst(a: BuildRun, b: BuildRun): number {
@@ -89,7 +96,11 @@ export class DispatchLoop {
       });
     }
     if (nextWakeMs !== Number.POSITIVE_INFINITY) this.#wakeAt(nextWakeMs);
-    if (freeExecutors === 0) return;
+    if (freeExecutors > 0) this.#plan(workers, freeExecutors);
+    this.#sendAhead(now);
+  }
+
+  #plan(workers: WorkerSnapshot[], freeExecutors: number): void {
     const runs = this.#runs.filter((run) => run.phase === 'ready' && run.job !== null && run.hasPendingWork);
     const plan = planDispatch({ workers, runs: runs.map((run) => ({ ...run.dispatchSnapshot(freeExecutors), requires: run.job?.requires })) });
     const byId = new Map(runs.map((run) => [run.id, run]));
@@ -101,6 +112,39 @@ export class DispatchLoop {
       } else {
         run.removePending(step.item);
         this.#leases.create(run, worker, step.item);
+      }
+    }
+  }
+
+  /**
+   * After the plan, work still pending has no free executor: an executor running a short subjob of the build
+   * (on a worker that accepts it) gets the build's next one now. Only while the build's fresh work outnumbers
+   * the executors running it: at the tail, what is left goes to whichever executor frees first. Requeued work
+   * is left to the plan, which knows which worker it would rather avoid.
+   */
+  #sendAhead(nowMs: number): void {
+    for (const run of this.#runs) {
+      const recent = run.recentAtomSeconds;
+      if (run.phase !== 'ready' || run.job === null || recent === null || recent >= SEND_AHEAD_MAX_ATOM_SECONDS) continue;
+      if (run.freshCount === 0) continue;
+      let executorsRunning = 0;
+      const behind: { worker: WorkerEntry; lease: Lease }[] = [];
+      for (const workerId of run.executorsPerWorker.keys()) {
+        const worker = this.#registry.get(workerId);
+        if (worker === undefined) continue;
+        executorsRunning += worker.numExecutors;
+        const usable = worker.acceptsQueuedSubjobs && worker.isAlive && !worker.isDraining && worker.isConnected &&
+          worker.failureSuspicion === null && acceptsNewWork(worker.health(nowMs)) && !worker.heldOffBuilds(nowMs).has(run.id);
+        if (!usable) continue;
+        for (const lease of worker.leases.values()) {
+          if (lease.buildId === run.id && !lease.isRevoked && worker.leasesOn(lease.executorIndex) === 1) behind.push({ worker, lease });
+        }
+      }
+      for (const { worker, lease } of behind) {
+        if (run.freshCount <= executorsRunning) break;
+        const item = run.takeFreshItem();
+        if (item === null) break;
+        this.#leases.createAhead(run, worker, item, lease);
       }
     }
   }

@@ -45,10 +45,25 @@ export class LeaseBook {
 
   /** Leases the work item to one free executor of the worker, and tells the worker to run it. */
   create(run: BuildRun, worker: WorkerEntry, item: WorkItem): void {
-    const lease = this.#newLease({
+    this.#issue(run, worker, item, this.#newLease({
       id: randomUUID(), worker, buildId: run.id, subjobId: item.subjobId, executorIndex: worker.takeExecutor(),
-      buildExecutorIndex: run.takeBuildExecutor(worker.id), atomIds: item.atomIds,
-    });
+      buildExecutorIndex: run.takeBuildExecutor(worker.id), atomIds: item.atomIds, buildExecutorHold: { holders: 1 },
+    }));
+  }
+
+  /**
+   * Leases the work item to the executor that runs `current`, to start there the moment `current` ends
+   * (issue 18): same machine executor, same BUILD_EXECUTOR_INDEX, no more executors of the build in use.
+   */
+  createAhead(run: BuildRun, worker: WorkerEntry, item: WorkItem, current: Lease): void {
+    current.buildExecutorHold.holders++;
+    this.#issue(run, worker, item, this.#newLease({
+      id: randomUUID(), worker, buildId: run.id, subjobId: item.subjobId, executorIndex: current.executorIndex,
+      buildExecutorIndex: current.buildExecutorIndex, atomIds: item.atomIds, buildExecutorHold: current.buildExecutorHold,
+    }));
+  }
+
+  #issue(run: BuildRun, worker: WorkerEntry, item: WorkItem, lease: Lease): void {
     this.#store.leases.add({
       id: lease.id, buildId: run.id, subjobId: item.subjobId, workerName: worker.name, sessionId: worker.sessionId,
       executorIndex: lease.executorIndex, buildExecutorIndex: lease.buildExecutorIndex, atomIds: item.atomIds,
@@ -74,6 +89,7 @@ export class LeaseBook {
 
   #newLease(init: {
     id: string; worker: WorkerEntry; buildId: number; subjobId: number; executorIndex: number; buildExecutorIndex: number; atomIds: readonly number[];
+    buildExecutorHold: { holders: number };
   }): Lease {
     const lease: Lease = {
       id: init.id,
@@ -85,6 +101,7 @@ export class LeaseBook {
       unfinished: new Set(init.atomIds),
       isRevoked: false,
       hasReleasedBuildExecutor: false,
+      buildExecutorHold: init.buildExecutorHold,
       chain: Promise.resolve(),
       outputBytes: new Map(),
     };
@@ -147,7 +164,7 @@ export class LeaseBook {
       const { stored } = orphan;
       const lease = this.#newLease({
         id, worker, buildId: run.id, subjobId: stored.subjobId, executorIndex: stored.executorIndex,
-        buildExecutorIndex: stored.buildExecutorIndex, atomIds: orphan.unfinished,
+        buildExecutorIndex: stored.buildExecutorIndex, atomIds: orphan.unfinished, buildExecutorHold: { holders: 1 },
       });
       for (const atomId of orphan.started) {
         const dir = this.#layout.atomDir(run.id, stored.subjobId, atomId);
@@ -230,6 +247,7 @@ export class LeaseBook {
   #releaseBuildExecutor(lease: Lease): void {
     if (lease.hasReleasedBuildExecutor) return;
     lease.hasReleasedBuildExecutor = true;
+    if (--lease.buildExecutorHold.holders > 0) return;
     this.#runs.get(lease.buildId)?.releaseBuildExecutor(lease.workerId, lease.buildExecutorIndex);
   }
 }

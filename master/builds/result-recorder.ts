@@ -151,6 +151,7 @@ export class ResultRecorder {
       run.requeueFront({ subjobId: lease.subjobId, atomIds: [atomId], avoidWorkerId: worker.id });
       return;
     }
+    run.noteAtomTime(message.time_s);
     this.#store.batcher.add(() => {
       this.#store.atoms.markFinished(run.id, lease.subjobId, atomId, exitCode, message.time_s, message.stop_reason);
       this.#store.attempts.finished(run.id, lease.subjobId, atomId, attempt, attemptResult);

@@ -23,6 +23,11 @@ export interface Lease {
   isRevoked: boolean;
   /** The build's executor slot was given back (when the worker freed it, or when the lease was revoked). */
   hasReleasedBuildExecutor: boolean;
+  /**
+   * The build executor slot this lease holds, shared with a lease sent ahead for the same executor (issue 18):
+   * the slot goes back to the build when the last of its holders lets go.
+   */
+  readonly buildExecutorHold: { holders: number };
   /** Messages of one lease are handled strictly in order, each after the previous one's I/O. */
   chain: Promise<void>;
   /**
@@ -80,6 +85,8 @@ export class WorkerEntry {
    */
   readonly refusals = new Map<number, { count: number; untilMs: number }>();
   readonly #freeExecutors: number[];
+  /** It said it runs a subjob sent for a busy executor right after that executor's current one (issue 18). */
+  acceptsQueuedSubjobs = false;
 
   constructor(init: {
     id: number; name: string; sessionId: string; numExecutors: number; heartbeatIntervalMs: number;
@@ -138,10 +145,17 @@ export class WorkerEntry {
     return true;
   }
 
+  /** The executor is free once no lease of this worker is on it (one sent ahead may still be). */
   releaseExecutor(index: number): void {
-    if (this.#freeExecutors.includes(index)) return;
+    if (this.#freeExecutors.includes(index) || this.leasesOn(index) > 0) return;
     this.#freeExecutors.push(index);
     this.#freeExecutors.sort((a, b) => b - a);
+  }
+
+  leasesOn(index: number): number {
+    let count = 0;
+    for (const lease of this.leases.values()) if (lease.executorIndex === index) count++;
+    return count;
   }
 
   /** The builds this worker is not to be given now (a refusal's back-off has not run out). */

@@ -109,6 +109,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
       previous.socket = socket;
       previous.lastSeenMs = Date.now();
       previous.labels = new Set(message.labels ?? []);
+      previous.acceptsQueuedSubjobs = message.accepts_queued_subjobs === true;
       const listed = new Set(message.resume!.leases);
       const resumed: string[] = [];
       for (const lease of [...previous.leases.values()]) {
@@ -145,6 +146,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
     });
     worker.failureSuspicion = deps.workerStore.suspicionOf(message.name);
     worker.labels = new Set(message.labels ?? []);
+    worker.acceptsQueuedSubjobs = message.accepts_queued_subjobs === true;
     worker.pool = message.pool ?? null;
     deps.registry.add(worker);
     // A worker that outlived a restart of this master may go on with what it runs, if the master kept it.

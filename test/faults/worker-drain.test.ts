@@ -3,7 +3,7 @@
  * the list at once, finishes what it runs, takes nothing new, tears down and exits 0. A second SIGTERM stops
  * its atoms instead: they run again elsewhere, and the process is gone within the kill grace (plus a margin).
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { eventually, waitForBuild } from '../support/cluster.ts';
@@ -58,8 +58,8 @@ describe('a busy worker drained', () => {
 });
 
 describe('a draining worker given a second SIGTERM', () => {
-  it('stops its atoms (even ones ignoring SIGTERM), which run again elsewhere, and exits within the kill grace', async () => {
-    const { master, worker: stopped, id, held } = await startHeldBuild({ role: 'stopped', atoms: 2, ignoresSigterm: true });
+  it('stops its atoms (even ones ignoring SIGTERM), which run again elsewhere, tears down, and exits within the kill grace', async () => {
+    const { master, worker: stopped, id, held, project } = await startHeldBuild({ role: 'stopped', atoms: 2, ignoresSigterm: true, job: recordingTeardowns });
     const other = await startFaultWorker(master, { name: workerName('other'), executors: 2 });
 
     stopped.signal('SIGTERM');
@@ -73,10 +73,32 @@ describe('a draining worker given a second SIGTERM', () => {
     expect(code).toBe(0);
     // Its atoms did not outlive it, though they ignored SIGTERM.
     expect(markedProcesses(stopped.name)).toEqual([]);
+    // Its setup ran, so its teardown did (the chaos soak found it skipped: a drain that could not end while the
+    // master was away, then a second SIGTERM, left the build's setup undone on that machine).
+    expect(readFileSync(join(project, 'teardowns'), 'utf8')).toBe(`${stopped.name}\n`);
 
     expect((await waitForBuild(master, id)).status).toBe('SUCCESS');
     const outcomes = await expectOneResultPerAtom(master, id, 2);
     for (const value of held) expect(outcomes.get(value)).toEqual({ value, worker: other.name, attempts: 2 });
     await expectNoProcessesLeft();
+  });
+});
+
+describe('a worker given a third SIGTERM while it tears down after the second', () => {
+  it('stops the teardown too and exits', async () => {
+    const { master, worker: stopped, project } = await startHeldBuild({
+      role: 'hurried', atoms: 2,
+      job: (dir) => ({ teardown_build: [`echo "$FAULT_WORKER" >> "${join(dir, 'teardowns')}"`, 'sleep 60'] }),
+    });
+    stopped.signal('SIGTERM');
+    // Signals sent back to back may arrive as one.
+    await eventually('the worker to leave the list', async () => !(await workersOf(master)).some((worker) => worker.id === stopped.id));
+    stopped.signal('SIGTERM');
+    await eventually('the teardown to start', () => existsSync(join(project, 'teardowns')));
+    const thirdAt = Date.now();
+    stopped.signal('SIGTERM');
+    expect(await stopped.process.exited).toBe(0);
+    expect(Date.now() - thirdAt).toBeLessThan(KILL_GRACE_MS + EXIT_MARGIN_MS);
+    await expectNoProcessesLeft(stopped.name);
   });
 });

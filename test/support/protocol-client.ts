@@ -32,7 +32,7 @@ export interface ProtocolClient {
   sendRaw(data: string | Buffer, options?: { binary?: boolean }): void;
   sendArtifact(header: Omit<ArtifactChunkHeader, 'type'>, bytes: Buffer): void;
   /** Sends "register" and waits for "registered"; returns the worker id. */
-  register(options?: { name?: string; executors?: number }): Promise<number>;
+  register(options?: { name?: string; executors?: number; acceptsQueuedSubjobs?: boolean }): Promise<number>;
   /** Waits for the first message of that type not yet taken, and takes it. */
   next<T extends MasterMessage['type']>(type: T, timeoutMs?: number): Promise<Extract<MasterMessage, { type: T }>>;
   close(): void;
@@ -114,6 +114,7 @@ export function connectProtocolClient(masterUrl: string, options: ConnectOptions
         heartbeat_interval_ms: 60_000,
         heartbeat_failure_threshold: 3,
         resume: null,
+        ...(registerOptions.acceptsQueuedSubjobs ? { accepts_queued_subjobs: true } : {}),
         proof: registerProof(options.secret ?? '', {
           challenge: headers[WORKER_CHALLENGE_HEADER] ?? '', upgradeNonce: headers[NONCE_HEADER] ?? '', masterNonce: await helloNonce(),
         }),
