@@ -63,6 +63,8 @@ interface WorkerBuild {
   ownedDir: string | null;
   setup: 'running' | 'ok' | 'failed';
   setupProcess: GroupProcess | null;
+  /** Settles once the setup has reported, its stopped processes swept: a teardown must not start before. */
+  setupDone: Promise<void>;
   isTearingDown: boolean;
   wantsTeardown: boolean;
 }
@@ -366,15 +368,21 @@ export class WorkerDaemon {
     }
     const build: WorkerBuild = {
       message, marker: `cr-build-${message.build_id}-${this.#sessionId}`, mask: this.#maskFor(message), abort: new AbortController(), context: null, ownedDir: null,
-      setup: 'running', setupProcess: null, isTearingDown: false, wantsTeardown: false,
+      setup: 'running', setupProcess: null, setupDone: Promise.resolve(), isTearingDown: false, wantsTeardown: false,
     };
     this.#builds.set(message.build_id, build);
+    build.setupDone = this.#runSetup(build, message);
+    await build.setupDone;
+  }
+
+  async #runSetup(build: WorkerBuild, message: SetupBuildMessage): Promise<void> {
     const log = this.#log.child({ buildId: message.build_id });
     const report = (ok: boolean, exitCode: number | null, tail: string) => {
       build.setup = ok ? 'ok' : 'failed';
       this.#connection.send({ type: 'setup_finished', build_id: message.build_id, ok, exit_code: exitCode, output_tail: build.mask(tail).slice(-60_000) });
-      // A failed setup leaves nothing to tear down unless the build was canceled meanwhile.
-      if (!ok && !build.wantsTeardown && this.#builds.get(message.build_id) === build) this.#builds.delete(message.build_id);
+      // A failed setup leaves nothing to tear down, unless it was stopped (a cancel, the worker stopping): its
+      // commands may have half-done their work.
+      if (!ok && !build.wantsTeardown && !build.abort.signal.aborted && this.#builds.get(message.build_id) === build) this.#builds.delete(message.build_id);
       void this.#maybeTeardown(message.build_id);
     };
     let projectDir: string;
@@ -588,6 +596,8 @@ export class WorkerDaemon {
       for (const build of this.#builds.values()) {
         build.abort.abort('worker_stop');
         if (build.setupProcess) await build.setupProcess.stop('worker_stop');
+        // Its sweep of the setup's stray processes would take the teardown's too (they share the marker).
+        await build.setupDone.catch(() => undefined);
       }
       if (withTeardown) {
         for (const [buildId, build] of [...this.#builds]) {
