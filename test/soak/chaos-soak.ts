@@ -536,9 +536,10 @@ function checkSetups(): { problems: string[]; duplicated: number; setups: number
       setups += setup;
       if (setup > 1 || teardown > 1) duplicated += Math.max(0, setup - 1) + Math.max(0, teardown - 1);
       const isKilled = killedProcesses.has(name);
-      // A cancel may stop a setup before its first line ran; the teardown after it is no duplicate.
-      const isSetupCanceled = build.canceled && setup === 0 && teardown === 1;
-      if (!isSetupCanceled && (setup !== 1 || (teardown !== 1 && !isKilled) || teardown > 1)) {
+      // A setup stopped before its first line ran (a cancel; the build ending while a late worker still set
+      // up, which the master stops; the worker stopping) is torn down all the same: no duplicate.
+      const isSetupStopped = setup === 0 && teardown === 1;
+      if (!isSetupStopped && (setup !== 1 || (teardown !== 1 && !isKilled) || teardown > 1)) {
         problems.push(`build ${build.id} on ${name}${isKilled ? ' (SIGKILLed)' : ''}: setup ran ${setup} times, teardown ${teardown} times`);
       }
     }
