@@ -403,6 +403,11 @@ export class WorkerDaemon {
       report(false, null, `Could not get the project on worker ${this.#options.name}: ${errorMessage(error)}`);
       return;
     }
+    if (build.abort.signal.aborted) {
+      // Stopped before its command could start: no teardown command is owed (no context), its folder still goes.
+      report(false, null, `The setup was stopped before it started on worker ${this.#options.name}`);
+      return;
+    }
     build.context = {
       buildId: message.build_id,
       projectDir,
