@@ -140,13 +140,21 @@ let masterUrl = '';
 let masterConf = '';
 let master: ChildProcess | null = null;
 
+/**
+ * A fault takes the master down only once it answers (`master` is set then): the next fault could otherwise
+ * kill it while it starts, before its signal handlers exist, and this wait would see no master for 30 s.
+ */
 async function startMaster(): Promise<void> {
-  master = startProcess('master', ['master', '-c', masterConf], masterDir);
-  const child = master;
+  const child = startProcess('master', ['master', '-c', masterConf], masterDir);
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`the master exited at start (code ${child.exitCode}); see ${join(root, 'logs', 'master.log')}`);
-    if (await fetch(`${masterUrl}/`).then((response) => response.ok, () => false)) return;
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`the master exited at start (${child.exitCode ?? child.signalCode}); see ${join(root, 'logs', 'master.log')}`);
+    }
+    if (await fetch(`${masterUrl}/`).then((response) => response.ok, () => false)) {
+      master = child;
+      return;
+    }
     await sleep(100);
   }
   throw new Error('the master did not answer within 30 s');
