@@ -59,6 +59,8 @@ export interface MasterServer {
   readonly url: string;
   readonly sessionId: string;
   readonly store: Store;
+  /** The workers connected (and those the pools are stopping), for an embedding process and tests. */
+  readonly registry: WorkerRegistry;
   close(): Promise<void>;
 }
 
@@ -144,6 +146,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
     url: `${scheme}://${options.host && options.host !== '0.0.0.0' ? options.host : '127.0.0.1'}:${port}`,
     sessionId,
     store,
+    registry,
     close() {
       closing ??= (async () => {
         liveness.close();

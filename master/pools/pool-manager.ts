@@ -137,7 +137,11 @@ export class PoolManager {
         this.#deps.log.info({ pool: row.pool, worker: row.name }, 'stopping a worker of a pool no longer configured');
         const conf = { name: row.pool, provider: row.provider as PoolConf['provider'], startCommand: null, stopCommand: null } as PoolConf;
         const started: StartedWorker | null = row.pid === null ? null : { pid: row.pid, ended: null, group: null };
-        this.#track(stopPoolWorker(this.#deps.provider(conf), conf, row.name, started).then(() => this.#deps.store.remove(row.name)));
+        this.#deps.registry.beingStopped.add(row.name);
+        this.#track(stopPoolWorker(this.#deps.provider(conf), conf, row.name, started).then(() => {
+          this.#deps.store.remove(row.name);
+          this.#deps.registry.beingStopped.delete(row.name);
+        }));
         continue;
       }
       const isAlive = row.pid !== null && isOurs(pool.conf, row.name, row.pid);
@@ -146,8 +150,10 @@ export class PoolManager {
         // back (it might be busy counting above max_workers, and have a busy worker stopped in its place).
         this.#deps.log.info({ pool: row.pool, worker: row.name }, 'finishing the stop of a pool worker begun before the restart');
         const started: StartedWorker | null = isAlive ? { pid: row.pid, ended: null, group: null } : null;
+        this.#deps.registry.beingStopped.add(row.name);
         this.#track(stopPoolWorker(this.#deps.provider(pool.conf), pool.conf, row.name, started).then((problem) => {
           this.#deps.store.remove(row.name);
+          this.#deps.registry.beingStopped.delete(row.name);
           this.#deps.events.append('POOL_WORKER_STOPPED', {
             pool: row.pool, worker: row.name, reason: 'restart', why: 'its stop was under way when the master stopped', ...(problem === null ? {} : { error: problem }),
           });
@@ -372,6 +378,7 @@ export class PoolManager {
   #stop(pool: PoolState, instance: Instance, reason: string, why: string): void {
     instance.state = 'stopping';
     this.#deps.store.markStopping(instance.name);
+    this.#deps.registry.beingStopped.add(instance.name);
     this.#track((async () => {
       let problem: string | null = null;
       try {
@@ -384,6 +391,7 @@ export class PoolManager {
         this.#deps.log.warn({ pool: pool.conf.name, worker: instance.name, error: problem }, 'stopping a pool worker went wrong');
       }
       pool.instances.delete(instance.name);
+      this.#deps.registry.beingStopped.delete(instance.name);
       // Also while closing (close() waits for this before the store closes): the worker is stopped, and a
       // row left behind made the next master take a stopped worker back (a command pool ran its stop twice).
       this.#deps.store.remove(instance.name);

@@ -179,6 +179,11 @@ export class WorkerEntry {
 export class WorkerRegistry {
   readonly #workers = new Map<number, WorkerEntry>();
   #isClosed = false;
+  /**
+   * Names of pool workers the master is stopping (pool-manager.ts). One that connects meanwhile — a frozen
+   * process thawed, a network healed — is drained as it registers, before any dispatch could give it work.
+   */
+  readonly beingStopped = new Set<string>();
 
   /** Once the master is closing, sockets closing are no news: nothing is requeued or recorded any more. */
   get isClosed(): boolean {

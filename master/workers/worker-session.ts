@@ -125,6 +125,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
       // set up decides, and a teardown_build still owed is said again (a build canceled meanwhile).
       deps.events.buildsReported(previous, message.builds ?? []);
       if (previous.isDraining) sendTo(socket, { type: 'shutdown' });
+      else if (deps.registry.beingStopped.has(previous.name)) drainWorker(previous);
       log.info({ workerId: previous.id, worker: previous.name, resumed: resumed.length }, 'worker reconnected');
       deps.events.workerReady(previous);
       return;
@@ -156,6 +157,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
       received_output: receivedOutput(worker, resumed),
     });
     deps.events.buildsReported(worker, message.builds ?? []);
+    if (deps.registry.beingStopped.has(worker.name)) drainWorker(worker);
     log.info({ workerId: id, worker: message.name, executors: message.num_executors, resumed: resumed.length, keptId: kept !== null }, 'worker connected');
     deps.events.workerReady(worker);
   };
