@@ -366,6 +366,13 @@ export class WorkerDaemon {
       }
       return;
     }
+    if (this.#isDraining || this.#stopping !== null) {
+      // The master sent it before it heard of the drain (one sent on a reconnect while it was away): no new
+      // build here, whose setup might start after this worker's teardowns and never be torn down. The master
+      // forgets this worker's setups once it has left.
+      this.#log.info({ buildId: message.build_id }, 'not setting up a build while draining');
+      return;
+    }
     const build: WorkerBuild = {
       message, marker: `cr-build-${message.build_id}-${this.#sessionId}`, mask: this.#maskFor(message), abort: new AbortController(), context: null, ownedDir: null,
       setup: 'running', setupProcess: null, setupDone: Promise.resolve(), isTearingDown: false, wantsTeardown: false,

@@ -161,8 +161,9 @@ export class WorkerSetups {
     this.#move(worker, run.id, 'failed');
     run.setupFailures++;
     this.#log.warn({ buildId: run.id, workerId: worker.id, exitCode: message.exit_code }, 'setup failed on worker');
+    // A draining worker sets nothing up any more (one sent a setup before the master heard of its drain ignores it).
     const othersStillTrying = [...this.#registry.all()].some((other) =>
-      other.isAlive && (other.builds.get(run.id) === 'ready' || other.builds.get(run.id) === 'setting_up'));
+      other.isAlive && (other.builds.get(run.id) === 'ready' || (other.builds.get(run.id) === 'setting_up' && !other.isDraining)));
     if (run.setupFailures >= MAX_SETUP_FAILURES || !othersStillTrying) {
       const text = `Setup of the build failed on worker ${worker.name} (exit code ${message.exit_code ?? 'none'})` +
         `${run.setupFailures > 1 ? `, after failing on ${run.setupFailures} workers in all` : ''}. ` +
