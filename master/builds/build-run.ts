@@ -48,6 +48,8 @@ export class BuildRun {
   #queueHead = 0;
   /** How long this build's atoms ran lately (seconds, a moving average); null before the first result. */
   #recentAtomSeconds: number | null = null;
+  /** Per subjob, the seconds the plan expects it to take; NaN where no history told. */
+  #expectedSeconds = new Float64Array(0);
   /** Freed BUILD_EXECUTOR_INDEX values as a binary min-heap: the lowest in O(log n), not a sort per lease. */
   readonly #freeBuildExecutors: number[] = [];
   #nextBuildExecutor = 0;
@@ -62,7 +64,11 @@ export class BuildRun {
    * Loads the plan; subjobs whose atoms all have results count as complete and are not queued. Held atoms
    * (a restarted master waiting for their worker to come back) count as remaining but are not queued.
    */
-  load(subjobs: readonly { id: number; atoms: readonly (RunAtom & { id: number; isComplete: boolean; isHeld?: boolean })[] }[]): void {
+  load(subjobs: readonly {
+    id: number; atoms: readonly (RunAtom & { id: number; isComplete: boolean; isHeld?: boolean })[];
+    /** Seconds the plan expects the subjob to take (timing history); absent when unknown. */
+    expectedSeconds?: number | null;
+  }[]): void {
     this.atoms = [];
     this.#queue = [];
     this.#queueHead = 0;
@@ -74,6 +80,8 @@ export class BuildRun {
     for (const subjob of subjobs) this.#atomOffset[subjob.id + 1] = subjob.atoms.length;
     for (let id = 0; id < numSubjobs; id++) this.#atomOffset[id + 1]! += this.#atomOffset[id]!;
     this.#attempts = new Uint32Array(this.#atomOffset[numSubjobs]!);
+    this.#expectedSeconds = new Float64Array(numSubjobs).fill(Number.NaN);
+    for (const subjob of subjobs) if (subjob.expectedSeconds != null) this.#expectedSeconds[subjob.id] = subjob.expectedSeconds;
     for (const subjob of subjobs) {
       this.atoms[subjob.id] = subjob.atoms.map((atom) => ({ variable: atom.variable, value: atom.value }));
       const open = subjob.atoms.filter((atom) => !atom.isComplete).map((atom) => atom.id);
@@ -141,6 +149,12 @@ export class BuildRun {
 
   noteAtomTime(seconds: number): void {
     this.#recentAtomSeconds = this.#recentAtomSeconds === null ? seconds : this.#recentAtomSeconds * 0.9 + seconds * 0.1;
+  }
+
+  /** The seconds the plan expects the subjob to take, or null without timing history. */
+  expectedSecondsOf(subjobId: number): number | null {
+    const seconds = this.#expectedSeconds[subjobId];
+    return seconds === undefined || Number.isNaN(seconds) ? null : seconds;
   }
 
   get recentAtomSeconds(): number | null {

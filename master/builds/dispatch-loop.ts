@@ -137,7 +137,11 @@ export class DispatchLoop {
           worker.failureSuspicion === null && acceptsNewWork(worker.health(nowMs)) && !worker.heldOffBuilds(nowMs).has(run.id);
         if (!usable) continue;
         for (const lease of worker.leases.values()) {
-          if (lease.buildId === run.id && !lease.isRevoked && worker.leasesOn(lease.executorIndex) === 1) behind.push({ worker, lease });
+          if (lease.buildId !== run.id || lease.isRevoked || worker.leasesOn(lease.executorIndex) !== 1) continue;
+          // Never behind a subjob the plan knows to be long: the one sent ahead would wait there while other
+          // executors free up (the skewed bench's 8 s atoms among 0.2 s ones).
+          const expected = run.expectedSecondsOf(lease.subjobId);
+          if (expected === null || expected < SEND_AHEAD_MAX_ATOM_SECONDS) behind.push({ worker, lease });
         }
       }
       for (const { worker, lease } of behind) {

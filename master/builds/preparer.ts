@@ -104,6 +104,7 @@ export class Preparer {
     run.load(subjobs.map((subjob) => ({
       id: subjob.id,
       atoms: subjob.atoms.map((atom) => ({ id: atom.id, variable: atom.variable, value: atom.value, isComplete: false })),
+      expectedSeconds: subjob.atoms.every((atom) => atom.expectedTime !== null) ? subjob.atoms.reduce((sum, atom) => sum + atom.expectedTime!, 0) : null,
     })));
     const phasesMs = {
       atomize: Math.round(atomizedMs - startedMs), group: Math.round(groupedMs - atomizedMs), store: Math.round(performance.now() - groupedMs),

@@ -104,6 +104,42 @@ describe('send-ahead', () => {
     expect(runSubjobsReceived(worker)).toBe(1);
   });
 
+  it('sends nothing ahead behind a subjob the timing history knows to take half a second or more', async () => {
+    const master = await startTestMaster();
+    const worker = connectProtocolClient(master.url, { secret: master.secret });
+    await worker.register({ executors: 2, acceptsQueuedSubjobs: true });
+    const project = tempDir('cr-project-');
+    const config = { commands: ['true'], atomizers: [{ N: 'seq 1 31' }] };
+    const timeOf = (run: RunSubjob) => (run.atoms[0]!.env['N'] === '1' ? 8 : 0.3);
+    // The first build leaves the history: atom 1 takes 8 s, the 30 others 0.3 s.
+    const first = await postBuild(master, { type: 'directory', project_directory: project, config });
+    const setup = await worker.next('setup_build');
+    worker.sendJson({ type: 'setup_finished', build_id: setup.build_id, ok: true, exit_code: 0, output_tail: '' });
+    for (let handled = 0; handled < 31; handled++) {
+      const run = await worker.next('run_subjob');
+      runAtom(worker, run, timeOf(run));
+      finishSubjob(worker, run);
+    }
+    expect((await waitForBuild(master, first)).status).toBe('SUCCESS');
+
+    // The next: the 8 s atom alone, first; the short ones packed into subjobs of about 2 s.
+    await postBuild(master, { type: 'directory', project_directory: project, config });
+    const again = await worker.next('setup_build');
+    worker.sendJson({ type: 'setup_finished', build_id: again.build_id, ok: true, exit_code: 0, output_tail: '' });
+    const long = await worker.next('run_subjob');
+    const short = await worker.next('run_subjob');
+    expect(long.atoms.map((atom) => atom.env['N'])).toEqual(['1']);
+    expect(short.atoms.length).toBeGreaterThan(1);
+    // Its short atoms bring the build's recent atom time under half a second; more subjobs wait than executors.
+    const ids = { lease_id: short.lease_id, build_id: short.build_id, subjob_id: short.subjob_id };
+    for (const atom of short.atoms) {
+      worker.sendJson({ type: 'atom_started', ...ids, atom_id: atom.atom_id });
+      worker.sendJson({ type: 'atom_finished', ...ids, atom_id: atom.atom_id, exit_code: 0, time_s: 0.3, stop_reason: null, has_artifacts: false });
+    }
+    await pause(400);
+    expect(runSubjobsReceived(worker) - 31).toBe(2);
+  });
+
   it('a subjob sent ahead stops with its build when the build is canceled', async () => {
     const master = await startTestMaster();
     const worker = await scriptedWorker(master, true);
