@@ -8,26 +8,16 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer, type Server } from 'node:http';
 import { afterEach, expect, it } from 'vitest';
-import WebSocket, { WebSocketServer } from 'ws';
-import { NONCE_HEADER } from '../../shared/auth.ts';
-import { PROTOCOL_VERSION } from '../../shared/protocol.ts';
-import { FrameSealer, WORKER_CHALLENGE_HEADER, createNonce, masterProof } from '../../shared/worker-auth.ts';
 import { cleanupAll, eventually, startTestWorker, tempDir } from '../support/cluster.ts';
+import { closeScriptedMasters, startScriptedMaster, type ScriptedConnection } from '../support/scripted-master.ts';
 
 const SECRET = 'a-master-secret';
-const servers: Server[] = [];
 
 afterEach(async () => {
   await cleanupAll();
-  for (const server of servers.splice(0)) {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  }
+  await closeScriptedMasters();
 });
-
-interface Message { readonly type: string; readonly atom_id?: number; readonly data?: string }
 
 it('starts an atom again on a master that lost its start, before resending its output', async () => {
   const dir = tempDir('cr-unrecorded-');
@@ -43,35 +33,20 @@ it('starts an atom again on a master that lost its start, before resending its o
       atoms: [{ atom_id: 0, command_string: 'export N="1";', env: { N: '1' } }],
     },
   ];
-  const connections: { socket: WebSocket; received: Message[] }[] = [];
-  const server = createServer();
-  const wss = new WebSocketServer({ server });
-  wss.on('connection', (socket, request) => {
-    const header = (name: string) => String(request.headers[name] ?? '');
-    const binding = { challenge: header(WORKER_CHALLENGE_HEADER), upgradeNonce: header(NONCE_HEADER), masterNonce: createNonce() };
-    const sealer = new FrameSealer(SECRET, binding);
-    const send = (message: object) => socket.send(sealer.seal(JSON.stringify(message)));
-    const connection = { socket, received: [] as Message[] };
-    const isFirst = connections.length === 0;
-    connections.push(connection);
-    socket.send(JSON.stringify({ type: 'hello', protocol_version: PROTOCOL_VERSION, master_nonce: binding.masterNonce, proof: masterProof(SECRET, binding) }));
-    socket.on('message', (data) => {
-      const message = JSON.parse(data.toString()) as Message;
-      connection.received.push(message);
-      if (isFirst && message.type === 'setup_finished') send(work[1]!);
-      if (message.type !== 'register') return;
-      if (isFirst) {
-        send({ type: 'registered', worker_id: 1, master_session_id: 'm', resumed_leases: [], received_output: [] });
-        send(work[0]!);
-      } else {
-        // The lease came back from SQLite, the atom's start did not: no atom is listed as holding output.
-        send({ type: 'registered', worker_id: 1, master_session_id: 'm', resumed_leases: ['lease-1'], received_output: [] });
-      }
-    });
+  const connections: ScriptedConnection[] = [];
+  const url = await startScriptedMaster(SECRET, (connection, message) => {
+    if (connection.index === connections.length) connections.push(connection);
+    const isFirst = connection.index === 0;
+    if (isFirst && message.type === 'setup_finished') connection.send(work[1]!);
+    if (message.type !== 'register') return;
+    if (isFirst) {
+      connection.send({ type: 'registered', worker_id: 1, master_session_id: 'm', resumed_leases: [], received_output: [] });
+      connection.send(work[0]!);
+    } else {
+      // The lease came back from SQLite, the atom's start did not: no atom is listed as holding output.
+      connection.send({ type: 'registered', worker_id: 1, master_session_id: 'm', resumed_leases: ['lease-1'], received_output: [] });
+    }
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  servers.push(server);
-  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 
   await startTestWorker({ url, secret: SECRET }, { executors: 1, heartbeatFailureThreshold: 50 });
   await eventually('the atom started and printed', () => {

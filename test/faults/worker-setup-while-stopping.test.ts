@@ -6,23 +6,15 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer, type Server } from 'node:http';
 import { afterEach, expect, it } from 'vitest';
-import { WebSocketServer } from 'ws';
-import { NONCE_HEADER } from '../../shared/auth.ts';
-import { PROTOCOL_VERSION } from '../../shared/protocol.ts';
-import { FrameSealer, WORKER_CHALLENGE_HEADER, createNonce, masterProof } from '../../shared/worker-auth.ts';
 import { cleanupAll, eventually, startTestWorker, tempDir } from '../support/cluster.ts';
+import { closeScriptedMasters, startScriptedMaster, type ScriptedConnection } from '../support/scripted-master.ts';
 
 const SECRET = 'a-master-secret';
-const servers: Server[] = [];
 
 afterEach(async () => {
   await cleanupAll();
-  for (const server of servers.splice(0)) {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  }
+  await closeScriptedMasters();
 });
 
 function setupBuild(buildId: number, dir: string, setup: string | null, teardown: string): Record<string, unknown> {
@@ -37,44 +29,31 @@ it('does not set up a build it is sent while draining, so nothing is left withou
   const dir = tempDir('cr-stopping-');
   const log = join(dir, 'log');
   const lines = () => (existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter((line) => line !== '') : []);
-  let send: (message: object) => void = () => undefined;
-  const received: string[] = [];
-  const server = createServer();
-  const wss = new WebSocketServer({ server });
-  wss.on('connection', (socket, request) => {
-    const header = (name: string) => String(request.headers[name] ?? '');
-    const binding = { challenge: header(WORKER_CHALLENGE_HEADER), upgradeNonce: header(NONCE_HEADER), masterNonce: createNonce() };
-    const sealer = new FrameSealer(SECRET, binding);
-    send = (message: object) => socket.send(sealer.seal(JSON.stringify(message)));
-    socket.send(JSON.stringify({ type: 'hello', protocol_version: PROTOCOL_VERSION, master_nonce: binding.masterNonce, proof: masterProof(SECRET, binding) }));
-    socket.on('message', (data) => {
-      const message = JSON.parse(data.toString()) as { type: string };
-      received.push(message.type);
-      if (message.type === 'register') {
-        send({ type: 'registered', worker_id: 1, master_session_id: 'm', resumed_leases: [], received_output: [] });
-        // Build 1's teardown holds the worker on its way out until the test lets it go.
-        send(setupBuild(1, dir, null, `echo teardown-1 >> ${log}; while [ ! -e ${join(dir, 'teardown-gate')} ]; do sleep 0.05; done`));
-      }
-      if (message.type === 'setup_finished' && received.filter((type) => type === 'setup_finished').length === 1) {
-        send({
-          type: 'run_subjob', lease_id: 'lease-1', build_id: 1, subjob_id: 0, executor_index: 0, build_executor_index: 0,
-          atoms: [{ atom_id: 0, command_string: 'export N="1";', env: { N: '1' } }],
-        });
-      }
-    });
+  const connections: ScriptedConnection[] = [];
+  const received = () => connections[0]?.received.map((message) => message.type) ?? [];
+  const url = await startScriptedMaster(SECRET, (connection, message) => {
+    if (connections.length === 0) connections.push(connection);
+    if (message.type === 'register') {
+      connection.send({ type: 'registered', worker_id: 1, master_session_id: 'm', resumed_leases: [], received_output: [] });
+      // Build 1's teardown holds the worker on its way out until the test lets it go.
+      connection.send(setupBuild(1, dir, null, `echo teardown-1 >> ${log}; while [ ! -e ${join(dir, 'teardown-gate')} ]; do sleep 0.05; done`));
+    }
+    if (message.type === 'setup_finished' && received().filter((type) => type === 'setup_finished').length === 1) {
+      connection.send({
+        type: 'run_subjob', lease_id: 'lease-1', build_id: 1, subjob_id: 0, executor_index: 0, build_executor_index: 0,
+        atoms: [{ atom_id: 0, command_string: 'export N="1";', env: { N: '1' } }],
+      });
+    }
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  servers.push(server);
-  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 
   const worker = await startTestWorker({ url, secret: SECRET }, { executors: 2, heartbeatFailureThreshold: 50 });
-  await eventually('the atom to start', () => received.includes('atom_started') || null, 30_000);
+  await eventually('the atom to start', () => received().includes('atom_started') || null, 30_000);
   worker.daemon.drain();
   writeFileSync(join(dir, 'atom-gate'), '');
   await eventually('build 1\'s teardown to run', () => lines().includes('teardown-1') || null, 30_000);
 
   // The master has not heard of the drain yet: it sends a new build to the executor that looks free.
-  send(setupBuild(2, dir, `echo setup-2 >> ${log}`, `echo teardown-2 >> ${log}`));
+  connections[0]!.send(setupBuild(2, dir, `echo setup-2 >> ${log}`, `echo teardown-2 >> ${log}`));
   await new Promise((resolve) => setTimeout(resolve, 500));
   writeFileSync(join(dir, 'teardown-gate'), '');
   expect(await worker.daemon.exited).toBe(0);
