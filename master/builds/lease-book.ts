@@ -102,7 +102,7 @@ export class LeaseBook {
       isRevoked: false,
       hasReleasedBuildExecutor: false,
       buildExecutorHold: init.buildExecutorHold,
-      chain: Promise.resolve(),
+      chain: null,
       outputBytes: new Map(),
     };
     init.worker.leases.set(lease.id, lease);

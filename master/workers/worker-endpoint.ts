@@ -11,6 +11,7 @@ import {
   FrameSealer, WORKER_CHALLENGE_HEADER, createNonce, isNonce, isRegisterProofValid, masterProof, type ConnectionBinding,
 } from '../../shared/worker-auth.ts';
 import { attachWorkerSession, type SessionDeps } from './worker-session.ts';
+import { IngestQueue } from './ingest-queue.ts';
 
 const CONNECT_PATHS = new Set([WORKER_CONNECT_PATH, WORKER_CONNECT_PATH.replace('worker', 'slave')]);
 
@@ -49,6 +50,7 @@ export function attachWorkerEndpoint(server: Server, options: WorkerEndpointOpti
   const { log } = options;
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
   const nonces = new NonceCache();
+  const ingest = new IngestQueue((error) => log.error({ err: error }, 'handling a worker message failed'));
   const limiter = new RateLimiterMemory({ points: options.maxConnectsPerSecond, duration: 1 });
   let refusedSinceLog = 0;
 
@@ -108,12 +110,13 @@ export function attachWorkerEndpoint(server: Server, options: WorkerEndpointOpti
         type: 'hello', protocol_version: PROTOCOL_VERSION, master_nonce: binding.masterNonce, proof: masterProof(options.secret, binding),
       } satisfies HelloMessage));
       sealOutgoingFrames(ws, new FrameSealer(options.secret, binding));
-      attachWorkerSession(ws, options.session, (proof) => isRegisterProofValid(options.secret, binding, proof));
+      attachWorkerSession(ws, options.session, ingest, (proof) => isRegisterProofValid(options.secret, binding, proof));
     });
   };
 
   return {
     close() {
+      ingest.close();
       for (const client of wss.clients) client.terminate();
       wss.close();
     },

@@ -28,8 +28,8 @@ export interface Lease {
    * the slot goes back to the build when the last of its holders lets go.
    */
   readonly buildExecutorHold: { holders: number };
-  /** Messages of one lease are handled strictly in order, each after the previous one's I/O. */
-  chain: Promise<void>;
+  /** Messages of one lease are handled strictly in order, each after the previous one's I/O; null when none is in flight. */
+  chain: Promise<void> | null;
   /**
    * Console bytes received per started, unfinished atom, counted as frames arrive (before their I/O): what a
    * worker that comes back is told the master holds.

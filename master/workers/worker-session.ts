@@ -8,6 +8,7 @@ import { errorMessage } from '../../shared/errors.ts';
 import type { WorkerStore } from '../store/worker-store.ts';
 import type { WorkerEvents } from './worker-events.ts';
 import { WorkerEntry, type Lease, type WorkerRegistry } from './worker-registry.ts';
+import type { IngestQueue } from './ingest-queue.ts';
 
 export interface SessionDeps {
   readonly registry: WorkerRegistry;
@@ -54,9 +55,10 @@ export function drainWorker(worker: WorkerEntry): void {
 
 /**
  * One authenticated WebSocket of one worker. Every frame is validated; a lease's frames are handled in
- * order, each after the previous one's I/O, while frames of other leases go on in parallel.
+ * order, each after the previous one's I/O, while frames of other leases go on in parallel. Frames and the
+ * close are handled through the endpoint's ingest queue, in the order they came, a few ms of them per turn.
  */
-export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLoginValid: (proof: string) => boolean): void {
+export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, ingest: IngestQueue, isLoginValid: (proof: string) => boolean): void {
   let worker: WorkerEntry | null = null;
   const log = deps.log;
 
@@ -76,10 +78,26 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
     return lease;
   };
 
-  const inOrder = (lease: Lease, step: () => Promise<void> | void) => {
-    lease.chain = lease.chain.then(step).catch((error: unknown) => {
-      log.error({ workerId: worker?.id, leaseId: lease.id, err: error }, 'handling a worker message failed');
+  const logFailure = (lease: Lease, error: unknown) => log.error({ workerId: worker?.id, leaseId: lease.id, err: error }, 'handling a worker message failed');
+  const follow = (lease: Lease, pending: Promise<void>) => {
+    const tail: Promise<void> = pending.catch((error: unknown) => logFailure(lease, error)).then(() => {
+      if (lease.chain === tail) lease.chain = null;
     });
+    lease.chain = tail;
+  };
+  // With nothing of the lease in flight the step runs now, inside the ingest queue's step (whose time budget
+  // then counts it) rather than in a microtask after it.
+  const inOrder = (lease: Lease, step: () => Promise<void> | void) => {
+    if (lease.chain !== null) {
+      follow(lease, lease.chain.then(step));
+      return;
+    }
+    try {
+      const pending = step();
+      if (pending instanceof Promise) follow(lease, pending);
+    } catch (error) {
+      logFailure(lease, error);
+    }
   };
 
   // A connection that never registers would otherwise hold a socket for ever.
@@ -244,7 +262,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
     }
   };
 
-  socket.on('message', (data: RawData, isBinary: boolean) => {
+  const onMessage = (data: RawData, isBinary: boolean) => {
     const current = worker;
     if (current) current.lastSeenMs = Date.now();
     const buffer = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
@@ -254,11 +272,17 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
       return;
     }
     onText(current, buffer.toString('utf8'));
+  };
+  socket.on('message', (data: RawData, isBinary: boolean) => {
+    // Seen now, not when the queue gets to it: a busy master must not take a queued heartbeat for silence.
+    if (worker) worker.lastSeenMs = Date.now();
+    ingest.push(socket, () => onMessage(data, isBinary));
   });
 
   socket.on('error', (error) => log.warn({ workerId: worker?.id, err: error }, 'worker socket error'));
 
-  socket.on('close', () => {
+  socket.on('close', () => ingest.push(socket, onClose));
+  const onClose = () => {
     clearTimeout(registerTimer);
     const current = worker;
     if (current === null || current.socket !== socket || deps.registry.isClosed) return;
@@ -273,7 +297,7 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, isLogi
     // It may come back within the lease window and resume its leases; until then its work waits.
     log.info({ workerId: current.id, windowMs: current.leaseWindowMs }, 'worker disconnected; waiting for it to come back');
     current.disconnectTimer = setTimeout(() => markWorkerLost(current, deps, 'disconnected'), current.leaseWindowMs);
-  });
+  };
 }
 
 /** Keeps the heartbeat's figures for the worker shape; a change of the worker's own verdict is news to dispatch. */
