@@ -124,6 +124,8 @@ async function startOnce(options: MasterProcessOptions): Promise<MasterProcess> 
     '',
   ].join('\n'), { mode: 0o600 });
   const nodeFlags = options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : [];
+  // Node and V8 flags for the master alone, to try a setting without editing the product (memory, GC).
+  nodeFlags.push(...(process.env['BENCH_MASTER_NODE_FLAGS'] ?? '').split(' ').filter((flag) => flag !== ''));
   const child = spawn(process.execPath, [...nodeFlags, join(ROOT, 'bin', 'clusterrunner'), 'master', '-c', confFile], {
     cwd: options.base, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'production' },
   });
