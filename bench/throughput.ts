@@ -34,7 +34,7 @@ const KEEP_BASE = process.env['BENCH_KEEP'] === '1';
 const TARGET_RESULTS_PER_S = 20_000;
 const TARGET_PEAK_MB = 300;
 const TARGET_STATUS_P99_MS = 20;
-const STATUS_POLL_INTERVAL_MS = Number(process.env.BENCH_POLL_MS ?? 25);
+const STATUS_POLL_INTERVAL_MS = positiveIntegerFromEnv('BENCH_POLL_MS', 25);
 /** The whole build may take this long before the bench gives up (a stalled master must not hang it). */
 const BUILD_TIMEOUT_MS = 60 * 60_000;
 const RSS_SAMPLE_INTERVAL_MS = 250;

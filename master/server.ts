@@ -3,6 +3,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
 import type { Logger } from '../shared/log.ts';
 import type { Conf } from '../shared/conf.ts';
 import { openStore, type Store } from './store/index.ts';
@@ -19,7 +20,6 @@ import { guardConnections } from './http/connection-guard.ts';
 import { Pruner } from './maintenance/pruner.ts';
 import { startLogRotation } from '../shared/log.ts';
 import { startPools, type PoolsHandle } from './pools/start-pools.ts';
-import { setFlagsFromString } from 'node:v8';
 
 /** confFile and pools: the master's pools (SPEC §13) start local workers with its conf file. */
 export type MasterConf = Partial<Pick<Conf, 'confFile' | 'pools' | 'suspectAfterFailures'>> & Pick<Conf,
@@ -65,13 +65,13 @@ export interface MasterServer {
   close(): Promise<void>;
 }
 
+/** Old space may grow by this much past what survived the last full collection before the next one. */
+const HEAP_GROWING_PERCENT = 40;
+
 /**
  * Assembles the master: SQLite store, build manager, worker registry, HTTP API and the workers' WebSocket
  * endpoint on the same port. Listens on `host` (all interfaces by default) and the configured port (0: any).
  */
-/** Old space may grow by this much past what survived the last full collection before the next one. */
-const HEAP_GROWING_PERCENT = 40;
-
 export async function startMaster(options: { conf: MasterConf; log: Logger; version: string; host?: string }): Promise<MasterServer> {
   const { conf, log } = options;
   // The master's live heap is small (about 50 MB with 100,000 atoms in flight) but it allocates fast, and V8's

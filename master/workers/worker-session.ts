@@ -264,8 +264,8 @@ export function attachWorkerSession(socket: WebSocket, deps: SessionDeps, ingest
 
   const onMessage = (data: RawData, isBinary: boolean) => {
     const current = worker;
-    if (current) current.lastSeenMs = Date.now();
-    const buffer = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+    // ws hands the master Buffers (its default binaryType): a frame is read in place, not copied.
+    const buffer = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
     if (isBinary) {
       if (current === null) fail('binary frame before "register"');
       else onBinary(current, buffer);
