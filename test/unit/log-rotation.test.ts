@@ -65,7 +65,8 @@ describe('startLogRotation', () => {
       startLogRotation({ maxBytes: 4096, keepFiles: 2, log, checkIntervalMs: 20 });
       for (let n = 0; n < 600; n++) {
         log.info({ n, pad: 'y'.repeat(40) }, 'tick');
-        await new Promise((resolve) => setTimeout(resolve, 1));
+        // A longer wait after the last line lets the timer rotate past it, as it may on a loaded machine.
+        await new Promise((resolve) => setTimeout(resolve, n === 599 ? 100 : 1));
       }
     `;
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', fd] });
@@ -75,7 +76,11 @@ describe('startLogRotation', () => {
     expect(existsSync(`${path}.1`)).toBe(true);
     expect(existsSync(`${path}.2`)).toBe(true);
     expect(existsSync(`${path}.3`)).toBe(false);
-    const last = readFileSync(path, 'utf8').trim().split('\n').at(-1)!;
+    // The newest line ends the file, or ends `.1` when a rotation came after it (the timer may fire while the
+    // script waits after its last line: then the file is rightly empty, and a check of it alone failed in CI).
+    const newestLines = (file: string) => readFileSync(file, 'utf8').split('\n').filter(Boolean);
+    const current = newestLines(path);
+    const last = (current.length > 0 ? current : newestLines(`${path}.1`)).at(-1)!;
     expect(JSON.parse(last)).toMatchObject({ n: 599, msg: 'tick' });
     // Every kept file holds whole JSON lines: truncation never cut one.
     for (const file of [path, `${path}.1`, `${path}.2`]) {
