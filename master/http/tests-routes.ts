@@ -80,7 +80,9 @@ function viewEta(store: Store, build: BuildRecord): number | null {
   const seconds = hasHistory ? buildEta(store, build) : null;
   cache.delete(build.id);
   if (cache.size >= MAX_ETA_BUILDS) cache.delete(cache.keys().next().value as number);
-  cache.set(build.id, { hasHistory, atMs: nowMs, seconds });
+  // A null with history is passing (the build holds no executor yet): asked again at the next view, not kept
+  // for ETA_REFRESH_MS, which hid the ETA of a build that ran for less than that.
+  cache.set(build.id, { hasHistory, atMs: hasHistory && seconds === null ? Number.NEGATIVE_INFINITY : nowMs, seconds });
   return seconds;
 }
 
