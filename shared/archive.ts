@@ -7,10 +7,11 @@
  * lead anywhere on its disk), and the master refuses anything else while unpacking, because the archive
  * comes over the network and must be treated as hostile.
  */
-import { constants } from 'node:fs';
-import { lstat, mkdir, open, readdir } from 'node:fs/promises';
+import { constants, lstatSync, readdirSync } from 'node:fs';
+import { lstat, mkdir, open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { pipeline, Readable, Writable } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
 import { Header, Parser, Pax } from 'tar';
@@ -558,21 +559,46 @@ function blockPadding(size: number): Buffer {
 }
 
 /**
+ * How many file-system calls a walk makes before it lets the event loop turn. The calls are synchronous: on
+ * this kind of VM a promise-based lstat cost about ten times its system call in thread-pool hand-offs, and a
+ * 1000-atom build's archive was mostly that (issue 18). The budget bounds how long a walk holds the loop.
+ */
+const FS_CALLS_PER_TURN = 64;
+
+/** Counts synchronous calls and lets the event loop turn once every `perTurn` of them. */
+export class LoopBudget {
+  readonly #perTurn: number;
+  #spent = 0;
+
+  constructor(perTurn = FS_CALLS_PER_TURN) {
+    this.#perTurn = perTurn;
+  }
+
+  async spend(): Promise<void> {
+    if (++this.#spent < this.#perTurn) return;
+    this.#spent = 0;
+    await nextTurn();
+  }
+}
+
+/**
  * The folders and regular files under rootDir/under (not `under` itself), a folder before its contents,
  * names in default string order. Symbolic links are skipped, never followed; so are sockets, FIFOs and
  * devices, and names that cannot travel (see isArchivableName).
  */
-export async function* walkArchiveEntries(rootDir: string, under = ''): AsyncGenerator<ArchiveEntry> {
-  const names = (await readdir(path.join(rootDir, under))).sort();
+export async function* walkArchiveEntries(rootDir: string, under = '', budget = new LoopBudget()): AsyncGenerator<ArchiveEntry> {
+  await budget.spend();
+  const names = readdirSync(path.join(rootDir, under)).sort();
   for (const name of names) {
     if (!isArchivableName(name)) {
       continue;
     }
     const relative = under === '' ? name : `${under}/${name}`;
-    const stat = await lstat(path.join(rootDir, relative));
+    await budget.spend();
+    const stat = lstatSync(path.join(rootDir, relative));
     if (stat.isDirectory()) {
       yield { type: 'directory', path: relative, mtime: stat.mtime };
-      yield* walkArchiveEntries(rootDir, relative);
+      yield* walkArchiveEntries(rootDir, relative, budget);
     } else if (stat.isFile()) {
       yield { type: 'file', path: relative, mtime: stat.mtime, isExecutable: (stat.mode & 0o111) !== 0, size: stat.size };
     }

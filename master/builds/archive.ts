@@ -2,18 +2,24 @@
  * The build's downloadable archives (SPEC §7): `artifacts.tar.gz` and `artifacts.zip`, with the same content.
  */
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { lstat, readdir, rename, rm } from 'node:fs/promises';
+import { createWriteStream, lstatSync, readFileSync, type WriteStream } from 'node:fs';
+import { readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { generateZip, type ZipSource } from './zip-writer.ts';
 import { ClusterRunnerError, errorMessage } from '../../shared/errors.ts';
-import { coalesceChunks, openArchiveFile, packTarGz, walkArchiveEntries, type ArchiveEntry } from '../../shared/archive.ts';
+import { coalesceChunks, LoopBudget, openArchiveFile, packTarGz, walkArchiveEntries, type ArchiveEntry } from '../../shared/archive.ts';
 import { atomFolderName, COMMAND_FILE, CONSOLE_FILE, EXIT_CODE_FILE, TIME_FILE } from './results-layout.ts';
 
 const ATOM_FOLDER = /^artifact_(\d+)_(\d+)$/;
 const FAILURES_FILE = 'failures.txt';
+/**
+ * Files up to this size (the console output, most artifacts) are read in the listing, in one synchronous call,
+ * instead of opened by each archive writer: four promise-based calls each, which were most of the time a build
+ * took to finish (issue 18). Bounds what the listing holds at once.
+ */
+const INLINE_FILE_BYTES = 64 * 1024;
 
 /** One finished atom's recorded result: the archive writes its clusterrunner_* files from these values. */
 export interface AtomResultFiles {
@@ -95,25 +101,29 @@ async function* listBuildEntries(artifactsDir: string, results: readonly AtomRes
     .sort((a, b) => Number(a.match[1]) - Number(b.match[1]) || Number(a.match[2]) - Number(b.match[2]))
     .map((folder) => folder.name);
   const now = new Date();
-  let listed = 0;
+  const budget = new LoopBudget();
   for (const name of folders) {
-    // A big build has a hundred thousand folders: let the API answer between batches of them.
-    if (++listed % 256 === 0) await new Promise((resolve) => setImmediate(resolve));
     const result = byFolder.get(name);
     let mtime = now;
     if (onDisk.has(name)) {
-      const stat = await lstat(path.join(artifactsDir, name));
+      await budget.spend();
+      const stat = lstatSync(path.join(artifactsDir, name));
       if (!stat.isDirectory()) continue;
       mtime = stat.mtime;
     }
     yield { type: 'directory', path: name, mtime };
     let hasConsole = false;
     if (onDisk.has(name)) {
-      for await (const entry of walkArchiveEntries(artifactsDir, name)) {
+      for await (const entry of walkArchiveEntries(artifactsDir, name, budget)) {
         const file = entry.path.slice(name.length + 1);
         if (result !== undefined && RESULT_FILES.has(file)) continue;
         if (file === CONSOLE_FILE) hasConsole = true;
-        yield entry;
+        if (entry.type === 'file' && !entry.isExecutable && entry.size !== undefined && entry.size <= INLINE_FILE_BYTES) {
+          await budget.spend();
+          yield { type: 'content', path: entry.path, mtime: entry.mtime, content: readFileSync(path.join(artifactsDir, entry.path)) };
+        } else {
+          yield entry;
+        }
       }
     }
     if (result === undefined) continue;

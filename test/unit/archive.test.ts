@@ -11,7 +11,7 @@ import { gzipSync } from 'node:zlib';
 import type { HeaderData } from 'tar';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ClusterRunnerError } from '../../shared/errors.ts';
-import { createSafeExtractor, packDirectory, type ExtractLimits, type ExtractSummary } from '../../shared/archive.ts';
+import { createSafeExtractor, packDirectory, walkArchiveEntries, type ExtractLimits, type ExtractSummary } from '../../shared/archive.ts';
 import { gzipPieces, MiB, tarEntry, tarGz, zeros } from '../support/tar-craft.ts';
 
 const roomyLimits: ExtractLimits = { maxBytes: 100 * MiB, maxEntries: 10_000 };
@@ -368,5 +368,28 @@ describe('createSafeExtractor after a refusal', () => {
     const whole = tarGz(tarEntry({ path: 'big' }, randomBytes(200_000)));
     input.end(whole.subarray(0, 1000));
     await expectRefusal(done, 'UNSAFE_ARCHIVE', 400);
+  });
+});
+
+describe('walkArchiveEntries', () => {
+  it('reads a big folder with synchronous calls but lets the event loop turn every 64 of them', async () => {
+    await mkdir(path.join(workDir, 'big', 'sub'), { recursive: true });
+    for (let index = 0; index < 1000; index++) await writeFile(path.join(workDir, 'big', 'sub', `f${index}`), 'x');
+    let turns = 0;
+    let counting = true;
+    const count = () => {
+      turns++;
+      if (counting) setImmediate(count);
+    };
+    setImmediate(count);
+
+    const seen: string[] = [];
+    for await (const entry of walkArchiveEntries(path.join(workDir, 'big'))) seen.push(entry.path);
+    counting = false;
+
+    expect(seen).toHaveLength(1001);
+    expect(seen[0]).toBe('sub');
+    // Two readdirs and 1001 lstats: at least 15 turns; with no budget the walk would never yield to the loop.
+    expect(turns).toBeGreaterThanOrEqual(15);
   });
 });

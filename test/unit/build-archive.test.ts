@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -228,5 +228,23 @@ describe('writeBuildArchives', () => {
       'print(len(z.namelist()), z.read("artifact_13999_0/clusterrunner_command").decode(), end="")';
     expect(execFileSync('python3', ['-c', check, zipPath], { encoding: 'utf8' })).toBe('70000 export N="13999"; true\n');
     expect(execFileSync('sh', ['-c', `tar -tzf ${tarGzPath} | wc -l`], { encoding: 'utf8' }).trim()).toBe('70000');
+  });
+
+  it('keeps the time of each file it reads into the listing', async () => {
+    const results = [];
+    for (let index = 0; index < 300; index++) {
+      await writeAtom(`artifact_${index}_0`, { clusterrunner_console_output: `atom ${index}\n` });
+      results.push({ subjobId: index, atomId: 0, command: `export N="${index}"; true`, exitCode: 0, timeS: 0 });
+    }
+    const then = new Date('2026-01-02T03:04:05Z');
+    await utimes(path.join(artifactsDir, 'artifact_7_0/clusterrunner_console_output'), then, then);
+
+    await writeBuildArchives({ artifactsDir, tarGzPath, zipPath, results, failures: [] });
+
+    const listing = execFileSync('tar', ['--full-time', '--utc', '-tvzf', tarGzPath, 'artifact_7_0/clusterrunner_console_output'], { encoding: 'utf8' });
+    expect(listing).toContain('2026-01-02 03:04:05');
+    const fromZip = path.join(workDir, 'from-zip');
+    expect(zipListing(zipPath, fromZip)).toHaveLength(300 * 5);
+    expect(await readFile(path.join(fromZip, 'artifact_299_0/clusterrunner_console_output'), 'utf8')).toBe('atom 299\n');
   });
 });
