@@ -8,6 +8,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { generateZip, type ZipSource } from './zip-writer.ts';
+import { shareListing } from './shared-listing.ts';
 import { ClusterRunnerError, errorMessage } from '../../shared/errors.ts';
 import { coalesceChunks, LoopBudget, openArchiveFile, packTarGz, walkArchiveEntries, type ArchiveEntry } from '../../shared/archive.ts';
 import { atomFolderName, COMMAND_FILE, CONSOLE_FILE, EXIT_CODE_FILE, TIME_FILE } from './results-layout.ts';
@@ -20,6 +21,8 @@ const FAILURES_FILE = 'failures.txt';
  * took to finish (issue 18). Bounds what the listing holds at once.
  */
 const INLINE_FILE_BYTES = 64 * 1024;
+/** How far one archive writer may read ahead of the other: at most this many entries are held. */
+const LISTING_AHEAD_ENTRIES = 256;
 
 /** One finished atom's recorded result: the archive writes its clusterrunner_* files from these values. */
 export interface AtomResultFiles {
@@ -65,12 +68,11 @@ export async function writeBuildArchives(options: BuildArchiveOptions): Promise<
     throw error;
   };
   try {
-    // Each archive walks the listing itself, so neither holds it whole; the folders no longer change once
-    // the build is finishing (its leases are revoked), so both get the same entries.
-    const list = () => listBuildEntries(artifactsDir, options.results, options.failures);
+    // One reading of the folders feeds both writers, the one ahead waiting for the other now and then.
+    const [forTarGz, forZip] = shareListing(listBuildEntries(artifactsDir, options.results, options.failures), 2, LISTING_AHEAD_ENTRIES);
     const results = await Promise.allSettled([
-      writeTarGz(artifactsDir, list(), tarGzTemp, abort.signal).catch(stopTheOther),
-      writeZip(artifactsDir, list(), zipTemp, abort.signal).catch(stopTheOther),
+      writeTarGz(artifactsDir, forTarGz!, tarGzTemp, abort.signal).catch(stopTheOther),
+      writeZip(artifactsDir, forZip!, zipTemp, abort.signal).catch(stopTheOther),
     ]);
     if (firstFailure !== null) throw (firstFailure as { error: unknown }).error;
     for (const result of results) {

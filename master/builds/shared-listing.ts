@@ -1,0 +1,79 @@
+/**
+ * One listing read by several consumers (the build's tar.gz and zip writers): each entry is read once and
+ * handed to every consumer, and the consumer ahead waits once it is `maxAhead` entries past the slowest, so
+ * the listing is never held whole. Reading the folders was most of what writing both archives cost (issue 18).
+ *
+ * A consumer that stops early (its writer failed or was aborted) no longer holds the others back. An error
+ * from the listing reaches every consumer when it gets there.
+ */
+export function shareListing<T>(source: AsyncIterable<T>, consumers: number, maxAhead: number): AsyncIterable<T>[] {
+  const iterator = source[Symbol.asyncIterator]();
+  // Entries from `base` on that some consumer has not had yet; positions count from the listing's start.
+  const held: T[] = [];
+  let base = 0;
+  const positions = Array.from({ length: consumers }, () => 0);
+  const stopped = Array.from({ length: consumers }, () => false);
+  let end: { error: unknown } | 'done' | null = null;
+  let pulling: Promise<void> | null = null;
+  let wake: (() => void) | null = null;
+  let slowestMoved: Promise<void> | null = null;
+
+  const slowest = () => Math.min(...positions.map((at, index) => (stopped[index] ? Number.POSITIVE_INFINITY : at)));
+  const release = () => {
+    const keepFrom = Math.min(slowest(), base + held.length);
+    if (keepFrom > base) {
+      held.splice(0, keepFrom - base);
+      base = keepFrom;
+    }
+    wake?.();
+    wake = null;
+    slowestMoved = null;
+  };
+  const pull = () => {
+    pulling ??= (async () => {
+      try {
+        const next = await iterator.next();
+        if (next.done === true) end = 'done';
+        else held.push(next.value);
+      } catch (error) {
+        end = { error };
+      } finally {
+        pulling = null;
+      }
+    })();
+    return pulling;
+  };
+
+  const consumer = (index: number): AsyncIterable<T> => ({
+    [Symbol.asyncIterator]: () => ({
+      async next(): Promise<IteratorResult<T>> {
+        for (;;) {
+          if (stopped[index]) return { done: true, value: undefined };
+          const at = positions[index]!;
+          if (at < base + held.length) {
+            const value = held[at - base]!;
+            positions[index] = at + 1;
+            release();
+            return { done: false, value };
+          }
+          if (end === 'done') return { done: true, value: undefined };
+          if (end !== null) throw end.error;
+          if (at - slowest() >= maxAhead) {
+            slowestMoved ??= new Promise<void>((resolve) => (wake = resolve));
+            await slowestMoved;
+          } else {
+            await pull();
+          }
+        }
+      },
+      async return(): Promise<IteratorResult<T>> {
+        stopped[index] = true;
+        release();
+        // The listing is closed once no consumer wants more of it.
+        if (stopped.every(Boolean)) await iterator.return?.();
+        return { done: true, value: undefined };
+      },
+    }),
+  });
+  return Array.from({ length: consumers }, (_, index) => consumer(index));
+}
