@@ -2,7 +2,7 @@
  * `npm run bench`: runs every benchmark in turn; each prints its own figures.
  * `npm run bench -- throughput` runs only the ones named.
  */
-const BENCHES = ['overhead', 'vs-original', 'balance', 'throughput', 'cold-start', 'lists', 'plan', 'pool-burst'] as const;
+const BENCHES = ['overhead', 'vs-original', 'balance', 'throughput', 'cold-start', 'archive', 'lists', 'plan', 'pool-burst'] as const;
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((name) => !(BENCHES as readonly string[]).includes(name));
