@@ -42,6 +42,8 @@ export interface BalanceCluster {
   readonly secret: string;
   /** The project whose job `Balance` runs the case's atoms. */
   readonly project: string;
+  /** The master's SQLite file, read by balance.ts for where each run's time went. */
+  readonly database: string;
   stop(): Promise<void>;
 }
 
@@ -82,11 +84,11 @@ export async function startBalanceCluster(kase: Case, prefix: string, options: {
     await master.close();
     await rm(base, { recursive: true, force: true });
   };
-  return { master, secret, project, stop };
+  return { master, secret, project, database: join(clusterDir, 'clusterrunner.db'), stop };
 }
 
-/** Runs the job `Balance` once: POST to terminal in seconds, and the number of subjobs the master planned. */
-export async function runBalanceBuild(cluster: BalanceCluster): Promise<{ wall: number; subjobs: number }> {
+/** Runs the job `Balance` once: POST to terminal in seconds, the build's id and the number of subjobs planned. */
+export async function runBalanceBuild(cluster: BalanceCluster): Promise<{ wall: number; buildId: number; subjobs: number }> {
   const { master, secret, project } = cluster;
   const body = JSON.stringify({ type: 'directory', project_directory: project, job_name: 'Balance' });
   const started = performance.now();
@@ -97,7 +99,7 @@ export async function runBalanceBuild(cluster: BalanceCluster): Promise<{ wall: 
     const { build } = (await (await fetch(`${master.url}/v1/build/${id}`)).json()) as { build: { status: string; num_subjobs: number } };
     if (['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'].includes(build.status)) {
       if (build.status !== 'SUCCESS') throw new Error(`bench build ended ${build.status}`);
-      return { wall: (performance.now() - started) / 1000, subjobs: build.num_subjobs };
+      return { wall: (performance.now() - started) / 1000, buildId: id, subjobs: build.num_subjobs };
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
