@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmdirSync } from 'node:fs';
 import { chmod, chown, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { commandEnvironment } from '../shared/conf.ts';
 import type { Logger } from '../shared/log.ts';
 import { isGroupAlive, killMarkedProcessesUntilGone, spawnShell, type RunAsUser } from '../shared/process.ts';
 import { userEnvironment } from './run-as.ts';
@@ -34,6 +33,19 @@ export interface BuildContext {
 /** Sent artifacts are not needed any more; the next atom need not wait for the disk to forget them. */
 function removeInBackground(dir: string): void {
   rm(dir, { recursive: true, force: true }).catch(() => undefined);
+}
+
+/**
+ * A folder found empty is removed with one rmdir: the recursive removal's walk, a few promise-based calls,
+ * was a sixth of a worker's time per trivial atom (issue 18). Anything written into it since (a process the
+ * atom left behind) makes the rmdir fail, and the walk then removes it.
+ */
+function removeEmptyFolder(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    removeInBackground(dir);
+  }
 }
 
 /**
@@ -76,11 +88,13 @@ export async function runSubjob(options: {
   outputs: Map<string, OutputRecord>;
   /** Forks the atoms from this small process when given (shared/spawner.ts). */
   spawner?: Spawner | null;
+  /** The environment atoms inherit (the worker's own, less its settings: commandEnvironment()). */
+  baseEnv: NodeJS.ProcessEnv;
 }): Promise<void> {
   const { message, build, connection, signal } = options;
   const ids = { lease_id: message.lease_id, build_id: message.build_id, subjob_id: message.subjob_id };
   const isWanted = () => !signal.aborted;
-  const baseEnv = commandEnvironment();
+  const { baseEnv } = options;
   for (const atom of message.atoms) {
     if (signal.aborted) break;
     // One marker per atom: what one left behind is stopped in the background while the next one runs.
@@ -189,7 +203,8 @@ export async function runSubjob(options: {
       has_artifacts: withArtifacts,
     });
     settleOutput(options.outputs, outputKey(message.lease_id, atom.atom_id), connection);
-    removeInBackground(artifactDir);
+    if (withArtifacts) removeInBackground(artifactDir);
+    else removeEmptyFolder(artifactDir);
   }
   for (const atom of message.atoms) settleOutput(options.outputs, outputKey(message.lease_id, atom.atom_id), connection);
   connection.send({ type: 'subjob_finished', ...ids });

@@ -2,7 +2,7 @@
  * The build archive's layout (SPEC §7) and setup/teardown once per worker per build (SPEC §6), observed
  * through real builds.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, eventually, postBuild, startTestMaster, startTestWorker, tempDir, waitForBuild } from '../support/cluster.ts';
@@ -61,6 +61,34 @@ describe('the build archive', () => {
 });
 
 describe('setup_build and teardown_build', () => {
+  it('leaves no atom folder on the worker, whether the atom left it empty or wrote artifacts into it', async () => {
+    const master = await startTestMaster();
+    const base = tempDir('cr-worker-');
+    await startTestWorker(master, { executors: 2, base });
+    const id = await postBuild(master, {
+      type: 'directory', project_directory: tempDir('cr-project-'),
+      config: {
+        commands: [
+          // Odd atoms write an artifact (their folder goes after it was sent); even ones leave theirs empty.
+          'if [ $((N % 2)) = 1 ]; then echo "artifact $N" > "$ARTIFACT_DIR/out.txt"; fi',
+          'echo "atom $N"',
+        ],
+        atomizers: [{ N: 'seq 0 7' }],
+      },
+    });
+    const build = await waitForBuild(master, id);
+    expect(build.status).toBe('SUCCESS');
+    const unpacked = await downloadArtifacts(master, id);
+    expect(readText(unpacked, 'artifact_3_0/out.txt')).toBe('artifact 3\n');
+
+    const workerRoot = join(base, 'worker');
+    const atomFolders = () => readdirSync(workerRoot).flatMap((session) => {
+      const artifacts = join(workerRoot, session, 'artifacts');
+      return existsSync(artifacts) ? readdirSync(artifacts) : [];
+    });
+    await eventually('every atom folder removed', () => atomFolders().length === 0, 10_000);
+  });
+
   it('run once per worker per build: setup before its first atom there, teardown after its last', async () => {
     const master = await startTestMaster();
     // Real worker processes: each command's $PPID then tells which worker ran it.
