@@ -8,8 +8,10 @@
  */
 export function shareListing<T>(source: AsyncIterable<T>, consumers: number, maxAhead: number): AsyncIterable<T>[] {
   const iterator = source[Symbol.asyncIterator]();
-  // Entries from `base` on that some consumer has not had yet; positions count from the listing's start.
-  const held: T[] = [];
+  // Entries from `base` on that some consumer may not have had yet (from `head` in `held`); positions count
+  // from the listing's start. Entries every consumer had are dropped in batches: a splice per entry showed.
+  let held: T[] = [];
+  let head = 0;
   let base = 0;
   const positions = Array.from({ length: consumers }, () => 0);
   const stopped = Array.from({ length: consumers }, () => false);
@@ -18,12 +20,21 @@ export function shareListing<T>(source: AsyncIterable<T>, consumers: number, max
   let wake: (() => void) | null = null;
   let slowestMoved: Promise<void> | null = null;
 
-  const slowest = () => Math.min(...positions.map((at, index) => (stopped[index] ? Number.POSITIVE_INFINITY : at)));
+  const slowest = () => {
+    let lowest = Number.POSITIVE_INFINITY;
+    for (let index = 0; index < consumers; index++) if (!stopped[index] && positions[index]! < lowest) lowest = positions[index]!;
+    return lowest;
+  };
+  const heldCount = () => held.length - head;
   const release = () => {
-    const keepFrom = Math.min(slowest(), base + held.length);
-    if (keepFrom > base) {
-      held.splice(0, keepFrom - base);
-      base = keepFrom;
+    const drop = Math.min(slowest(), base + heldCount()) - base;
+    if (drop > 0) {
+      head += drop;
+      base += drop;
+      if (head >= 1024 || head === held.length) {
+        held = held.slice(head);
+        head = 0;
+      }
     }
     wake?.();
     wake = null;
@@ -50,8 +61,8 @@ export function shareListing<T>(source: AsyncIterable<T>, consumers: number, max
         for (;;) {
           if (stopped[index]) return { done: true, value: undefined };
           const at = positions[index]!;
-          if (at < base + held.length) {
-            const value = held[at - base]!;
+          if (at < base + heldCount()) {
+            const value = held[head + at - base]!;
             positions[index] = at + 1;
             release();
             return { done: false, value };

@@ -7,6 +7,7 @@
 import { promisify } from 'node:util';
 import { crc32, deflateRaw } from 'node:zlib';
 import type { FileHandle } from 'node:fs/promises';
+import { zeroedBuffer } from '../../shared/archive.ts';
 
 const deflateRawAsync = promisify(deflateRaw);
 
@@ -71,7 +72,7 @@ export async function* generateZip(entries: AsyncIterable<ZipSource>): AsyncGene
           compressed = size;
         }
         offset += compressed;
-        const descriptor = Buffer.alloc(24);
+        const descriptor = zeroedBuffer(24);
         descriptor.writeUInt32LE(0x08074b50, 0);
         descriptor.writeUInt32LE(crc, 4);
         descriptor.writeBigUInt64LE(BigInt(compressed), 8);
@@ -151,7 +152,7 @@ function localHeader(options: {
     extra.writeUInt16LE(0x0001, 0);
     extra.writeUInt16LE(16, 2);
   }
-  const header = Buffer.alloc(30 + options.name.length + extra.length);
+  const header = zeroedBuffer(30 + options.name.length + extra.length);
   header.writeUInt32LE(0x04034b50, 0);
   header.writeUInt16LE(VERSION_ZIP64, 4);
   header.writeUInt16LE(options.flags | FLAG_UTF8, 6);
@@ -177,7 +178,7 @@ function centralRecord(record: CentralRecord): Buffer {
     extra.writeUInt16LE(8 * extraValues.length, 2);
     extraValues.forEach((value, index) => extra.writeBigUInt64LE(BigInt(value), 4 + 8 * index));
   }
-  const out = Buffer.alloc(46 + record.name.length + extra.length);
+  const out = zeroedBuffer(46 + record.name.length + extra.length);
   out.writeUInt32LE(0x02014b50, 0);
   out.writeUInt16LE(VERSION_MADE_BY_UNIX, 4);
   out.writeUInt16LE(VERSION_ZIP64, 6);
