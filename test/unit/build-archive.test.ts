@@ -230,10 +230,11 @@ describe('writeBuildArchives', () => {
     expect(execFileSync('sh', ['-c', `tar -tzf ${tarGzPath} | wc -l`], { encoding: 'utf8' }).trim()).toBe('70000');
   });
 
-  it('keeps the time of each file it reads into the listing', async () => {
+  it('keeps the time of each file it reads into the listing, empty ones too', async () => {
     const results = [];
     for (let index = 0; index < 300; index++) {
-      await writeAtom(`artifact_${index}_0`, { clusterrunner_console_output: `atom ${index}\n` });
+      // Every tenth atom was silent: its console output is an empty file, which is not read.
+      await writeAtom(`artifact_${index}_0`, { clusterrunner_console_output: index % 10 === 0 ? '' : `atom ${index}\n` });
       results.push({ subjobId: index, atomId: 0, command: `export N="${index}"; true`, exitCode: 0, timeS: 0 });
     }
     const then = new Date('2026-01-02T03:04:05Z');
@@ -246,5 +247,10 @@ describe('writeBuildArchives', () => {
     const fromZip = path.join(workDir, 'from-zip');
     expect(zipListing(zipPath, fromZip)).toHaveLength(300 * 5);
     expect(await readFile(path.join(fromZip, 'artifact_299_0/clusterrunner_console_output'), 'utf8')).toBe('atom 299\n');
+    expect(await readFile(path.join(fromZip, 'artifact_290_0/clusterrunner_console_output'), 'utf8')).toBe('');
+    const fromTar = path.join(workDir, 'from-tar');
+    await mkdir(fromTar);
+    execFileSync('tar', ['-xzf', tarGzPath, '-C', fromTar]);
+    expect(await tree(fromTar)).toEqual(await tree(fromZip));
   });
 });
