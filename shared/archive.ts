@@ -7,8 +7,8 @@
  * lead anywhere on its disk), and the master refuses anything else while unpacking, because the archive
  * comes over the network and must be treated as hostile.
  */
-import { constants, lstatSync, readdirSync } from 'node:fs';
-import { lstat, mkdir, open } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync } from 'node:fs';
+import { lstat, mkdir, open, readdir } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -571,9 +571,10 @@ function blockPadding(size: number): Buffer {
 }
 
 /**
- * How many file-system calls a walk makes before it lets the event loop turn. The calls are synchronous: on
- * this kind of VM a promise-based lstat cost about ten times its system call in thread-pool hand-offs, and a
- * 1000-atom build's archive was mostly that (issue 18). The budget bounds how long a walk holds the loop.
+ * How many file-system calls a walk given a LoopBudget makes before it lets the event loop turn. Its calls
+ * are synchronous: on this kind of VM a promise-based lstat cost about ten times its system call in
+ * thread-pool hand-offs, and a 1000-atom build's archive was mostly that (issue 18). The budget bounds how
+ * long a walk holds the loop.
  */
 const FS_CALLS_PER_TURN = 64;
 
@@ -597,23 +598,50 @@ export class LoopBudget {
  * The folders and regular files under rootDir/under (not `under` itself), a folder before its contents,
  * names in default string order. Symbolic links are skipped, never followed; so are sockets, FIFOs and
  * devices, and names that cannot travel (see isArchivableName).
+ *
+ * With a budget the calls are synchronous, a bounded number per turn: for the master's own results folder on
+ * its local disk. Without one they are promise-based: a project or an atom's folder may sit on a slow mount,
+ * and a stuck call must not hold the whole loop (heartbeats included).
  */
-export async function* walkArchiveEntries(rootDir: string, under = '', budget = new LoopBudget()): AsyncGenerator<ArchiveEntry> {
-  await budget.spend();
-  const names = readdirSync(path.join(rootDir, under)).sort();
+export async function* walkArchiveEntries(rootDir: string, under = '', budget: LoopBudget | null = null): AsyncGenerator<ArchiveEntry> {
+  const folder = path.join(rootDir, under);
+  const names = (budget === null ? await readdir(folder) : await budget.spend().then(() => readdirSync(folder))).sort();
   for (const name of names) {
     if (!isArchivableName(name)) {
       continue;
     }
     const relative = under === '' ? name : `${under}/${name}`;
-    await budget.spend();
-    const stat = lstatSync(path.join(rootDir, relative));
+    const target = path.join(rootDir, relative);
+    const stat = budget === null ? await lstat(target) : await budget.spend().then(() => lstatSync(target));
     if (stat.isDirectory()) {
       yield { type: 'directory', path: relative, mtime: stat.mtime };
       yield* walkArchiveEntries(rootDir, relative, budget);
     } else if (stat.isFile()) {
       yield { type: 'file', path: relative, mtime: stat.mtime, isExecutable: (stat.mode & 0o111) !== 0, size: stat.size };
     }
+  }
+}
+
+/**
+ * A small file's content, read in one go with the same care as packing (no link followed, no FIFO waited on);
+ * null when it is no longer a regular file or has grown past maxBytes (the caller then packs it as a file,
+ * which reports the change).
+ */
+export function readSmallArchiveFile(filePath: string, maxBytes: number): Buffer | null {
+  const fd = openSync(filePath, OPEN_FOR_PACKING);
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile() || stat.size > maxBytes) return null;
+    const content = Buffer.allocUnsafe(stat.size);
+    let length = 0;
+    while (length < content.length) {
+      const read = readSync(fd, content, length, content.length - length, null);
+      if (read === 0) break;
+      length += read;
+    }
+    return length === content.length ? content : content.subarray(0, length);
+  } finally {
+    closeSync(fd);
   }
 }
 

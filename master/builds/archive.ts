@@ -2,7 +2,7 @@
  * The build's downloadable archives (SPEC §7): `artifacts.tar.gz` and `artifacts.zip`, with the same content.
  */
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, lstatSync, readFileSync, type WriteStream } from 'node:fs';
+import { createWriteStream, lstatSync, type WriteStream } from 'node:fs';
 import { readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { generateZip, type ZipSource } from './zip-writer.ts';
 import { shareListing } from './shared-listing.ts';
 import { ClusterRunnerError, errorMessage } from '../../shared/errors.ts';
-import { coalesceChunks, LoopBudget, openArchiveFile, packTarGz, walkArchiveEntries, type ArchiveEntry } from '../../shared/archive.ts';
+import { coalesceChunks, LoopBudget, openArchiveFile, packTarGz, readSmallArchiveFile, walkArchiveEntries, type ArchiveEntry } from '../../shared/archive.ts';
 import { atomFolderName, COMMAND_FILE, CONSOLE_FILE, EXIT_CODE_FILE, TIME_FILE } from './results-layout.ts';
 
 const ATOM_FOLDER = /^artifact_(\d+)_(\d+)$/;
@@ -22,7 +22,7 @@ const FAILURES_FILE = 'failures.txt';
  */
 const INLINE_FILE_BYTES = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
-/** How far one archive writer may read ahead of the other: at most this many entries are held. */
+/** How far one archive writer may read ahead of the other: about this many entries are held at most. */
 const LISTING_AHEAD_ENTRIES = 256;
 
 /** One finished atom's recorded result: the archive writes its clusterrunner_* files from these values. */
@@ -122,10 +122,11 @@ async function* listBuildEntries(artifactsDir: string, results: readonly AtomRes
         if (result !== undefined && RESULT_FILES.has(file)) continue;
         if (file === CONSOLE_FILE) hasConsole = true;
         if (entry.type === 'file' && !entry.isExecutable && entry.size !== undefined && entry.size <= INLINE_FILE_BYTES) {
-          // An empty file (the console of a silent atom) needs no reading at all: four system calls fewer.
+          // An empty file (the console of a silent atom) needs no reading at all: four system calls fewer. The
+          // folders no longer change (the build's leases are revoked), so its size at the listing stands.
           if (entry.size > 0) await budget.spend();
-          const content = entry.size === 0 ? EMPTY : readFileSync(path.join(artifactsDir, entry.path));
-          yield { type: 'content', path: entry.path, mtime: entry.mtime, content };
+          const content = entry.size === 0 ? EMPTY : readSmallArchiveFile(path.join(artifactsDir, entry.path), INLINE_FILE_BYTES);
+          yield content === null ? entry : { type: 'content', path: entry.path, mtime: entry.mtime, content };
         } else {
           yield entry;
         }

@@ -1,3 +1,6 @@
+/** Entries every consumer had are dropped this many at a time: past maxAhead, at most this many more are held. */
+const TRIM_EVERY = 64;
+
 /**
  * One listing read by several consumers (the build's tar.gz and zip writers): each entry is read once and
  * handed to every consumer, and the consumer ahead waits once it is `maxAhead` entries past the slowest, so
@@ -7,6 +10,8 @@
  * from the listing reaches every consumer when it gets there.
  */
 export function shareListing<T>(source: AsyncIterable<T>, consumers: number, maxAhead: number): AsyncIterable<T>[] {
+  // At 0 a consumer level with the others would wait for them to move, and they for it.
+  if (!Number.isInteger(maxAhead) || maxAhead < 1) throw new RangeError(`maxAhead: expected an integer of at least 1, got ${maxAhead}`);
   const iterator = source[Symbol.asyncIterator]();
   // Entries from `base` on that some consumer may not have had yet (from `head` in `held`); positions count
   // from the listing's start. Entries every consumer had are dropped in batches: a splice per entry showed.
@@ -31,7 +36,7 @@ export function shareListing<T>(source: AsyncIterable<T>, consumers: number, max
     if (drop > 0) {
       head += drop;
       base += drop;
-      if (head >= 1024 || head === held.length) {
+      if (head >= TRIM_EVERY || head === held.length) {
         held = held.slice(head);
         head = 0;
       }

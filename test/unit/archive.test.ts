@@ -11,7 +11,7 @@ import { gzipSync } from 'node:zlib';
 import type { HeaderData } from 'tar';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ClusterRunnerError } from '../../shared/errors.ts';
-import { createSafeExtractor, packDirectory, walkArchiveEntries, type ExtractLimits, type ExtractSummary } from '../../shared/archive.ts';
+import { createSafeExtractor, LoopBudget, packDirectory, readSmallArchiveFile, walkArchiveEntries, type ExtractLimits, type ExtractSummary } from '../../shared/archive.ts';
 import { gzipPieces, MiB, tarEntry, tarGz, zeros } from '../support/tar-craft.ts';
 
 const roomyLimits: ExtractLimits = { maxBytes: 100 * MiB, maxEntries: 10_000 };
@@ -372,7 +372,7 @@ describe('createSafeExtractor after a refusal', () => {
 });
 
 describe('walkArchiveEntries', () => {
-  it('reads a big folder with synchronous calls but lets the event loop turn every 64 of them', async () => {
+  it('given a budget, reads a big folder with synchronous calls but lets the event loop turn every 64 of them', async () => {
     await mkdir(path.join(workDir, 'big', 'sub'), { recursive: true });
     for (let index = 0; index < 1000; index++) await writeFile(path.join(workDir, 'big', 'sub', `f${index}`), 'x');
     let turns = 0;
@@ -384,12 +384,27 @@ describe('walkArchiveEntries', () => {
     setImmediate(count);
 
     const seen: string[] = [];
-    for await (const entry of walkArchiveEntries(path.join(workDir, 'big'))) seen.push(entry.path);
+    for await (const entry of walkArchiveEntries(path.join(workDir, 'big'), '', new LoopBudget())) seen.push(entry.path);
     counting = false;
 
     expect(seen).toHaveLength(1001);
     expect(seen[0]).toBe('sub');
     // Two readdirs and 1001 lstats: at least 15 turns; with no budget the walk would never yield to the loop.
     expect(turns).toBeGreaterThanOrEqual(15);
+  });
+});
+
+describe('readSmallArchiveFile', () => {
+  it('reads a small regular file, and gives null for a FIFO (without waiting on it) or a file past the limit', async () => {
+    await mkdir(workDir, { recursive: true });
+    await writeFile(path.join(workDir, 'small.txt'), 'hello');
+    await writeFile(path.join(workDir, 'big.bin'), randomBytes(2000));
+    execFileSync('mkfifo', [path.join(workDir, 'pipe')]);
+
+    expect(readSmallArchiveFile(path.join(workDir, 'small.txt'), 1000)!.toString()).toBe('hello');
+    expect(readSmallArchiveFile(path.join(workDir, 'big.bin'), 1000)).toBeNull();
+    expect(readSmallArchiveFile(path.join(workDir, 'pipe'), 1000)).toBeNull();
+    await symlink(path.join(workDir, 'small.txt'), path.join(workDir, 'link'));
+    expect(() => readSmallArchiveFile(path.join(workDir, 'link'), 1000)).toThrow(/ELOOP/);
   });
 });

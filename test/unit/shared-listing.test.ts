@@ -93,4 +93,8 @@ describe('shareListing', () => {
       expect(String((result as PromiseRejectedResult).reason)).toContain('listing failed at 10');
     }
   });
+
+  it('refuses a maxAhead below 1, with which consumers level with each other would wait for ever', () => {
+    expect(() => shareListing(countingListing(3).listing, 2, 0)).toThrow(/maxAhead: expected an integer of at least 1/);
+  });
 });
