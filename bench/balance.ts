@@ -8,8 +8,9 @@
  * Each run's wall (POST to terminal) is then split, from the master's own records (attempts and the build's
  * state times), into: start (POST → first atom started), the atoms' nominal time, their own extra time
  * (started → finished as the master saw it, past the nominal: the shell and `sleep` starting, and the
- * messages), executors idle inside the run (between atoms, and at the tail), and end (last atom → terminal:
- * the archive). Executor-seconds are shown per executor, so the parts add up to the wall.
+ * messages), executors idle inside the run, and end (last atom → terminal: the archive). Idle is split
+ * again, each executor placed by the master's lease events: before its first atom, between its atoms (the
+ * hand-over), after its last (the tail). Executor-seconds are shown per executor, so the parts add up.
  * BENCH_BALANCE=develocity|skewed runs one case; BENCH_SCALE=0.1 shortens every atom for a quick check.
  */
 import Database from 'better-sqlite3';
@@ -19,6 +20,10 @@ interface Breakdown {
   readonly startS: number;
   readonly extraS: number;
   readonly idleS: number;
+  /** The idle part, per executor: before its first atom, between its atoms, after its last one. */
+  readonly rampS: number;
+  readonly betweenS: number;
+  readonly tailS: number;
   readonly endS: number;
   /** Mean per atom, as the worker measured it (spawn → exit), past the nominal duration. */
   readonly workerExtraMs: number;
@@ -44,10 +49,34 @@ function breakdown(cluster: BalanceCluster, buildId: number, wall: number, execu
       .get(buildId) as { extra: number };
     const startS = span.first - queued;
     const endS = wall - (span.last - queued);
+    // Which executor ran each subjob, from the master's lease events (the last one of a subjob ran it).
+    const executorOf = new Map<number, string>();
+    for (const row of db.prepare("SELECT fields FROM events WHERE build_id = ? AND tag = 'MASTER_TRIGGERED_SUBJOB' ORDER BY id").all(buildId) as { fields: string }[]) {
+      const fields = JSON.parse(row.fields) as { subjob_id: number; worker: string; executor: number };
+      executorOf.set(fields.subjob_id, `${fields.worker}/${fields.executor}`);
+    }
+    const runs = new Map<string, { started: number; finished: number }[]>();
+    for (const attempt of db.prepare('SELECT subjob_id, started, finished FROM attempts WHERE build_id = ? AND finished IS NOT NULL').all(buildId) as { subjob_id: number; started: number; finished: number }[]) {
+      const key = executorOf.get(attempt.subjob_id) ?? '?';
+      if (!runs.has(key)) runs.set(key, []);
+      runs.get(key)!.push(attempt);
+    }
+    let ramp = 0;
+    let between = 0;
+    let tail = 0;
+    for (const list of runs.values()) {
+      list.sort((a, b) => a.started - b.started);
+      ramp += list[0]!.started - span.first;
+      for (let index = 1; index < list.length; index++) between += Math.max(0, list[index]!.started - list[index - 1]!.finished);
+      tail += span.last - list[list.length - 1]!.finished;
+    }
+    // Executors that ran nothing were idle for the whole span.
+    ramp += (executors - runs.size) * (span.last - span.first);
     return {
       startS, endS,
       extraS: (span.inside - serial) / executors,
       idleS: (executors * (span.last - span.first) - span.inside) / executors,
+      rampS: ramp / executors, betweenS: between / executors, tailS: tail / executors,
       workerExtraMs: worker.extra * 1000,
     };
   } finally {
@@ -71,7 +100,8 @@ async function runCase(kase: Case): Promise<void> {
       process.stdout.write(`  ${run.padEnd(7)} wall ${wall.toFixed(2)} s, ${subjobs} subjobs, efficiency ${(efficiency * 100).toFixed(1)}%, ` +
         `wall / best schedule ${(wall / best).toFixed(3)}\n` +
         `          = start ${s(parts.startS)} + atoms ${s(serial / executors)} + their own extra ${s(parts.extraS)} + idle ${s(parts.idleS)} + end ${s(parts.endS)} s ` +
-        `(per executor; the worker measured ${parts.workerExtraMs.toFixed(1)} ms per atom past its sleep)\n`);
+        `(per executor; the worker measured ${parts.workerExtraMs.toFixed(1)} ms per atom past its sleep)\n` +
+        `          idle = before an executor's first atom ${s(parts.rampS)} + between its atoms ${s(parts.betweenS)} + after its last ${s(parts.tailS)} s\n`);
     }
   } finally {
     await cluster.stop();
