@@ -17,6 +17,7 @@ import { createSilentLogger } from '../shared/log.ts';
 import { signRequest } from '../shared/auth.ts';
 import { localConf } from '../cli/common.ts';
 import { seededRandom } from './prng.ts';
+import { waitForTerminalStatus } from './build-events.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SCALE = Number(process.env['BENCH_SCALE'] ?? 1);
@@ -95,12 +96,9 @@ export async function runBalanceBuild(cluster: BalanceCluster): Promise<{ wall: 
   const response = await fetch(`${master.url}/v1/build`, { method: 'POST', body, headers: signRequest(secret, 'POST', '/v1/build', body) });
   if (response.status !== 202) throw new Error(`POST /v1/build answered ${response.status}: ${await response.text()}`);
   const { build_id: id } = (await response.json()) as { build_id: number };
-  for (;;) {
-    const { build } = (await (await fetch(`${master.url}/v1/build/${id}`)).json()) as { build: { status: string; num_subjobs: number } };
-    if (['SUCCESS', 'FAILURE', 'ERROR', 'CANCELED'].includes(build.status)) {
-      if (build.status !== 'SUCCESS') throw new Error(`bench build ended ${build.status}`);
-      return { wall: (performance.now() - started) / 1000, buildId: id, subjobs: build.num_subjobs };
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  const status = await waitForTerminalStatus(master.url, secret, id);
+  const wall = (performance.now() - started) / 1000;
+  if (status !== 'SUCCESS') throw new Error(`bench build ended ${status}`);
+  const { build } = (await (await fetch(`${master.url}/v1/build/${id}`)).json()) as { build: { num_subjobs: number } };
+  return { wall, buildId: id, subjobs: build.num_subjobs };
 }
