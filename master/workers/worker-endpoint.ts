@@ -25,7 +25,7 @@ function headerOf(req: IncomingMessage, name: string): string | undefined {
  * WorkerEntry.send for work) write through the socket's `send`, so sealing it here covers every frame that
  * runs something, and no caller can forget. The master sends no binary frames.
  */
-function sealOutgoingFrames(ws: WebSocket, raw: Duplex, sealer: FrameSealer): void {
+export function sealOutgoingFrames(ws: WebSocket, raw: Duplex, sealer: FrameSealer): void {
   const send = ws.send.bind(ws);
   let isCorked = false;
   ws.send = ((data: unknown, ...rest: unknown[]) => {
