@@ -215,6 +215,8 @@ const GIT_CONFIG = [
   'core.filesRefLockTimeout=30000',
   'core.packedRefsTimeout=30000',
 ];
+/* simple-git warns once per process about each setting it does not know as safe (and will refuse them in its next major version) unless it is listed; its lists match lower case. */
+const GIT_CONFIG_KEYS = GIT_CONFIG.map((entry) => entry.slice(0, entry.indexOf('=')).toLowerCase());
 
 /*
  * The last queued operation of each mirror, by path; an entry goes when its queue empties. Kept per process,
@@ -544,6 +546,7 @@ export class GitCache {
       baseDir: run.cwd,
       abort,
       config: GIT_CONFIG,
+      allowConfig: GIT_CONFIG_KEYS,
       allowEnvironment: [...Object.keys(run.env), MARKER_VARIABLE],
       unsafe: SIMPLE_GIT_UNSAFE,
       // simple-git treats a failure that printed nothing as a success; the exit code decides here.

@@ -57,6 +57,20 @@ function source(url: string, fields: Partial<GitSource> = {}): GitSource {
 }
 
 describe('GitCache.fetch', () => {
+  it('runs git with its settings and no warning from simple-git about them', () => {
+    const head = commit(origin, { 'a.txt': 'a' }, 'first');
+    // A process of its own: simple-git warns about a setting once per process, and the retry of a test
+    // that failed here would pass in a process that has warned already.
+    const script = [
+      `import { GitCache } from ${JSON.stringify(new URL('../../shared/git.ts', import.meta.url).href)};`,
+      'const cache = new GitCache({ root: process.argv[1], timeoutMs: 30000, allowLocalRepositories: true });',
+      "process.stdout.write(await cache.fetch({ url: process.argv[2], branch: 'master', hash: null, remote: 'origin' }));",
+    ].join('\n');
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, root, pathToFileURL(origin).href], { encoding: 'utf8', timeout: 60_000 });
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toBe(head);
+  });
+
   it('fetches a branch head into a bare mirror and returns its commit', async () => {
     commit(origin, { 'a.txt': 'one\n' }, 'one');
     const two = commit(origin, { 'a.txt': 'two\n' }, 'two');
