@@ -215,7 +215,10 @@ const GIT_CONFIG = [
   'core.filesRefLockTimeout=30000',
   'core.packedRefsTimeout=30000',
 ];
-/* simple-git warns once per process about each setting it does not know as safe (and will refuse them in its next major version) unless it is listed; its lists match lower case. */
+/*
+ * simple-git warns once per process about each setting it does not know as safe, and will refuse them in its
+ * next major version, unless it is listed in allowConfig (which matches lower case).
+ */
 const GIT_CONFIG_KEYS = GIT_CONFIG.map((entry) => entry.slice(0, entry.indexOf('=')).toLowerCase());
 
 /*

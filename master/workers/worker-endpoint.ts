@@ -23,7 +23,8 @@ function headerOf(req: IncomingMessage, name: string): string | undefined {
 /**
  * Every text frame the master sends after `hello` goes out sealed. Both senders (the session's replies and
  * WorkerEntry.send for work) write through the socket's `send`, so sealing it here covers every frame that
- * runs something, and no caller can forget. The master sends no binary frames.
+ * runs something, and no caller can forget. The master sends no binary frames. The same wrapper writes the
+ * frames of one turn of the loop to the socket at once, at the turn's end.
  */
 export function sealOutgoingFrames(ws: WebSocket, raw: Duplex, sealer: FrameSealer): void {
   const send = ws.send.bind(ws);
