@@ -53,6 +53,28 @@ describe('IngestQueue', () => {
     expect(timerAt).toBeLessThan(40); // before the queue had drained: it did not wait for all 40 ms of messages
   });
 
+  it('counts in its step the work a message continues after an await, so that work too leaves room for the loop', async () => {
+    const queue = new IngestQueue(() => undefined, 2);
+    const socket = fakeSocket();
+    const order: string[] = [];
+    // The master's handlers look like this: quick to return, their work going on in a promise's continuation.
+    for (let i = 0; i < 40; i += 1) {
+      queue.push(socket, () => {
+        void Promise.resolve().then(() => {
+          busyFor(1);
+          order.push('message');
+        });
+      });
+    }
+    setTimeout(() => order.push('timer'), 0);
+    await settled(queue);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const timerAt = order.indexOf('timer');
+    expect(order.filter((entry) => entry === 'message')).toHaveLength(40);
+    expect(timerAt).toBeGreaterThan(0);
+    expect(timerAt).toBeLessThan(40); // counted only up to the handlers' return, all 40 ms ran before the timer
+  });
+
   it('pauses the sockets that add messages past the high mark and resumes them below the low mark', async () => {
     const queue = new IngestQueue(() => undefined, 2, 10, 4);
     const flooding = fakeSocket();
