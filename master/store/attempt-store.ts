@@ -62,7 +62,8 @@ export function createAttemptStore(db: Db) {
 
   return {
     started(buildId: number, subjobId: number, atomId: number, attempt: number, worker: string, startedS: number): void {
-      closeEarlier.run(startedS, buildId, subjobId, atomId, attempt);
+      // A first attempt has none before it: the lookup, on every atom, was for nothing (issue 18).
+      if (attempt > 1) closeEarlier.run(startedS, buildId, subjobId, atomId, attempt);
       insert.run(buildId, subjobId, atomId, attempt, worker, startedS);
     },
     finished(buildId: number, subjobId: number, atomId: number, attempt: number,
