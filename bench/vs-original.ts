@@ -125,11 +125,11 @@ if (missing !== null) {
   const theirs: number[] = [];
   try {
     for (let round = 1; round <= ROUNDS; round++) {
-      const our = await runOurCluster({ workers: 1, executors: EXECUTORS, atoms: ATOMS, pollIntervalMs: null, cpuProfileDir: null });
-      ours.push(our.seconds);
+      const [our] = await runOurCluster({ workers: 1, executors: EXECUTORS, atoms: ATOMS, pollIntervalMs: null, cpuProfileDir: null });
+      ours.push(our!.seconds);
       const their = await runOriginal(original, projectDir);
       theirs.push(their);
-      process.stdout.write(`  round ${round}: ours ${our.seconds.toFixed(2)} s, original ${their.toFixed(2)} s\n`);
+      process.stdout.write(`  round ${round}: ours ${our!.seconds.toFixed(2)} s, original ${their.toFixed(2)} s\n`);
     }
   } finally {
     stopOriginal(original);
