@@ -63,7 +63,25 @@ function escapeLike(text: string): string {
   return text.replace(/[\\%_]/g, (char) => `\\${char}`);
 }
 
-function termSql(term: SearchTerm): { sql: string; params: unknown[] } {
+/**
+ * Whether the filters keep unfinished builds only (running, or named non-terminal statuses): however long the
+ * history, those are the queue and what runs, a few rows of the status index.
+ */
+function keepsOnlyUnfinished(filters: BuildFilters): boolean {
+  const unfinished = (names: readonly string[]) =>
+    names.length > 0 && names.every((name) => BUILD_STATUSES.some((status) => status === name.toUpperCase() && !isTerminal(status)));
+  if (filters.statuses !== undefined && unfinished(filters.statuses)) return true;
+  if (filters.isDone === false) return true;
+  return (filters.search ?? []).some((term) => !term.isNegated &&
+    ((term.kind === 'state' && term.state === 'running') || (term.kind === 'field' && term.field === 'status' && unfinished(term.value.split(',')))));
+}
+
+/**
+ * `matchColumn` is `+id` when the filters keep unfinished builds only: the unary plus keeps SQLite from walking
+ * every text match to probe each one (28,000 for a common word in a 100,000-build history: 24 ms), so it reads
+ * the few unfinished builds and looks each up among the matches instead (10 ms; bench/lists.ts).
+ */
+function termSql(term: SearchTerm, matchColumn: 'id' | '+id' = 'id'): { sql: string; params: unknown[] } {
   switch (term.kind) {
     case 'state': {
       const statuses = term.state === 'running' ? BUILD_STATUSES.filter((s) => !isTerminal(s)) : term.state === 'done' ? TERMINAL : FAILED;
@@ -72,9 +90,9 @@ function termSql(term: SearchTerm): { sql: string; params: unknown[] } {
     case 'text':
       // A phrase of trigrams matches any substring of three characters or more, ignoring case.
       if ([...term.text].length >= MIN_INDEXED_CHARS) {
-        return { sql: 'id IN (SELECT rowid FROM build_search WHERE build_search MATCH ?)', params: [`"${term.text.replace(/"/g, '""')}"`] };
+        return { sql: `${matchColumn} IN (SELECT rowid FROM build_search WHERE build_search MATCH ?)`, params: [`"${term.text.replace(/"/g, '""')}"`] };
       }
-      return { sql: `id IN (SELECT id FROM build_text WHERE body LIKE ? ESCAPE '\\')`, params: [`%${escapeLike(term.text)}%`] };
+      return { sql: `${matchColumn} IN (SELECT id FROM build_text WHERE body LIKE ? ESCAPE '\\')`, params: [`%${escapeLike(term.text)}%`] };
     case 'field':
       switch (term.field) {
         case 'repo':
@@ -127,7 +145,8 @@ export function compileFilters(filters: BuildFilters): { sql: string; params: un
   if (filters.createdBefore !== undefined) add({ sql: 'created_at < ?', params: [filters.createdBefore] });
   if (filters.isDone !== undefined) add(statusesIn(TERMINAL, !filters.isDone));
   if (filters.isFailed !== undefined) add(statusesIn(FAILED, !filters.isFailed));
-  for (const term of filters.search ?? []) add(termSql(term), term.isNegated);
+  const matchColumn = keepsOnlyUnfinished(filters) ? '+id' : 'id';
+  for (const term of filters.search ?? []) add(termSql(term, matchColumn), term.isNegated);
   return { sql: parts.length === 0 ? '1' : parts.join(' AND '), params };
 }
 

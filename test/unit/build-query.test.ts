@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type Store } from '../../master/store/index.ts';
-import { MAX_LISTED_FAILED_ATOMS, createBuildQuery, type BuildFilters } from '../../master/store/build-query.ts';
+import { MAX_LISTED_FAILED_ATOMS, compileFilters, createBuildQuery, type BuildFilters } from '../../master/store/build-query.ts';
 import { SearchSyntaxError, parseBuildSearch } from '../../shared/api/build-search.ts';
 import type { StoredJob } from '../../master/model/stored-job.ts';
 import type { BuildStatus } from '../../master/model/build-status.ts';
@@ -225,6 +225,27 @@ describe('search', () => {
     expect(ids(store, search('done'))).toEqual([1, 2, 3, 5]);
     expect(ids(store, search('failed'))).toEqual([2, 3]);
     expect(ids(store, search('-running -failed'))).toEqual([1, 5]);
+  });
+
+  it('reads the few unfinished builds, not every text match, when a search keeps running builds only', () => {
+    const store = openTestStore();
+    seedAll(store, HISTORY);
+    expect(ids(store, search('unit running'))).toEqual([6]);
+    expect(ids(store, search('app -feature running'))).toEqual([6]);
+    expect(ids(store, { statuses: ['BUILDING'], search: parseBuildSearch('pr') })).toEqual([4]);
+    expect(ids(store, search('unit status:queued,building'))).toEqual([6]);
+    expect(ids(store, search('unit -running'))).toEqual([1, 2]);
+    const plan = (filters: BuildFilters) => {
+      const where = compileFilters(filters);
+      return (store.db.prepare(`EXPLAIN QUERY PLAN SELECT id FROM build_facts WHERE ${where.sql} ORDER BY id DESC`).all(...where.params) as { detail: string }[])
+        .map((row) => row.detail).join('\n');
+    };
+    // Walking a common word's 28,000 matches of a 100,000-build history to probe each took 24 ms (bench/lists.ts).
+    for (const q of ['unit running', 'app -feature running', 'unit status:queued,building']) {
+      expect(plan(search(q)), q).toMatch(/^SEARCH build_facts USING (COVERING )?INDEX \S+ \(status=\?\)$/m);
+    }
+    // Finished builds are most of a history: there the matches lead.
+    expect(plan(search('unit done'))).not.toMatch(/\(status=\?\)$/m);
   });
 
   it('refuses an unknown status and a non-numeric id, naming the position', () => {
