@@ -68,6 +68,8 @@ export class IngestQueue {
 
   #step(): void {
     this.#scheduled = null;
+    // A push from inside a step schedules one more, which may find the queue already drained.
+    if (this.length === 0) return;
     void this.#run(performance.now() + this.stepMs);
   }
 

@@ -75,6 +75,23 @@ describe('IngestQueue', () => {
     expect(timerAt).toBeLessThan(40); // counted only up to the handlers' return, all 40 ms ran before the timer
   });
 
+  it('takes a message added by a handler in a later step, and a step with nothing left does nothing', async () => {
+    const errors: unknown[] = [];
+    const queue = new IngestQueue((error) => errors.push(error));
+    const socket = fakeSocket();
+    const seen: string[] = [];
+    queue.push(socket, () => {
+      seen.push('first');
+      queue.push(socket, () => seen.push('added by the first'));
+    });
+    queue.push(socket, () => seen.push('second'));
+    await settled(queue);
+    await nextTurn();
+    await nextTurn();
+    expect(seen).toEqual(['first', 'second', 'added by the first']);
+    expect(errors).toEqual([]);
+  });
+
   it('pauses the sockets that add messages past the high mark and resumes them below the low mark', async () => {
     const queue = new IngestQueue(() => undefined, 2, 10, 4);
     const flooding = fakeSocket();
