@@ -18,6 +18,26 @@ const settled = async (queue: IngestQueue) => {
   while (queue.length > 0) await nextTurn();
 };
 
+/**
+ * 40 messages, each 1 ms of work that `handle` runs (at once, or later), in a queue of 2 ms steps, and a timer set
+ * beside them (what an HTTP request is to the master): how many messages ran, and how many before the timer.
+ */
+async function timerAmongMessages(handle: (work: () => void) => void): Promise<{ messages: number; timerAt: number }> {
+  const queue = new IngestQueue(() => undefined, 2);
+  const socket = fakeSocket();
+  const order: string[] = [];
+  for (let i = 0; i < 40; i += 1) {
+    queue.push(socket, () => handle(() => {
+      busyFor(1);
+      order.push('message');
+    }));
+  }
+  setTimeout(() => order.push('timer'), 0);
+  await settled(queue);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  return { messages: order.filter((entry) => entry === 'message').length, timerAt: order.indexOf('timer') };
+}
+
 describe('IngestQueue', () => {
   it('handles every message once, in the order they came, across sockets', async () => {
     const queue = new IngestQueue(() => undefined);
@@ -34,43 +54,16 @@ describe('IngestQueue', () => {
   });
 
   it('lets the rest of the loop run between steps while a long queue drains', async () => {
-    const queue = new IngestQueue(() => undefined, 2);
-    const socket = fakeSocket();
-    const order: string[] = [];
-    for (let i = 0; i < 40; i += 1) {
-      queue.push(socket, () => {
-        busyFor(1);
-        order.push('message');
-      });
-    }
-    // What an HTTP request is to the master: something else the loop has to do meanwhile.
-    setTimeout(() => order.push('timer'), 0);
-    await settled(queue);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-    const timerAt = order.indexOf('timer');
-    expect(order.filter((entry) => entry === 'message')).toHaveLength(40);
+    const { messages, timerAt } = await timerAmongMessages((work) => work());
+    expect(messages).toBe(40);
     expect(timerAt).toBeGreaterThan(0);
     expect(timerAt).toBeLessThan(40); // before the queue had drained: it did not wait for all 40 ms of messages
   });
 
   it('counts in its step the work a message continues after an await, so that work too leaves room for the loop', async () => {
-    const queue = new IngestQueue(() => undefined, 2);
-    const socket = fakeSocket();
-    const order: string[] = [];
     // The master's handlers look like this: quick to return, their work going on in a promise's continuation.
-    for (let i = 0; i < 40; i += 1) {
-      queue.push(socket, () => {
-        void Promise.resolve().then(() => {
-          busyFor(1);
-          order.push('message');
-        });
-      });
-    }
-    setTimeout(() => order.push('timer'), 0);
-    await settled(queue);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    const timerAt = order.indexOf('timer');
-    expect(order.filter((entry) => entry === 'message')).toHaveLength(40);
+    const { messages, timerAt } = await timerAmongMessages((work) => void Promise.resolve().then(work));
+    expect(messages).toBe(40);
     expect(timerAt).toBeGreaterThan(0);
     expect(timerAt).toBeLessThan(40); // counted only up to the handlers' return, all 40 ms ran before the timer
   });
