@@ -110,10 +110,15 @@ export async function runOurCluster(options: ClusterOptions): Promise<ClusterRun
   try {
     const startWorker = (i: number) => {
       const workerConf = join(base, `worker-${i}.conf`);
-      writeFileSync(workerConf, `[general]\nsecret = ${secret}\nbase_directory = ${join(base, `worker-${i}`)}\n[worker]\nheartbeat_interval = 1\n`, { mode: 0o600 });
+      const nice = process.env['BENCH_COMMAND_NICE'] ? `command_nice = ${process.env['BENCH_COMMAND_NICE']}\n` : '';
+      writeFileSync(workerConf, `[general]\nsecret = ${secret}\nbase_directory = ${join(base, `worker-${i}`)}\n[worker]\nheartbeat_interval = 1\n${nice}` +
+        // Detached (below), a worker outlives a bench stopped by Ctrl-C: it then ends once its master is gone.
+        'master_unreachable_seconds = 30\n', { mode: 0o600 });
       const profile = options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
       const worker = spawn(process.execPath, [...profile, join(ROOT, 'bin', 'clusterrunner'), 'worker', '-m', master.url, '-e', String(options.executors), '-n', `bench-${i}`, '-c', workerConf, '-q'], {
         stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production' },
+        // A session of its own, as `clusterrunner` and the pools start a worker (one autogroup, not the bench's).
+        detached: true,
       });
       // The last of what it said on stderr, to tell why it is gone if it goes.
       let stderr = '';

@@ -7,6 +7,8 @@
  * Each row runs two builds on the same cluster: a new master's (and workers') first, and the next, as a
  * long-lived cluster runs them.
  * BENCH_CPU_PROF=<dir> runs the workers with `node --cpu-prof` (bench/cpu-profile-summary.ts reads them).
+ * BENCH_COMMAND_NICE=<0-19> sets the workers' command_nice (default: the conf's default, 10), to compare.
+ * The workers run in sessions of their own, as `clusterrunner` and the pools start them.
  */
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';

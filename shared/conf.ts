@@ -120,6 +120,11 @@ export interface Conf {
   readonly healthCheckCommand: string | null;
   /** Key health_check_interval_seconds (worker): between runs of health_check_command; default 30 s. */
   readonly healthCheckIntervalMs: number;
+  /**
+   * Key command_nice (worker): how far below the worker's own CPU priority its commands run (shared/spawner.ts);
+   * default 10; 0 = the same.
+   */
+  readonly commandNice: number;
   /** Key compatibility: 'original' answers the original ClusterRunner's clients in its vocabulary (issue 17); default 'default'. */
   readonly compatibility: 'default' | 'original';
   /** The original's log_filename: log there instead of stderr; default null (stderr). */
@@ -258,6 +263,7 @@ const SETTINGS = {
   labels: setting(labelsSetting, `a comma-separated list of at most ${MAX_LABELS} labels (letters, digits, "_", ".", ":", "-")`),
   health_check_command: setting(z.string().max(4096).nullable(), 'a shell command, or None'),
   health_check_interval_seconds: setting(seconds({ allowZero: false }), 'a number of seconds > 0'),
+  command_nice: setting(integer(0, 19), 'an integer from 0 to 19 (0 = the worker\'s own priority)'),
 } as const;
 
 export type ConfKey = keyof typeof SETTINGS;
@@ -424,6 +430,7 @@ export function loadConf(options: {
     labels: Object.freeze(get('labels') ?? []),
     healthCheckCommand: get('health_check_command') ?? null,
     healthCheckIntervalMs: toMs(get('health_check_interval_seconds') ?? 30),
+    commandNice: get('command_nice') ?? 10,
     logFile: original.logFile,
     eventlogFile: original.eventlogFile,
     warnings: Object.freeze([...original.warnings]),

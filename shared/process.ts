@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
+import { getPriority, constants as osConstants, setPriority } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage } from './errors.ts';
 import type { Spawner } from './spawner.ts';
@@ -78,6 +78,8 @@ export interface ShellOptions {
   readonly marker?: string;
   /** Fork through this small long-lived process (shared/spawner.ts) instead of from this one. */
   readonly spawner?: Spawner | null;
+  /** Without a spawner: run the command this far below our CPU priority (command_nice; a spawner has its own). */
+  readonly nice?: number;
 }
 
 export interface GroupProcess {
@@ -262,6 +264,15 @@ interface Launched {
 }
 
 /** Node's own spawn; a string when it threw (the reason). */
+/** The shell's first instants run at our priority: Node's spawn has no such option. */
+function lowerPriority(pid: number, by: number): void {
+  try {
+    setPriority(pid, Math.min(19, getPriority() + by));
+  } catch {
+    // Gone already, or not ours to change (run_as_user): it runs at our priority.
+  }
+}
+
 function launchWithNode(script: string, env: NodeJS.ProcessEnv, options: ShellOptions, sink: LaunchSink): Launched | string {
   let child: ChildProcess;
   try {
@@ -284,7 +295,10 @@ function launchWithNode(script: string, env: NodeJS.ProcessEnv, options: ShellOp
     stream.on('error', () => undefined);
     stream.on('close', () => sink.closed());
   }
-  if (child.pid !== undefined) sink.pid(child.pid);
+  if (child.pid !== undefined) {
+    if (options.nice) lowerPriority(child.pid, options.nice);
+    sink.pid(child.pid);
+  }
   child.on('exit', (code, signal) => sink.exit(code ?? -signalNumber(signal), signal));
   child.on('error', (error) => {
     // With a pid the process exists and 'exit' will come; without one it never started.

@@ -11,9 +11,11 @@ import selectors
 import signal
 import struct
 import sys
+import time
 
 # A signal to the worker's whole group (Ctrl-C, a service manager's or a pool's stop) is the worker's to act
-# on: it stops its commands through us, and we end when it closes our input (issue 15).
+# on: it stops its commands through us, and we end when it closes our input (issue 15). Once we lead
+# a session of our own (below) such a signal no longer reaches us; this covers where we could not.
 GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 for number in GROUP_SIGNALS:
     signal.signal(number, signal.SIG_IGN)
@@ -28,6 +30,44 @@ try:
     is_reaper = ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
 except (ImportError, OSError, AttributeError):
     pass
+# A session of our own, and each command a process group in it (not a session each): with the kernel's
+# autogroup scheduling every session is one scheduling group with an equal share of the CPUs, so a session
+# per command gave 80 running shells 80 shares against the one of the master or worker that serves them, and
+# a status read waited 100-600 ms for a CPU. The session has no controlling terminal, as the commands had.
+try:
+    os.setsid()
+except OSError:
+    pass  # already a group leader (started so by hand): the commands still get groups of their own
+
+# command_nice: how far below the worker's CPU priority the commands run, so that the daemons serving them answer
+# at once when they take every CPU. Our own nice, which they inherit, is what counts where autogroups do not
+# apply (a service's cgroup); our session's autogroup nice is what counts where they do. The kernel takes one
+# autogroup write per 100 ms from the whole machine (EAGAIN otherwise): workers started together take turns.
+NICE = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+AUTOGROUP_TRY_S = 0.1
+AUTOGROUP_GIVE_UP_S = 30
+if NICE > 0:
+    try:
+        os.nice(NICE)
+    except OSError:
+        pass
+
+
+def nice_autogroup():
+    """False while the kernel says try again later; True once written or when there is nothing to write."""
+    try:
+        fd = os.open('/proc/self/autogroup', os.O_WRONLY)
+    except OSError:
+        return True  # no autogroups here
+    try:
+        os.write(fd, b'%d' % NICE)
+    except BlockingIOError:
+        return False
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return True
 CHILDREN_FILE = f'/proc/{os.getpid()}/task/{os.getpid()}/children'
 
 # SIGCHLD wakes the loop through a pipe (at C level, so one landing mid-turn is not lost).
@@ -40,9 +80,9 @@ signal.signal(signal.SIGCHLD, lambda number, frame: None)
 selector = selectors.DefaultSelector()
 selector.register(0, selectors.EVENT_READ)
 selector.register(wake_r, selectors.EVENT_READ)
-kids = {}    # id -> {'pid', 'open': [registration], 'paused', 'session': registration or None}
+kids = {}    # id -> {'pid', 'open': [registration], 'paused', 'group': registration or None}
 by_pid = {}  # pid -> id, until reaped
-owner = {}   # fd -> registration [id, stream (0 session, 1 out, 2 err), fd]; the selector carries the same list
+owner = {}   # fd -> registration [id, stream (0 group, 1 out, 2 err), fd]; the selector carries the same list
 out = bytearray()
 
 
@@ -83,12 +123,12 @@ def unwatch(registration):
     os.close(fd)
 
 
-def session_ready(ident):
+def group_ready(ident):
     kid = kids.get(ident)
-    if kid is None or kid['session'] is None:
+    if kid is None or kid['group'] is None:
         return
-    unwatch(kid['session'])
-    kid['session'] = None
+    unwatch(kid['group'])
+    kid['group'] = None
     emit(b'P', ident, str(kid['pid']).encode())
 
 
@@ -106,7 +146,7 @@ def forked_child(cwd, uid, gid, script, env, ow, ew, sw):
     try:
         for number in CHILD_DEFAULTS:
             signal.signal(number, signal.SIG_DFL)
-        os.setsid()
+        os.setpgid(0, 0)
         os.close(sw)
         null = os.open('/dev/null', os.O_RDONLY)
         os.dup2(null, 0)
@@ -135,25 +175,25 @@ def start(ident, payload):
     env = child_environment(entries)
     or_, ow = os.pipe()
     er, ew = os.pipe()
-    session = None
+    group = None
     try:
         if uid == b'' and gid == b'':
             # The child starts in the spawner's cwd: chdir there for the spawn (one thread, nothing else runs).
             os.chdir(cwd)
             try:
-                pid = os.posix_spawn(b'/bin/bash', [b'/bin/bash', b'-c', script], env, setsid=True, setsigdef=CHILD_DEFAULTS,
+                pid = os.posix_spawn(b'/bin/bash', [b'/bin/bash', b'-c', script], env, setpgroup=0, setsigdef=CHILD_DEFAULTS,
                                      file_actions=[(os.POSIX_SPAWN_OPEN, 0, '/dev/null', os.O_RDONLY, 0),
                                                    (os.POSIX_SPAWN_DUP2, ow, 1), (os.POSIX_SPAWN_DUP2, ew, 2)])
             finally:
                 os.chdir('/')
         else:
-            # The session pipe closes when the child has its own session: only then is its pid a group to signal.
+            # The group pipe closes when the child leads its own process group: only then is its pid a group to signal.
             sr, sw = os.pipe()
             pid = os.fork()
             if pid == 0:
                 forked_child(cwd, uid, gid, script, env, ow, ew, sw)
             os.close(sw)
-            session = sr
+            group = sr
     except OSError as error:
         for fd in (or_, ow, er, ew):
             os.close(fd)
@@ -164,13 +204,13 @@ def start(ident, payload):
     # Non-blocking: a readiness event that outlived its pipe (closed this turn, its number reused) reads nothing.
     os.set_blocking(or_, False)
     os.set_blocking(er, False)
-    kid = {'pid': pid, 'paused': False, 'open': [watch(ident, 1, or_), watch(ident, 2, er)], 'session': None}
+    kid = {'pid': pid, 'paused': False, 'open': [watch(ident, 1, or_), watch(ident, 2, er)], 'group': None}
     kids[ident] = kid
     by_pid[pid] = ident
-    if session is None:
+    if group is None:
         emit(b'P', ident, str(pid).encode())
     else:
-        kid['session'] = watch(ident, 0, session)
+        kid['group'] = watch(ident, 0, group)
 
 
 def escaped():
@@ -196,7 +236,7 @@ def reap():
         ident = by_pid.pop(pid, None)
         if ident is None:
             continue
-        session_ready(ident)
+        group_ready(ident)
         if os.WIFSIGNALED(status):
             code = b'-1 %d' % os.WTERMSIG(status)
         else:
@@ -225,7 +265,7 @@ def request(op, ident, payload):
         for registration in kid['open']:
             selector.register(registration[2], selectors.EVENT_READ, registration)
     elif op == b'D':
-        session_ready(ident)
+        group_ready(ident)
         for registration in kid['open']:
             unwatch(registration)
         del kids[ident]
@@ -233,11 +273,16 @@ def request(op, ident, payload):
 
 def main():
     pending = bytearray()
+    autogroup_at = time.monotonic() if NICE > 0 else None  # the next try, None when done
+    give_up_at = time.monotonic() + AUTOGROUP_GIVE_UP_S
     while True:
+        if autogroup_at is not None and time.monotonic() >= autogroup_at:
+            now = time.monotonic()
+            autogroup_at = None if nice_autogroup() or now >= give_up_at else now + AUTOGROUP_TRY_S
         reap()
         flush()
         # The timeout covers a SIGCHLD that lands in the instant between the last check and the wait itself.
-        for key, _ in selector.select(0.05 if by_pid else None):
+        for key, _ in selector.select(0.05 if by_pid else None if autogroup_at is None else AUTOGROUP_TRY_S):
             fd = key.fd
             if fd == wake_r:
                 try:
@@ -264,7 +309,7 @@ def main():
                 continue  # closed earlier in this turn
             ident, stream = registration[0], registration[1]
             if stream == 0:
-                session_ready(ident)
+                group_ready(ident)
                 continue
             try:
                 data = os.read(fd, 65536)

@@ -8,7 +8,8 @@
  * Where neither runs, callers fall back to Node's spawn (spawnerAvailable()). CLUSTERRUNNER_SPAWNER=perl or
  * python picks one (for benches and tests).
  *
- * What a command gets is what spawnShell gave it: its own session and process group (setsid), stdin from
+ * What a command gets is what spawnShell promises: its own process group (in the spawner's session, so that
+ * the kernel's autogroups make one scheduling group per spawner rather than one per command), stdin from
  * /dev/null, stdout and stderr on two pipes read by the spawner and relayed here in frames, the environment
  * given (nothing else), the cwd, and run_as_user's uid/gid (supplementary groups dropped). The spawner reports
  * the pid, the output, each pipe's end and the exit status; pausing a command's output stops reading its
@@ -21,7 +22,7 @@ import type { Writable } from 'node:stream';
 /*
  * Requests (here -> spawner): u32 length, then op (1 byte), u32 id, payload. S: cwd NUL uid NUL gid NUL
  * script (NUL env entry)*; P: pause; R: resume; D: drop (close its pipes, forget it).
- * Events (spawner -> here): op (1 byte), u32 id, u32 length, payload. P: pid (once it leads its session); O/E: stdout/stderr bytes;
+ * Events (spawner -> here): op (1 byte), u32 id, u32 length, payload. P: pid (once it leads its process group); O/E: stdout/stderr bytes;
  * C: a pipe closed (payload 1 or 2); X: exit ("code signal escaped", code -1 when signalled, escaped as for
  * Q, looked at as the shell was reaped); F: not started (why).
  * Q (request, then event): may a process have escaped ("1"/"0"), see mayHaveEscaped().
@@ -51,6 +52,23 @@ $SIG{$_} = 'IGNORE' for @group_signals;
 # tell from our list of children that nothing escaped, without reading every process's environment.
 my $prctl = $ARGV[0] // 0;
 my $is_reaper = ($prctl > 0 && syscall($prctl, 36, 1, 0, 0, 0) == 0) ? 1 : 0;
+# A session of our own, and each command a process group in it: one scheduling group for all of them (see
+# spawner.py). Where we already lead a group, the commands still get groups of their own.
+POSIX::setsid();
+# command_nice, as in spawner.py: our own nice (inherited), and our session's autogroup, one write per 100 ms
+# machine-wide. perl-base has no Time::HiRes: times() counts clock ticks.
+my $nice = $ARGV[1] // 0;
+POSIX::nice($nice) if $nice > 0;
+my $tick = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
+sub now { return (POSIX::times())[0] / $tick; }
+my $autogroup_at = $nice > 0 ? now() : undef;
+my $give_up_at = now() + 30;
+sub nice_autogroup {
+  open(my $fh, '>', '/proc/self/autogroup') or return 1;
+  my $again = !defined(syswrite($fh, $nice)) && $!{EAGAIN};
+  close $fh;
+  return !$again;
+}
 sub emit {
   my ($op, $id, $data) = @_;
   my $msg = pack('a1 N N', $op, $id, length $data) . $data;
@@ -65,7 +83,7 @@ sub start {
   my ($id, $payload) = @_;
   my ($cwd, $uid, $gid, $script, @env) = split /\0/, $payload, -1;
   if (!-d $cwd) { emit('F', $id, "the working directory $cwd does not exist"); return; }
-  # The session pipe closes when the child has its own session: only then is its pid a group to signal.
+  # The group pipe closes when the child leads its own process group: only then is its pid a group to signal.
   my ($or, $ow, $er, $ew, $sr, $sw);
   if (!(pipe($or, $ow) && pipe($er, $ew) && pipe($sr, $sw))) {
     emit('F', $id, "pipe: $!"); close $_ for grep { defined } ($or, $ow, $er, $ew, $sr, $sw); return;
@@ -78,7 +96,7 @@ sub start {
       # An ignored signal stays ignored across exec: the command gets the defaults back.
       $SIG{$_} = 'DEFAULT' for @group_signals;
       close $wake_r; close $wake_w;
-      POSIX::setsid();
+      POSIX::setpgid(0, 0);
       close $sw;
       open(STDIN, '<', '/dev/null') or die "stdin: $!\n";
       POSIX::dup2(fileno($ow), 1) // die "dup2: $!\n";
@@ -99,17 +117,17 @@ sub start {
     POSIX::_exit(127);
   }
   close $ow; close $ew; close $sw;
-  $kids{$id} = { open => [$or, $er], paused => 0, pid => $pid, session => $sr };
+  $kids{$id} = { open => [$or, $er], paused => 0, pid => $pid, group => $sr };
   $by_pid{$pid} = $id;
   $owner{fileno $or} = [$id, 1, $or];
   $owner{fileno $er} = [$id, 2, $er];
   $owner{fileno $sr} = [$id, 0, $sr];
   $sel->add($or, $er, $sr);
 }
-sub session_ready {
+sub group_ready {
   my ($id) = @_;
   my $kid = $kids{$id} or return;
-  my $fh = delete $kid->{session} or return;
+  my $fh = delete $kid->{group} or return;
   delete $owner{fileno $fh};
   $sel->remove($fh);
   close $fh;
@@ -141,23 +159,26 @@ sub request {
   my $kid = $kids{$id} or return;
   if ($op eq 'P') { $kid->{paused} = 1; $sel->remove(@{$kid->{open}}); }
   elsif ($op eq 'R') { $kid->{paused} = 0; $sel->add(@{$kid->{open}}); }
-  elsif ($op eq 'D') { session_ready($id); close_pipe($_) for @{$kid->{open}}; delete $kids{$id}; }
+  elsif ($op eq 'D') { group_ready($id); close_pipe($_) for @{$kid->{open}}; delete $kids{$id}; }
 }
 sub reap {
   while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
     my $status = $?;
     my $id = delete $by_pid{$pid};
     next unless defined $id;
-    session_ready($id);
+    group_ready($id);
     my $sig = POSIX::WIFSIGNALED($status) ? POSIX::WTERMSIG($status) : 0;
     # Whatever the shell left behind is our child by now (reparented before its parent hears of the exit).
     emit('X', $id, ($sig ? "-1 $sig" : POSIX::WEXITSTATUS($status) . ' 0') . ' ' . escaped());
   }
 }
 for (;;) {
+  if (defined $autogroup_at && now() >= $autogroup_at) {
+    $autogroup_at = (nice_autogroup() || now() >= $give_up_at) ? undef : now() + 0.1;
+  }
   reap();
   # The timeout covers a SIGCHLD that lands in the instant between the last check and the wait itself.
-  for my $fh ($sel->can_read(%by_pid ? 0.05 : undef)) {
+  for my $fh ($sel->can_read(%by_pid ? 0.05 : defined $autogroup_at ? 0.1 : undef)) {
     # A handle closed earlier in this turn (its command dropped) has no number any more.
     my $fd = fileno($fh);
     next unless defined $fd;
@@ -177,7 +198,7 @@ for (;;) {
     }
     my $o = $owner{$fd} or next;
     next if $o->[2] != $fh;
-    if ($o->[1] == 0) { session_ready($o->[0]); next; }
+    if ($o->[1] == 0) { group_ready($o->[0]); next; }
     my $n = sysread($fh, my $buf, 65536);
     next if !defined $n && ($!{EINTR} || $!{EAGAIN});
     if ($n) { emit($o->[1] == 1 ? 'O' : 'E', $o->[0], $buf); next; }
@@ -216,9 +237,9 @@ const MAX_EVENT_BYTES = 1024 * 1024;
 
 export type SpawnerKind = 'python' | 'perl';
 
-/** What each kind needs, checked by running it: posix_spawn with setsid (Python 3.8+, glibc 2.26+), Perl's modules. */
+/** What each kind needs, checked by running it: posix_spawn with setpgroup (Python 3.8+), Perl's modules. */
 const CHECKS: Record<SpawnerKind, [string, string[]]> = {
-  python: [PYTHON, ['-I', '-S', '-c', 'import os, selectors, signal, struct; os.waitpid(os.posix_spawn("/bin/true", ["true"], {}, setsid=True, setsigdef=[signal.SIGPIPE]), 0)']],
+  python: [PYTHON, ['-I', '-S', '-c', 'import os, selectors, signal, struct; os.waitpid(os.posix_spawn("/bin/true", ["true"], {}, setpgroup=0, setsigdef=[signal.SIGPIPE]), 0)']],
   perl: [PERL, ['-MPOSIX', '-MIO::Select', '-e', '1']],
 };
 
@@ -241,6 +262,7 @@ export function spawnerAvailable(): boolean {
 
 export class Spawner {
   readonly kind: SpawnerKind;
+  readonly #nice: number;
   #child: ChildProcess | null = null;
   #input: Writable | null = null;
   readonly #commands = new Map<number, SpawnEvents>();
@@ -250,14 +272,20 @@ export class Spawner {
   readonly #queries = new Map<number, (mayHave: boolean) => void>();
 
   /**
+   * `nice`: command_nice, how far below our CPU priority the commands run (0 to 19; 0, the default: the same).
+   */
+  constructor(kind: SpawnerKind = availableSpawners()[0] ?? 'perl', options: { readonly nice?: number } = {}) {
+    this.kind = kind;
+    const nice = options.nice ?? 0;
+    if (!Number.isInteger(nice) || nice < 0 || nice > 19) throw new RangeError(`nice: expected an integer from 0 to 19, got ${nice}`);
+    this.#nice = nice;
+  }
+
+  /**
    * False only when no process started through this spawner is alive outside a running command's shell
    * (the spawner is a subreaper: it inherits whatever a command left when its shell exited). True whenever
    * that is not known: no subreaper here, no /proc, the spawner gone.
    */
-  constructor(kind: SpawnerKind = availableSpawners()[0] ?? 'perl') {
-    this.kind = kind;
-  }
-
   mayHaveEscaped(): Promise<boolean> {
     const id = this.#takeId();
     return new Promise((resolve) => {
@@ -327,8 +355,8 @@ export class Spawner {
   #ensureStarted(): Writable {
     if (this.#child !== null && this.#input !== null) return this.#input;
     const [command, args] = this.kind === 'python'
-      ? [PYTHON, ['-I', '-S', PYTHON_SCRIPT]]
-      : [PERL, ['-e', SPAWNER_SCRIPT, String(PRCTL_SYSCALL[process.arch] ?? 0)]];
+      ? [PYTHON, ['-I', '-S', PYTHON_SCRIPT, String(this.#nice)]]
+      : [PERL, ['-e', SPAWNER_SCRIPT, String(PRCTL_SYSCALL[process.arch] ?? 0), String(this.#nice)]];
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: '/usr/bin:/bin' } });
     this.#child = child;
     this.#input = child.stdin!;

@@ -38,6 +38,8 @@ export interface DaemonOptions extends WorkerConf {
   readonly healthCheckCommand?: string | null;
   /** Conf health_check_interval_seconds in ms; default 30 s. */
   readonly healthCheckIntervalMs?: number;
+  /** Conf command_nice: how far below the worker's CPU priority its commands run; default 0 (the same). */
+  readonly commandNice?: number;
   readonly name: string;
   readonly log: Logger;
 }
@@ -153,7 +155,7 @@ export class WorkerDaemon {
    * Atoms, setups and teardowns fork from this small process, not from ours (issue 18: a fork of this
    * process costs its page tables and copy-on-write faults, paid on its one thread); null without perl.
    */
-  readonly #spawner: Spawner | null = spawnerAvailable() ? new Spawner() : null;
+  readonly #spawner: Spawner | null;
   /** The environment atoms inherit, read once: copying process.env cost a third of a ms per atom (issue 18). */
   readonly #commandEnv = commandEnvironment();
   #workerId: number | null = null;
@@ -165,6 +167,7 @@ export class WorkerDaemon {
   constructor(options: DaemonOptions) {
     this.#options = options;
     this.#log = options.log;
+    this.#spawner = spawnerAvailable() ? new Spawner(undefined, { nice: options.commandNice ?? 0 }) : null;
     this.#workDir = join(options.baseDirectory, 'worker', `${process.pid}-${this.#sessionId.slice(0, 8)}`);
     // The repository cache outlives this process: the next build of a repository fetches only what changed.
     this.#git = new GitCache({ root: join(options.baseDirectory, 'git-cache'), timeoutMs: options.gitTimeoutMs, allowLocalRepositories: options.allowLocalRepositories });
@@ -481,6 +484,7 @@ export class WorkerDaemon {
       marker: build.marker,
       runAs: this.#runAs,
       spawner: this.#spawner,
+      nice: this.#options.commandNice ?? 0,
       onOutput: (chunk) => tail.push(chunk),
     });
     started(child);
@@ -523,6 +527,7 @@ export class WorkerDaemon {
         signal: abort.signal,
         outputs: this.#outputs,
         spawner: this.#spawner,
+        commandNice: this.#options.commandNice ?? 0,
         baseEnv: this.#commandEnv,
       });
     }).catch((error: unknown) => {

@@ -90,6 +90,8 @@ export async function runSubjob(options: {
   outputs: Map<string, OutputRecord>;
   /** Forks the atoms from this small process when given (shared/spawner.ts). */
   spawner?: Spawner | null;
+  /** Without a spawner, how far below the worker's CPU priority atoms run (command_nice). */
+  commandNice?: number;
   /** The environment atoms inherit (the worker's own, less its settings: commandEnvironment()). */
   baseEnv: NodeJS.ProcessEnv;
 }): Promise<void> {
@@ -139,6 +141,7 @@ export async function runSubjob(options: {
       marker,
       runAs: build.runAs,
       spawner: options.spawner ?? null,
+      nice: options.commandNice ?? 0,
       onOutput: (chunk) => {
         if (outputBytes > outputLimit) return;
         outputBytes += chunk.length;

@@ -3,6 +3,7 @@
  * command list is joined, observed through real builds on an in-process master and workers.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, postBuild, startTestMaster, startTestWorker, tempDir, waitForBuild } from '../support/cluster.ts';
@@ -98,6 +99,23 @@ describe('what a command sees', () => {
     // Otherwise the uniqueness checks above proved nothing.
     expect(concurrentPairs).toBeGreaterThan(0);
     expect(crossWorkerPairs).toBeGreaterThan(0);
+  });
+
+  // command_nice: a worker and a master beside it answer at once even when the commands take every CPU.
+  it('runs below the worker\'s CPU priority: 10 by default, as command_nice says otherwise', async () => {
+    const master = await startTestMaster();
+    const own = getPriority();
+    for (const [commandNice, expected] of [[undefined, 10], [3, 3], [0, 0]] as const) {
+      const worker = await startTestWorker(master, commandNice === undefined ? {} : { commandNice });
+      const project = tempDir('cr-project-');
+      const id = await postBuild(master, {
+        type: 'directory', project_directory: project,
+        config: { commands: ['ps -o ni= -p $$ > "$PROJECT_DIR/nice"'], atomizers: [{ N: 'echo 1' }] },
+      });
+      expect((await waitForBuild(master, id)).status).toBe('SUCCESS');
+      expect(Number(readFileSync(join(project, 'nice'), 'utf8'))).toBe(Math.min(19, own + expected));
+      await worker.stop();
+    }
   });
 
   it('runs with pipefail: `false | true` fails the atom', async () => {

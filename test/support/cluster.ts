@@ -75,7 +75,7 @@ export interface TestWorker {
 /** A real worker daemon in this process; its atoms are real processes. */
 export async function startTestWorker(
   master: { url: string; secret: string },
-  options: { executors?: number; name?: string; base?: string; allowLocalRepositories?: boolean; heartbeatFailureThreshold?: number; minDiskFreeBytes?: number } = {},
+  options: { executors?: number; name?: string; base?: string; allowLocalRepositories?: boolean; heartbeatFailureThreshold?: number; minDiskFreeBytes?: number; commandNice?: number } = {},
 ): Promise<TestWorker> {
   const base = options.base ?? tempDir('cr-worker-');
   const file = join(base, 'worker.conf');
@@ -87,6 +87,7 @@ export async function startTestWorker(
     heartbeatIntervalMs: 200,
     ...(options.heartbeatFailureThreshold === undefined ? {} : { heartbeatFailureThreshold: options.heartbeatFailureThreshold }),
     ...(options.minDiskFreeBytes === undefined ? {} : { minDiskFreeBytes: options.minDiskFreeBytes }),
+    ...(options.commandNice === undefined ? {} : { commandNice: options.commandNice }),
     masterUnreachableMs: 10_000,
     killGraceMs: 500,
     allowLocalRepositories: options.allowLocalRepositories ?? true,

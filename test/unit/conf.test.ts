@@ -103,6 +103,7 @@ describe('loadConf', () => {
       labels: [],
       healthCheckCommand: null,
       healthCheckIntervalMs: 30_000,
+      commandNice: 10,
       compatibility: 'default',
       logFile: null,
       eventlogFile: null,
@@ -366,6 +367,19 @@ describe('worker labels and health check keys (SPEC §13)', () => {
 
   it.each([['labels', 'has space'], ['labels', 'ok,-dash'], ['health_check_interval_seconds', '0']])('refuses %s = %s, naming the key', (key, value) => {
     expect(() => load(`[general]\nsecret = ${SECRET}\n[worker]\n${key} = ${value}\n`, { role: 'worker' })).toThrow(new RegExp(`"${key}" must be`));
+  });
+});
+
+describe('command_nice (worker)', () => {
+  it('takes 0 to 19', () => {
+    for (const value of [0, 19]) {
+      expect(load(`[general]\nsecret = ${SECRET}\n[worker]\ncommand_nice = ${value}\n`, { role: 'worker' }).commandNice).toBe(value);
+    }
+  });
+
+  it.each(['-1', '20', '2.5', 'low'])('refuses command_nice = %s, naming the key and the range', (value) => {
+    expect(() => load(`[general]\nsecret = ${SECRET}\n[worker]\ncommand_nice = ${value}\n`, { role: 'worker' }))
+      .toThrow(/"command_nice" must be an integer from 0 to 19/);
   });
 });
 

@@ -1,5 +1,5 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -104,6 +104,16 @@ describe('spawnShell', () => {
     });
     expect((await running.child.result).exitCode).toBe(0);
     expect(running.output()).toBe(`hello ${marker}\n${dir}\n`);
+  });
+
+  // command_nice where no spawner runs: Node's spawn has no such option, so the shell's first instants run at
+  // ours (hence the sleep before looking).
+  it('runs the command the nice asked for below us, and at ours by default', async () => {
+    const niced = run('sleep 0.3; ps -o ni= -p $$', { nice: 6 });
+    const plain = run('ps -o ni= -p $$');
+    await Promise.all([niced.child.result, plain.child.result]);
+    expect(Number(niced.output())).toBe(Math.min(19, getPriority() + 6));
+    expect(Number(plain.output())).toBe(getPriority());
   });
 
   it('merges stderr into stdout in the exact order written', async () => {

@@ -1,5 +1,5 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { findMarkedProcesses, killMarkedProcesses, spawnShell, type GroupProcess, type ShellOptions } from '../../shared/process.ts';
@@ -44,6 +44,11 @@ function groupOf(pid: number): number | undefined {
   }
 }
 
+function sessionOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3]);
+}
+
 function liveGroupMembers(pgid: number): number[] {
   return readdirSync('/proc').filter((name) => /^\d+$/.test(name)).map(Number).filter((pid) => groupOf(pid) === pgid);
 }
@@ -66,16 +71,28 @@ describe.each(availableSpawners().map((kind): [SpawnerKind] => [kind]))('spawnSh
     expect(await run('kill -KILL $$').child.result).toMatchObject({ exitCode: -9, signal: 'SIGKILL' });
   });
 
-  it('gives the command exactly its environment, the marker, its cwd, its own session and no stdin', async () => {
-    const running = run('echo "$GREETING $CLUSTERRUNNER_MARKER ${HOME-unset}"; pwd; ps -o sid= -p $$; read -r line; echo "read $?"', {
+  it('gives the command exactly its environment, the marker, its cwd, its own process group, no terminal and no stdin', async () => {
+    const running = run('echo "$GREETING $CLUSTERRUNNER_MARKER ${HOME-unset}"; pwd; ps -o pgid=,tty= -p $$; read -r line; echo "read $?"', {
       env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', GREETING: 'hello world' },
     });
     expect((await running.child.result).exitCode).toBe(0);
-    const [greeting, cwd, sid, read] = running.output().split('\n');
+    const [greeting, cwd, groupAndTty, read] = running.output().split('\n');
     expect(greeting).toBe(`hello world ${marker} unset`);
     expect(cwd).toBe(dir);
-    expect(Number(sid)).toBe(running.child.pid);
+    expect(groupAndTty!.trim().split(/\s+/)).toEqual([String(running.child.pid), '?']);
     expect(read).toBe('read 1');
+  });
+
+  // Under the kernel's autogroups a session is a scheduling group with one share of the CPUs: a session per
+  // command gave 80 running shells 80 shares against the one of the daemon serving them.
+  it('starts every command in one session, the spawner\'s, which is not the worker\'s', async () => {
+    const first = run('ps -o sid= -p $$; sleep 30');
+    const second = run('ps -o sid= -p $$; sleep 30');
+    await expect.poll(() => first.output() !== '' && second.output() !== '', { timeout: 10_000 }).toBe(true);
+    const [firstSid, secondSid] = [Number(first.output()), Number(second.output())];
+    expect(firstSid).toBe(secondSid);
+    expect(firstSid).not.toBe(first.child.pid);
+    expect(firstSid).not.toBe(sessionOf(process.pid));
   });
 
   it('merges stderr in order, or keeps it apart when asked', async () => {
@@ -137,6 +154,32 @@ describe.each(availableSpawners().map((kind): [SpawnerKind] => [kind]))('spawnSh
     child.resumeOutput();
     expect((await child.result).exitCode).toBe(0);
     expect(received).toBe(4_000_000);
+  });
+
+  // command_nice: the commands run below the worker, per process (what counts in a service's cgroup) and per
+  // autogroup (what counts where sessions are scheduling groups; the kernel takes such a write at most every
+  // 100 ms from the whole machine, so it may come a little after the first command).
+  it('runs commands at the nice asked for, their session\'s autogroup too, and at ours by default', async () => {
+    const niced = new Spawner(kind, { nice: 7 });
+    try {
+      const seen = async (chosen: Spawner) => {
+        const running = run('ps -o ni= -p $$; cat /proc/self/autogroup', { spawner: chosen });
+        expect((await running.child.result).exitCode).toBe(0);
+        const [nice, autogroup] = running.output().split('\n');
+        return { nice: Number(nice), autogroupNice: Number(/ nice (-?\d+)$/.exec(autogroup!)?.[1]) };
+      };
+      const own = getPriority();
+      expect((await seen(niced)).nice).toBe(Math.min(19, own + 7));
+      await expect.poll(async () => (await seen(niced)).autogroupNice, { timeout: 15_000, interval: 100 }).toBe(7);
+      expect(await seen(spawner)).toEqual({ nice: own, autogroupNice: 0 });
+    } finally {
+      niced.close();
+    }
+  });
+
+  it('refuses a nice outside 0 to 19', () => {
+    expect(() => new Spawner(kind, { nice: 20 })).toThrow(/nice: expected an integer from 0 to 19, got 20/);
+    expect(() => new Spawner(kind, { nice: -1 })).toThrow(/got -1/);
   });
 
   it('runs hundreds of commands four at a time, with questions in between, every one to its true end', async () => {
