@@ -84,7 +84,11 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
   const registry = new WorkerRegistry();
   const layout = createResultsLayout(join(conf.baseDirectory, 'results'));
   const git = new GitCache({ root: join(conf.baseDirectory, 'git-cache'), timeoutMs: conf.gitTimeoutMs, allowLocalRepositories: conf.allowLocalRepositories });
-  const manager = new BuildManager({ store, settings: conf, log, registry, metrics, layout, git, checkoutsRoot: join(conf.baseDirectory, 'projects') });
+  // Bound once the worker endpoint is up (it needs the manager's events).
+  let isIngestBusy = () => false;
+  const manager = new BuildManager({
+    store, settings: conf, log, registry, metrics, layout, git, checkoutsRoot: join(conf.baseDirectory, 'projects'), isBusy: () => isIngestBusy(),
+  });
   const pools: PoolsHandle = { current: null };
   const app = createApp({
     store, manager, registry, layout, metrics, log, sessionId, version: options.version, secret: conf.secret,
@@ -111,6 +115,7 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
     registerTimeoutMs: Math.max(5_000, 3 * conf.heartbeatIntervalMs),
   };
   const endpoint = attachWorkerEndpoint(server, { secret: conf.secret, maxConnectsPerSecond: conf.maxWorkerConnectsPerSecond, log, session: sessionDeps });
+  isIngestBusy = endpoint.isBusy;
   const liveness = startLivenessSweep(sessionDeps, Math.max(100, Math.min(1000, conf.heartbeatIntervalMs / 2)));
 
   manager.start();

@@ -55,6 +55,8 @@ export class BuildManager implements WorkerEvents {
   constructor(deps: {
     store: Store; settings: BuildSettings; log: Logger; registry: WorkerRegistry; metrics: Metrics; layout: ResultsLayout;
     git: GitCache; checkoutsRoot: string;
+    /** Results are waiting to be handled: the archives of running builds wait for them (archive.ts). */
+    isBusy?: () => boolean;
   }) {
     const { store, settings, log, registry, metrics, layout } = deps;
     const runs = this.#runs;
@@ -64,6 +66,7 @@ export class BuildManager implements WorkerEvents {
     this.#layout = layout;
     const checkoutDir = (buildId: number) => join(deps.checkoutsRoot, String(buildId));
     const files = new LeaseFiles();
+    const mask = createMask([settings.secret]);
     const finishInBackground = (run: BuildRun, status: Parameters<Finisher['finish']>[1], errorText: string | null = null) =>
       this.#finisher.finishInBackground(run, status, errorText);
     this.#leases = new LeaseBook({ store, log, layout, maxConsoleBytes: settings.maxConsoleBytes, runs, files });
@@ -71,7 +74,7 @@ export class BuildManager implements WorkerEvents {
     this.#loop = new DispatchLoop({ registry, setups: this.#setups, leases: this.#leases });
     this.#finisher = new Finisher({
       store, log, layout, metrics, registry, leases: this.#leases, setups: this.#setups, snapshots: this.#snapshots, checkoutDir,
-      mask: createMask([settings.secret]),
+      mask,
       stopDispatch: (run) => this.#loop.remove(run),
       finished: (run) => {
         runs.delete(run.id);
@@ -89,7 +92,8 @@ export class BuildManager implements WorkerEvents {
       this.#preparer.enqueue(run);
       this.#updateQueueDepth();
     } });
-    this.#recorder = new ResultRecorder({ store, settings, log, layout, metrics, runs, files, finishInBackground });
+    this.#recorder = new ResultRecorder({ store, settings, log, layout, metrics, runs, files, mask, finishInBackground,
+      isBusy: deps.isBusy ?? (() => false) });
     this.#retrier = new BuildRetrier({
       store, log, runs, whenFinished: (buildId) => this.#finisher.whenFinished(buildId), makeReady: (run) => {
         this.#makeReady(run);
@@ -132,6 +136,8 @@ export class BuildManager implements WorkerEvents {
     for (const run of this.#runs.values()) run.abort.abort();
     const preparing = this.#preparer.close();
     await this.#finisher.settle();
+    // Builds still running resume after a restart, and write their archives then.
+    await Promise.all([...this.#runs.values()].map((run) => run.archive?.abandon()));
     await preparing;
     this.#store.batcher.flush();
   }

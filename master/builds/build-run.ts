@@ -4,6 +4,7 @@ import type { BuildStatus } from '../model/build-status.ts';
 import { transitionRunPhase, type RunPhase } from '../model/run-phase.ts';
 import type { WorkItem } from '../model/work-item.ts';
 import type { RunSnapshot } from '../scheduling/dispatcher.ts';
+import type { RunningArchive } from './archive.ts';
 
 export type { WorkItem } from '../model/work-item.ts';
 
@@ -36,6 +37,8 @@ export class BuildRun {
   atoms: RunAtom[][] = [];
   remainingAtoms = 0;
   completedSubjobs = 0;
+  /** The archives being written while the build runs (result-recorder.ts, finisher.ts); null before its first result. */
+  archive: RunningArchive | null = null;
   // Per-atom counters in typed arrays, not maps of "subjob/atom" strings: 100,000 atoms cost 400 KB here and
   // no garbage per result (issue 18). An atom's slot is #atomOffset[subjobId] + atomId.
   #remainingPerSubjob = new Int32Array(0);

@@ -21,8 +21,9 @@ export type FinishStatus = TerminalStatus | 'OUTCOME';
 
 /**
  * The one way a build ends. Dispatch stops at once and running work is stopped (cancel/error); then the
- * archive of every finished atom is written, and only then is the status made terminal, so a client that
- * sees a terminal build can always download its artifacts. Last, the run leaves memory.
+ * archive of every finished atom is completed (most are in it already: archive.ts, RunningArchive), and only
+ * then is the status made terminal, so a client that sees a terminal build can always download its
+ * artifacts. Last, the run leaves memory.
  */
 export class Finisher {
   readonly #mask: Mask;
@@ -109,13 +110,22 @@ export class Finisher {
     const failures = this.#store.atoms.listFailedAtoms(run.id).map((atom) => atomFolderName(atom.subjobId, atom.id));
     try {
       await mkdir(this.#layout.artifactsDir(run.id), { recursive: true });
-      await writeBuildArchives({
+      const archive = {
         artifactsDir: this.#layout.artifactsDir(run.id),
         tarGzPath: this.#layout.tarGz(run.id),
         zipPath: this.#layout.zip(run.id),
         results: this.#atomResults(run),
         failures,
+      };
+      // Most atoms are in the archives already (archive.ts, RunningArchive); should that have failed, write
+      // them again from the start, which reports its own failure.
+      const running = run.archive;
+      run.archive = null;
+      const isWritten = running !== null && await running.finish(archive.results, archive.failures).then(() => true, (error: unknown) => {
+        this.#log.warn({ buildId: run.id, err: error }, 'writing the archive while the build ran failed; writing it again');
+        return false;
       });
+      if (!isWritten) await writeBuildArchives(archive);
       this.#store.builds.setArtifactsReady(run.id);
     } catch (error) {
       this.#log.error({ buildId: run.id, err: error }, 'could not write the artifact archive');

@@ -9,6 +9,8 @@ import type { Lease, WorkerEntry } from '../workers/worker-registry.ts';
 import type { BuildRun } from './build-run.ts';
 import type { BuildSettings } from './build-settings.ts';
 import { closeAtomFiles, createArtifactUpload, startAtomFolder } from './atom-files.ts';
+import { RunningArchive } from './archive.ts';
+import type { Mask } from '../../shared/mask.ts';
 import type { LeaseFiles } from './lease-files.ts';
 import { atomFolderName, type ResultsLayout } from './results-layout.ts';
 import { collectAtomTests } from '../tests/test-reports.ts';
@@ -33,6 +35,8 @@ export class ResultRecorder {
   readonly #metrics: Metrics;
   readonly #runs: ReadonlyMap<number, BuildRun>;
   readonly #files: LeaseFiles;
+  readonly #mask: Mask;
+  readonly #isBusy: () => boolean;
   readonly #finishInBackground: (run: BuildRun, status: TerminalStatus | 'OUTCOME', errorText?: string) => void;
   /** SPEC §15: the worker each atom being retried last failed on, by build/subjob/atom; bounded by MAX_FAILED_ON. */
   readonly #failedOn = new Map<string, WorkerEntry>();
@@ -40,6 +44,10 @@ export class ResultRecorder {
   constructor(deps: {
     store: Store; settings: BuildSettings; log: Logger; layout: ResultsLayout; metrics: Metrics; runs: ReadonlyMap<number, BuildRun>;
     files: LeaseFiles; finishInBackground: (run: BuildRun, status: TerminalStatus | 'OUTCOME', errorText?: string) => void;
+    /** Masks the secret in the archive's clusterrunner_command (issue 10 item 7), as the finisher does. */
+    mask: Mask;
+    /** Worker messages wait: the running archives wait for them. */
+    isBusy: () => boolean;
   }) {
     this.#store = deps.store;
     this.#settings = deps.settings;
@@ -48,6 +56,8 @@ export class ResultRecorder {
     this.#metrics = deps.metrics;
     this.#runs = deps.runs;
     this.#files = deps.files;
+    this.#mask = deps.mask;
+    this.#isBusy = deps.isBusy;
     this.#finishInBackground = deps.finishInBackground;
   }
 
@@ -163,9 +173,17 @@ export class ResultRecorder {
     if (exitCode === 0) this.#judgeWorkers(worker, `${run.id}/${lease.subjobId}/${atomId}`, run.id);
     else this.#failedOn.delete(`${run.id}/${lease.subjobId}/${atomId}`);
     this.#metrics.atomsTotal.inc({ result: exitCode === 0 ? 'success' : 'failure' });
+    const atomString = atomCommandString(atom.variable, atom.value);
     if (message.stop_reason === null || message.stop_reason === 'timeout') {
-      this.#store.timings.record(run.job!.timingKey, atomCommandString(atom.variable, atom.value), message.time_s, run.id);
+      this.#store.timings.record(run.job!.timingKey, atomString, message.time_s, run.id);
     }
+    // Its folder is final: into the archives now, not all of them after the last atom (archive.ts).
+    run.archive ??= new RunningArchive({
+      artifactsDir: this.#layout.artifactsDir(run.id), tarGzPath: this.#layout.tarGz(run.id), zipPath: this.#layout.zip(run.id),
+    }, run.atoms.map((atoms) => atoms.length), this.#isBusy);
+    run.archive.atomDone({
+      subjobId: lease.subjobId, atomId, command: this.#mask(`${atomString} ${run.job!.command}`), exitCode, timeS: message.time_s,
+    });
     if (run.completeAtom(lease.subjobId, atomId)) {
       const completed = run.completedSubjobs;
       this.#store.batcher.add(() => {

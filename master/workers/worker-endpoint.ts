@@ -58,7 +58,7 @@ export interface WorkerEndpointOptions {
  * signature is even checked, so a reconnect flood (a buggy worker fleet, or someone hostile) costs the
  * master a counter and a 429 each, and the API stays responsive.
  */
-export function attachWorkerEndpoint(server: Server, options: WorkerEndpointOptions): { close(): void } {
+export function attachWorkerEndpoint(server: Server, options: WorkerEndpointOptions): { isBusy(): boolean; close(): void } {
   const { log } = options;
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
   const nonces = new NonceCache();
@@ -127,6 +127,8 @@ export function attachWorkerEndpoint(server: Server, options: WorkerEndpointOpti
   };
 
   return {
+    /** Worker messages wait to be handled: background work (the archives of running builds) waits for them. */
+    isBusy: () => ingest.length > 0,
     close() {
       ingest.close();
       for (const client of wss.clients) client.terminate();

@@ -73,9 +73,10 @@ describe.skipIf(!canMount())('a full disk', () => {
   it('under the master\'s results when the archive is written: ERROR, not SUCCESS with an archive missing', async () => {
     const base = mountTmpfs(2560);
     const master = await startTestMaster({ base, conf: { database: join(tempDir('cr-db-'), 'clusterrunner.db') } });
-    await startTestWorker(master, { executors: 3 });
-    // 3 × 600 KB of random bytes fit; the archives of them (as big again, twice) do not.
-    const id = await postBuild(master, build(['head -c 614400 /dev/urandom > "$ARTIFACT_DIR/random"'], 3));
+    await startTestWorker(master, { executors: 1 });
+    // 1 MiB of random bytes fits; the archives of it (as big again, twice) do not. One atom: its files are
+    // all in before the archives start (they are written while a build runs), so only the archive can fail.
+    const id = await postBuild(master, build(['head -c 1048576 /dev/urandom > "$ARTIFACT_DIR/random"'], 1));
     const failed = await waitForBuild(master, id);
     expect([failed.status, failed.error_message]).toEqual(['ERROR', expect.stringMatching(
       /^The build's atoms finished but its artifact archive could not be written: .*ENOSPC/)]);

@@ -4,7 +4,8 @@
  * output, instead of running again.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -96,6 +97,45 @@ describe('a master killed mid-build and started again', () => {
     } finally {
       db.close();
     }
+  });
+
+  // The archives are written while a build runs (archive.ts, RunningArchive): a master killed then leaves
+  // its temp files, and the build's archives are written whole after the restart.
+  it('writes whole archives after a restart that killed the one being written, and leaves no temp file', async () => {
+    const dir = tempDir('cr-restart-');
+    const project = tempDir('cr-restart-project-');
+    const flag = join(project, 'go');
+    writeFileSync(join(project, 'clusterrunner.yaml'), [
+      'Partly:',
+      '  commands:',
+      `    - echo "out $N"; if [ "$N" != 1 ]; then while [ ! -e ${flag} ]; do sleep 0.05; done; fi`,
+      '  atomizers:',
+      '    - N: seq 1 3',
+      '',
+    ].join('\n'));
+    const port = await freePort();
+    const secret = randomBytes(16).toString('hex');
+    const first = await startCliMaster(dir, port, secret);
+    await startTestWorker(first, { executors: 3 });
+    const buildId = await postBuild(first, { type: 'directory', project_directory: project, job_name: 'Partly' });
+    const buildDir = join(first.base, 'results', String(buildId));
+    const temps = () => (existsSync(buildDir) ? readdirSync(buildDir).filter((name) => name.endsWith('.tmp')) : []);
+    await eventually('the first atom\'s result and the archives begun', async () => {
+      const atoms = await atomsOf(first, buildId);
+      return atoms[0]?.state === 'COMPLETED' && temps().length === 2;
+    });
+
+    first.process.child.kill('SIGKILL');
+    await first.process.exited;
+    const second = await startCliMaster(dir, port, secret);
+    writeFileSync(flag, '');
+
+    expect((await waitForBuild(second, buildId, undefined, 60_000)).status).toBe('SUCCESS');
+    expect(temps()).toEqual([]);
+    const listing = execFileSync('tar', ['-tzf', join(buildDir, 'results.tar.gz')], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    expect(listing.filter((name) => name.endsWith('/'))).toEqual(['artifact_0_0/', 'artifact_1_0/', 'artifact_2_0/']);
+    const fromTar = execFileSync('tar', ['-xzOf', join(buildDir, 'results.tar.gz'), 'artifact_1_0/clusterrunner_console_output'], { encoding: 'utf8' });
+    expect(fromTar).toBe('out 2\n');
   });
 
   it('gets again the output that was on its way when the master died: the console has no hole', async () => {
