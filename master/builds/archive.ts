@@ -97,7 +97,8 @@ async function writeArchives(targets: { readonly artifactsDir: string; readonly 
     // Renamed only once both are complete, so the two downloads always come from the same listing.
     await rename(tarGzTemp, tarGzPath);
     await rename(zipTemp, zipPath);
-    await removeStaleTemps(tarGzPath, zipPath);
+    // Best effort: the archives are in place; a leftover only takes room until the build is pruned.
+    await removeStaleTemps(tarGzPath, zipPath).catch(() => undefined);
   } catch (error) {
     await Promise.all([rm(tarGzTemp, { force: true }), rm(zipTemp, { force: true })]);
     if (error instanceof ClusterRunnerError) {
