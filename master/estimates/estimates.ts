@@ -79,24 +79,13 @@ export function buildEta(store: Store, build: BuildRecord): number | null {
   if (isTerminalStatus(build.status) || build.status !== 'BUILDING' || build.job === null) return null;
   const held = store.leases.listBuild(build.id).length;
   if (held === 0) return null;
-  const remaining = new Map<number, { seconds: number; numAtoms: number; unknown: number }>();
-  const known: number[] = [];
-  for (const atom of store.atoms.listBuildAtoms(build.id)) {
-    if (atom.expectedTime !== null) known.push(atom.expectedTime);
-    if (atom.state === 'COMPLETED') continue;
-    const subjob = remaining.get(atom.subjobId) ?? { seconds: 0, numAtoms: 0, unknown: 0 };
-    if (atom.expectedTime === null) subjob.unknown++;
-    else subjob.seconds += atom.expectedTime;
-    subjob.numAtoms++;
-    remaining.set(atom.subjobId, subjob);
-  }
-  if (known.length === 0) return null;
-  // An atom planned without history of its own is taken as the mean of those with it.
-  const mean = known.reduce((sum, seconds) => sum + seconds, 0) / known.length;
+  const { known, mean } = store.atoms.expectedTimeStats(build.id);
+  if (known === 0 || mean === null) return null;
   const job = build.job;
   const overheads = learnedOverheads(store, job.name, job.timingKey);
-  const subjobs: SimulatedSubjob[] = [...remaining].sort(([a], [b]) => a - b)
-    .map(([id, subjob]) => ({ id, seconds: (subjob.seconds + subjob.unknown * mean) * overheads.atomTimeRatio, numAtoms: subjob.numAtoms }));
+  // An atom planned without history of its own is taken as the mean of those with it.
+  const subjobs: SimulatedSubjob[] = store.atoms.remainingBySubjob(build.id).map((subjob) =>
+    ({ id: subjob.subjobId, seconds: (subjob.seconds + subjob.unknown * mean) * overheads.atomTimeRatio, numAtoms: subjob.numAtoms }));
   const dispatchS = simulateDispatch(subjobs, { executors: held, maxExecutors: job.maxExecutors, maxExecutorsPerWorker: null },
     { ...overheads, setupS: 0 });
   return round(dispatchS + overheads.archiveS);

@@ -58,4 +58,30 @@ describe('a build plan in SQLite', () => {
     expect(store.atoms.listBuildAtoms(buildId).map((atom) => atom.value)).toEqual(['1']);
     expect(store.atoms.hasExpectedTimes(buildId)).toBe(false);
   });
+
+  // The running build's ETA reads these sums instead of every atom (issue 18).
+  it('sums the expected seconds of the atoms still to finish, per subjob, as the atoms themselves add up', () => {
+    const { store, buildId } = newBuild();
+    const subjobs = plan((id) => (id % 3 === 0 ? null : id / 7));
+    store.db.transaction(() => store.atoms.insertPlan(buildId, subjobs))();
+    for (const subjob of subjobs.filter((planned) => planned.id % 4 === 0)) {
+      for (const atom of subjob.atoms.slice(0, 1)) store.atoms.markFinished(buildId, subjob.id, atom.id, 0, 1.5, null);
+      store.atoms.setSubjobState(buildId, subjob.id, 'COMPLETED');
+    }
+    const atoms = store.atoms.listBuildAtoms(buildId);
+    const expected = new Map<number, { subjobId: number; seconds: number; numAtoms: number; unknown: number }>();
+    for (const atom of atoms.filter((each) => each.state !== 'COMPLETED')) {
+      const entry = expected.get(atom.subjobId) ?? { subjobId: atom.subjobId, seconds: 0, numAtoms: 0, unknown: 0 };
+      entry.seconds += atom.expectedTime ?? 0;
+      entry.numAtoms += 1;
+      entry.unknown += atom.expectedTime === null ? 1 : 0;
+      expected.set(atom.subjobId, entry);
+    }
+    expect(expected.size).toBeLessThan(subjobs.length);
+    expect(store.atoms.remainingBySubjob(buildId)).toEqual([...expected.values()]);
+    const known = atoms.flatMap((atom) => (atom.expectedTime === null ? [] : [atom.expectedTime]));
+    const stats = store.atoms.expectedTimeStats(buildId);
+    expect(stats.known).toBe(known.length);
+    expect(stats.mean).toBeCloseTo(known.reduce((sum, time) => sum + time, 0) / known.length, 9);
+  });
 });
