@@ -5,6 +5,7 @@ import { transitionRunPhase, type RunPhase } from '../model/run-phase.ts';
 import type { WorkItem } from '../model/work-item.ts';
 import type { RunSnapshot } from '../scheduling/dispatcher.ts';
 import type { RunningArchive } from './archive.ts';
+import { NumberHeap } from '../model/number-heap.ts';
 
 export type { WorkItem } from '../model/work-item.ts';
 
@@ -54,7 +55,7 @@ export class BuildRun {
   /** Per subjob, the seconds the plan expects it to take; NaN where no history told. */
   #expectedSeconds = new Float64Array(0);
   /** Freed BUILD_EXECUTOR_INDEX values as a binary min-heap: the lowest in O(log n), not a sort per lease. */
-  readonly #freeBuildExecutors: number[] = [];
+  readonly #freeBuildExecutors = new NumberHeap();
   #nextBuildExecutor = 0;
 
   constructor(id: number, priority: number, request: BuildRequest) {
@@ -191,17 +192,17 @@ export class BuildRun {
   takeBuildExecutor(workerId: number): number {
     this.executorsInUse++;
     this.executorsPerWorker.set(workerId, (this.executorsPerWorker.get(workerId) ?? 0) + 1);
-    return this.#freeBuildExecutors.length > 0 ? this.#popLowestFree() : this.#nextBuildExecutor++;
+    return this.#freeBuildExecutors.pop() ?? this.#nextBuildExecutor++;
   }
 
   /** A restarted master keeps the index of a lease that may resume, so no other executor gets it meanwhile. */
   holdBuildExecutor(index: number): void {
     this.#nextBuildExecutor = Math.max(this.#nextBuildExecutor, index + 1);
     // Rare (a master restart): rebuilding the heap without the index keeps it simple.
-    const free = this.#freeBuildExecutors.filter((value) => value !== index);
-    if (free.length === this.#freeBuildExecutors.length) return;
-    this.#freeBuildExecutors.length = 0;
-    for (const value of free) this.#pushFree(value);
+    const free = this.#freeBuildExecutors.values().filter((value) => value !== index);
+    if (free.length === this.#freeBuildExecutors.size) return;
+    this.#freeBuildExecutors.clear();
+    for (const value of free) this.#freeBuildExecutors.push(value);
   }
 
   /** The held index is in use again: its lease resumed on this worker. */
@@ -212,7 +213,7 @@ export class BuildRun {
 
   /** Its lease did not come back: the index is free for others. */
   releaseHeldBuildExecutor(index: number): void {
-    this.#pushFree(index);
+    this.#freeBuildExecutors.push(index);
   }
 
   releaseBuildExecutor(workerId: number, index: number): void {
@@ -220,37 +221,7 @@ export class BuildRun {
     const perWorker = (this.executorsPerWorker.get(workerId) ?? 1) - 1;
     if (perWorker > 0) this.executorsPerWorker.set(workerId, perWorker);
     else this.executorsPerWorker.delete(workerId);
-    this.#pushFree(index);
-  }
-
-  #pushFree(index: number): void {
-    const heap = this.#freeBuildExecutors;
-    let at = heap.push(index) - 1;
-    while (at > 0) {
-      const parent = (at - 1) >> 1;
-      if (heap[parent]! <= index) break;
-      heap[at] = heap[parent]!;
-      at = parent;
-    }
-    heap[at] = index;
-  }
-
-  #popLowestFree(): number {
-    const heap = this.#freeBuildExecutors;
-    const lowest = heap[0]!;
-    const last = heap.pop()!;
-    if (heap.length === 0) return lowest;
-    let at = 0;
-    for (;;) {
-      const left = at * 2 + 1;
-      if (left >= heap.length) break;
-      const child = left + 1 < heap.length && heap[left + 1]! < heap[left]! ? left + 1 : left;
-      if (heap[child]! >= last) break;
-      heap[at] = heap[child]!;
-      at = child;
-    }
-    heap[at] = last;
-    return lowest;
+    this.#freeBuildExecutors.push(index);
   }
 
   /** Counts a start of an atom; returns which attempt this is (1 for the first). */

@@ -3,6 +3,7 @@ import { planDispatch, type RunSnapshot, type WorkerSnapshot } from '../scheduli
 import type { WorkItem } from '../model/work-item.ts';
 import type { WorkerBuildState } from '../model/worker-build-state.ts';
 import { DEFAULT_OVERHEADS, type Overheads } from './overheads.ts';
+import { NumberHeap } from '../model/number-heap.ts';
 
 /**
  * Predictions made by running the scheduler's own code on the timing history: grouping.ts groups the atoms
@@ -102,41 +103,14 @@ export function simulateByPasses(subjobs: readonly SimulatedSubjob[], layout: Ex
 function simulateOneWorker(subjobs: readonly SimulatedSubjob[], slots: number, costs: DispatchCosts): number {
   let end = costs.setupS;
   if (slots <= 0) return end;
-  // Executors' next free times, a binary min-heap.
-  const free: number[] = [];
-  const push = (time: number) => {
-    let at = free.push(time) - 1;
-    while (at > 0) {
-      const parent = (at - 1) >> 1;
-      if (free[parent]! <= time) break;
-      free[at] = free[parent]!;
-      at = parent;
-    }
-    free[at] = time;
-  };
-  const pop = (): number => {
-    const top = free[0]!;
-    const last = free.pop()!;
-    if (free.length > 0) {
-      let at = 0;
-      for (;;) {
-        const left = 2 * at + 1;
-        if (left >= free.length) break;
-        const child = left + 1 < free.length && free[left + 1]! < free[left]! ? left + 1 : left;
-        if (free[child]! >= last) break;
-        free[at] = free[child]!;
-        at = child;
-      }
-      free[at] = last;
-    }
-    return top;
-  };
+  // Executors' next free times.
+  const free = new NumberHeap();
   for (let index = 0; index < subjobs.length; index++) {
     const subjob = subjobs[index]!;
-    const now = index < slots ? costs.setupS : pop();
+    const now = index < slots ? costs.setupS : free.pop()!;
     const own = now + subjob.seconds + subjob.numAtoms * costs.atomS;
     end = Math.max(end, own + costs.lastSubjobS);
-    push(own + costs.subjobS);
+    free.push(own + costs.subjobS);
   }
   return end;
 }

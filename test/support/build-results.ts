@@ -6,6 +6,8 @@ import { spawn, execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { lstat, readdir, readFile } from 'node:fs/promises';
 import { api, CLI, eventually, spawnCli, tempDir, writeConf, type CliProcess } from './cluster.ts';
 
 type Master = { url: string; secret: string };
@@ -33,6 +35,25 @@ export function listFiles(dir: string, base = dir): string[] {
     else files.push(path.slice(base.length + 1));
   }
   return files.sort();
+}
+
+/** Relative path → `dir` or size and SHA-256 of the file, for comparing two unpacked trees. */
+export async function fileTree(dir: string): Promise<Record<string, string>> {
+  const result: Record<string, string> = {};
+  const visit = async (relative: string): Promise<void> => {
+    for (const name of await readdir(join(dir, relative))) {
+      const child = relative === '' ? name : `${relative}/${name}`;
+      if ((await lstat(join(dir, child))).isDirectory()) {
+        result[`${child}/`] = 'dir';
+        await visit(child);
+      } else {
+        const content = await readFile(join(dir, child));
+        result[child] = `${content.length}:${createHash('sha256').update(content).digest('hex')}`;
+      }
+    }
+  };
+  await visit('');
+  return result;
 }
 
 export function readText(dir: string, relative: string): string {

@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeBuildArchives } from '../../master/builds/archive.ts';
+import { fileTree } from '../support/build-results.ts';
 
 let workDir: string;
 let artifactsDir: string;
@@ -46,26 +47,6 @@ with zipfile.ZipFile(sys.argv[1]) as archive:
 function zipListing(archive: string, extractTo?: string): string[] {
   const args = ['-c', PYTHON_ZIP, archive, ...(extractTo === undefined ? [] : [extractTo])];
   return (JSON.parse(execFileSync('python3', args, { encoding: 'utf8' })) as string[]).sort();
-}
-
-/** Relative path → `dir` or size and SHA-256 of the file, for comparing two unpacked trees. */
-async function tree(dir: string): Promise<Record<string, string>> {
-  const result: Record<string, string> = {};
-  const visit = async (relative: string): Promise<void> => {
-    for (const name of await readdir(path.join(dir, relative))) {
-      const child = relative === '' ? name : `${relative}/${name}`;
-      const info = await lstat(path.join(dir, child));
-      if (info.isDirectory()) {
-        result[`${child}/`] = 'dir';
-        await visit(child);
-      } else {
-        const content = await readFile(path.join(dir, child));
-        result[child] = `${content.length}:${createHash('sha256').update(content).digest('hex')}`;
-      }
-    }
-  };
-  await visit('');
-  return result;
 }
 
 describe('writeBuildArchives', () => {
@@ -120,8 +101,8 @@ describe('writeBuildArchives', () => {
     expect(tarListing(tarGzPath)).toEqual(expectedFiles);
     expect(zipListing(zipPath, fromZip)).toEqual(expectedFiles);
 
-    const unpacked = await tree(fromTar);
-    expect(await tree(fromZip)).toEqual(unpacked);
+    const unpacked = await fileTree(fromTar);
+    expect(await fileTree(fromZip)).toEqual(unpacked);
     expect(Object.keys(unpacked).sort()).toEqual(expectedFiles);
     expect(await readFile(path.join(fromTar, 'failures.txt'), 'utf8')).toBe('artifact_10_0\nartifact_3_0');
     expect(await readFile(path.join(fromZip, 'failures.txt'), 'utf8')).toBe('artifact_10_0\nartifact_3_0');
@@ -251,6 +232,6 @@ describe('writeBuildArchives', () => {
     const fromTar = path.join(workDir, 'from-tar');
     await mkdir(fromTar);
     execFileSync('tar', ['-xzf', tarGzPath, '-C', fromTar]);
-    expect(await tree(fromTar)).toEqual(await tree(fromZip));
+    expect(await fileTree(fromTar)).toEqual(await fileTree(fromZip));
   });
 });

@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RunningArchive, writeBuildArchives, type AtomResultFiles } from '../../master/builds/archive.ts';
+import { fileTree } from '../support/build-results.ts';
 
 /** The build's archives written while it runs (issue 18): the same archives as at its end, sooner. */
 let workDir: string;
@@ -41,21 +42,7 @@ async function unpacked(archive: string): Promise<Record<string, string>> {
   const into = await mkdtemp(path.join(workDir, 'unpacked-'));
   if (archive.endsWith('.zip')) execFileSync('python3', ['-c', 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])', archive, into]);
   else execFileSync('tar', ['-xzf', archive, '-C', into]);
-  const tree: Record<string, string> = {};
-  const visit = async (relative: string): Promise<void> => {
-    for (const name of await readdir(path.join(into, relative))) {
-      const child = relative === '' ? name : `${relative}/${name}`;
-      if ((await lstat(path.join(into, child))).isDirectory()) {
-        tree[`${child}/`] = 'dir';
-        await visit(child);
-      } else {
-        const content = await readFile(path.join(into, child));
-        tree[child] = `${content.length}:${createHash('sha256').update(content).digest('hex')}`;
-      }
-    }
-  };
-  await visit('');
-  return tree;
+  return fileTree(into);
 }
 
 const leftovers = async () => (await readdir(workDir)).filter((name) => name.endsWith('.tmp'));
