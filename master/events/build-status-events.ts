@@ -1,4 +1,7 @@
-import type { EventRecord } from '../store/event-store.ts';
+import type { EventRecord, EventTag } from '../store/event-store.ts';
+
+/** The log's tags that move a build's status (statusAfter): the events a BUILD_STATUS stream needs. */
+export const STATUS_CHANGING_TAGS = ['BUILD_REQUEST_QUEUED', 'BUILD_PREPARE_START', 'BUILD_SETUP_START', 'BUILD_RETRIED', 'BUILD_FINISHED'] as const satisfies readonly EventTag[];
 
 /**
  * The build status an event of the log moves its build to, or null. The build manager writes one of these

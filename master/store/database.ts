@@ -127,6 +127,13 @@ const MIGRATIONS: readonly string[] = [
     since REAL NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 6: a build's events in id order (the rowid follows build_id in the index), for an event stream of one
+  // build that starts from the past (master/events/event-hub.ts) and for learning from a build
+  // (estimates/overheads.ts). The pruner's own index on the same column (maintenance/prune-queries.ts) goes.
+  `
+  CREATE INDEX events_by_build ON events(build_id);
+  DROP INDEX IF EXISTS maintenance_events_by_build;
+  `,
 ];
 
 export function openDatabase(path: string): Db {

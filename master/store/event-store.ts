@@ -1,3 +1,4 @@
+import type { Statement } from 'better-sqlite3';
 import type { Db } from './database.ts';
 import type { WriteBatcher } from './write-batcher.ts';
 
@@ -40,13 +41,38 @@ interface EventRow {
   fields: string;
 }
 
+export interface EventQuery {
+  readonly sinceId?: number;
+  /** Instead of sinceId: events stamped after this (epoch seconds). */
+  readonly sinceTimestamp?: number;
+  readonly buildId?: number;
+  readonly tags?: readonly string[];
+  readonly limit?: number;
+}
+
 /** At most this many events per answer; a client pages on with since_id. */
 export const MAX_EVENTS_PER_PAGE = 10_000;
 
+/** The read of events after an id, optionally of one build and some tags (a JSON array); exported for its query-plan test. */
+export function eventsSinceIdSql(byBuild: boolean, byTags: boolean): string {
+  return `SELECT * FROM events WHERE id > ?${byBuild ? ' AND build_id = ?' : ''}${byTags ? ' AND tag IN (SELECT value FROM json_each(?))' : ''} ORDER BY id LIMIT ?`;
+}
+
 export function createEventStore(db: Db, batcher: WriteBatcher) {
   const insert = db.prepare('INSERT INTO events (tag, timestamp, build_id, fields) VALUES (?, ?, ?, ?)');
-  const sinceId = db.prepare<[number, number], EventRow>('SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?');
   const sinceTime = db.prepare<[number, number], EventRow>('SELECT * FROM events WHERE timestamp > ? ORDER BY id LIMIT ?');
+  // One statement per shape of filter. A stream for one build reads that build's events through
+  // events_by_build: filtered in JavaScript, a stream from since_id=0 read and parsed the whole log (issue 18).
+  const sinceId = new Map<string, Statement<unknown[], EventRow>>();
+  const sinceIdStatement = (byBuild: boolean, byTags: boolean) => {
+    const key = `${byBuild}/${byTags}`;
+    let statement = sinceId.get(key);
+    if (statement === undefined) {
+      statement = db.prepare<unknown[], EventRow>(eventsSinceIdSql(byBuild, byTags));
+      sinceId.set(key, statement);
+    }
+    return statement;
+  };
 
   const listeners = new Set<(event: EventRecord) => void>();
 
@@ -78,12 +104,19 @@ export function createEventStore(db: Db, batcher: WriteBatcher) {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    list(query: { sinceId?: number; sinceTimestamp?: number }): EventRecord[] {
+    /**
+     * Events after sinceId (or sinceTimestamp), oldest first, at most `limit` of them (MAX_EVENTS_PER_PAGE);
+     * with buildId only that build's, with tags only those tags.
+     */
+    list(query: EventQuery): EventRecord[] {
       batcher.flush();
-      const rows = query.sinceTimestamp !== undefined
-        ? sinceTime.all(query.sinceTimestamp, MAX_EVENTS_PER_PAGE)
-        : sinceId.all(query.sinceId ?? 0, MAX_EVENTS_PER_PAGE);
-      return rows.map(toRecord);
+      const limit = Math.min(query.limit ?? MAX_EVENTS_PER_PAGE, MAX_EVENTS_PER_PAGE);
+      if (query.sinceTimestamp !== undefined) return sinceTime.all(query.sinceTimestamp, limit).map(toRecord);
+      const values: unknown[] = [query.sinceId ?? 0];
+      if (query.buildId !== undefined) values.push(query.buildId);
+      if (query.tags !== undefined) values.push(JSON.stringify(query.tags));
+      values.push(limit);
+      return sinceIdStatement(query.buildId !== undefined, query.tags !== undefined).all(...values).map(toRecord);
     },
   };
 }

@@ -100,6 +100,31 @@ describe('GET /v2/events', () => {
     third.close();
   });
 
+  it('replays one build from the start of a long log: its events only, in order, over several pages, then live', async () => {
+    const master = await startTestMaster();
+    await startTestWorker(master, { executors: 1 });
+    const other = await postBuild(master, { type: 'directory', project_directory: tempDir(), config: { commands: ['true'], atomizers: [{ X: 'echo 1' }] } });
+    await waitForBuild(master, other);
+    const id = await postBuild(master, { type: 'directory', project_directory: tempDir(), config: { commands: ['sleep 2'], atomizers: [{ X: 'echo 1' }] } });
+    // Another build's events around this one's, and more of this one's than a replay reads per turn (REPLAY_PAGE_EVENTS).
+    const { events } = master.server.store;
+    for (let i = 0; i < 2500; i++) {
+      events.append('WORKER_HEALTH_CHANGED', { build_id: other, n: i });
+      if (i % 2 === 0) events.append('WORKER_HEALTH_CHANGED', { build_id: id, n: i });
+    }
+    const whole = openStream(`${master.url}/v2/events?build_id=${id}&since_id=0`);
+    const statuses = openStream(`${master.url}/v2/events?build_id=${id}&tags=BUILD_STATUS&since_id=0`);
+    await waitForBuild(master, id);
+    const ofBuild = (await api(master, 'GET', '/v1/eventlog')).body.events.filter((e: any) => e.build_id === id).map((e: any) => e.__id__ as number);
+    expect(ofBuild.length).toBeGreaterThan(1250);
+    await expect.poll(() => logIds(whole.events), { timeout: 20_000 }).toEqual(ofBuild);
+    expect(whole.events.filter((e) => e.event === 'BUILD_STATUS').map((e) => e.data.status)).toEqual(['QUEUED', 'PREPARING', 'BUILDING', 'SUCCESS']);
+    await expect.poll(() => statuses.events.map((e) => `${e.event}:${e.data.build_id}:${e.data.status}`), { timeout: 20_000 })
+      .toEqual(['QUEUED', 'PREPARING', 'BUILDING', 'SUCCESS'].map((status) => `BUILD_STATUS:${id}:${status}`));
+    whole.close();
+    statuses.close();
+  });
+
   it('drops a reader that never reads, with a last event, instead of buffering for it', async () => {
     const master = await startTestMaster();
     const { port } = new URL(master.url);
