@@ -20,6 +20,7 @@ import { guardConnections } from './http/connection-guard.ts';
 import { Pruner } from './maintenance/pruner.ts';
 import { startLogRotation } from '../shared/log.ts';
 import { startPools, type PoolsHandle } from './pools/start-pools.ts';
+import { warmJobOverheads } from './estimates/estimates.ts';
 
 /** confFile and pools: the master's pools (SPEC §13) start local workers with its conf file. */
 export type MasterConf = Partial<Pick<Conf, 'confFile' | 'pools' | 'suspectAfterFailures'>> & Pick<Conf,
@@ -88,6 +89,10 @@ export async function startMaster(options: { conf: MasterConf; log: Logger; vers
   let isIngestBusy = () => false;
   const manager = new BuildManager({
     store, settings: conf, log, registry, metrics, layout, git, checkoutsRoot: join(conf.baseDirectory, 'projects'), isBusy: () => isIngestBusy(),
+    // The job's next ETA then finds its overheads learned, not learned inside a status read.
+    buildEnded: (job) => {
+      warmJobOverheads(store, job.name, job.timingKey).catch((error: unknown) => log.debug({ job: job.name, err: error }, 'learning the job\'s overheads failed'));
+    },
   });
   const pools: PoolsHandle = { current: null };
   const app = createApp({

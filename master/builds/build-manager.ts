@@ -23,6 +23,7 @@ import { ResultRecorder } from './result-recorder.ts';
 import { BuildRetrier } from './retry.ts';
 import type { ResultsLayout } from './results-layout.ts';
 import { WorkerSetups } from './worker-setups.ts';
+import type { StoredJob } from '../model/stored-job.ts';
 
 export type { BuildSettings } from './build-settings.ts';
 
@@ -57,6 +58,8 @@ export class BuildManager implements WorkerEvents {
     git: GitCache; checkoutsRoot: string;
     /** Results are waiting to be handled: the archives of running builds wait for them (archive.ts). */
     isBusy?: () => boolean;
+    /** A build of the job has ended (the estimates learn from it in the background). */
+    buildEnded?: (job: StoredJob) => void;
   }) {
     const { store, settings, log, registry, metrics, layout } = deps;
     const runs = this.#runs;
@@ -80,6 +83,7 @@ export class BuildManager implements WorkerEvents {
         runs.delete(run.id);
         this.#updateQueueDepth();
         this.#loop.schedule();
+        if (run.job !== null) deps.buildEnded?.(run.job);
       },
     });
     const finish = (run: BuildRun, status: Parameters<Finisher['finish']>[1], errorText: string | null) => this.#finisher.finish(run, status, errorText);
