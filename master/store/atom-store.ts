@@ -103,6 +103,9 @@ export function createAtomStore(db: Db) {
   const selectSubjobs = db.prepare<[number], SubjobRow>('SELECT * FROM subjobs WHERE build_id = ? ORDER BY id');
   const selectSubjob = db.prepare<[number, number], SubjobRow>('SELECT * FROM subjobs WHERE build_id = ? AND id = ?');
   const selectBuildAtoms = db.prepare<[number], AtomRow>('SELECT * FROM atoms WHERE build_id = ? ORDER BY subjob_id, id');
+  const selectBuildAtomsAfter = db.prepare<[number, number, number, number], AtomRow>(
+    'SELECT * FROM atoms WHERE build_id = ? AND (subjob_id, id) > (?, ?) ORDER BY subjob_id, id LIMIT ?',
+  );
   const selectSubjobAtoms = db.prepare<[number, number], AtomRow>(
     'SELECT * FROM atoms WHERE build_id = ? AND subjob_id = ? ORDER BY id',
   );
@@ -176,6 +179,10 @@ export function createAtomStore(db: Db) {
     },
     listBuildAtoms(buildId: number): AtomRecord[] {
       return selectBuildAtoms.all(buildId).map(toAtom);
+    },
+    /** listBuildAtoms a page at a time: at most `limit` atoms after (subjobId, atomId), or from the first. */
+    listBuildAtomsAfter(buildId: number, after: { subjobId: number; atomId: number } | null, limit: number): AtomRecord[] {
+      return selectBuildAtomsAfter.all(buildId, after?.subjobId ?? -1, after?.atomId ?? -1, limit).map(toAtom);
     },
     listSubjobAtoms(buildId: number, subjobId: number): AtomRecord[] {
       return selectSubjobAtoms.all(buildId, subjobId).map(toAtom);

@@ -1,7 +1,8 @@
 /**
  * A build's plan written to a real SQLite file (atom-store insertPlan: many rows per INSERT, issue 18): every
  * subjob and atom comes back in order with its values, across full statements and the remainder; and
- * hasExpectedTimes tells a plan made with history from one without.
+ * hasExpectedTimes tells a plan made with history from one without; the sums an ETA reads; and the atoms read
+ * a page at a time (the finisher, issue 18) come in the same order as all at once.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -83,5 +84,27 @@ describe('a build plan in SQLite', () => {
     const stats = store.atoms.expectedTimeStats(buildId);
     expect(stats.known).toBe(known.length);
     expect(stats.mean).toBeCloseTo(known.reduce((sum, time) => sum + time, 0) / known.length, 9);
+  });
+
+  it('reads the atoms of a build a page at a time, in the same order as all at once', () => {
+    const { store, buildId } = newBuild();
+    store.atoms.insertPlan(buildId, plan(() => null));
+    const other = store.builds.insert({
+      requestParams: { type: 'directory', project_directory: '/tmp/project' }, request: { type: 'directory' },
+      projectType: 'directory', jobName: 'plan', priority: 0,
+    });
+    store.atoms.insertPlan(other, plan(() => 1));
+    const all = store.atoms.listBuildAtoms(buildId);
+    for (const limit of [1, 7, 100, all.length, all.length + 1]) {
+      const paged: typeof all = [];
+      for (;;) {
+        const last = paged.at(-1);
+        const page = store.atoms.listBuildAtomsAfter(buildId, last === undefined ? null : { subjobId: last.subjobId, atomId: last.id }, limit);
+        expect(page.length).toBeLessThanOrEqual(limit);
+        if (page.length === 0) break;
+        paged.push(...page);
+      }
+      expect(paged).toEqual(all);
+    }
   });
 });
