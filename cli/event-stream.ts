@@ -207,8 +207,11 @@ export async function followBuildEvents(options: StreamFollowOptions): Promise<S
         for (const subjob of await client.listSubjobs(buildId)) {
           for (const atom of subjob.atoms) {
             const key = `${atom.subjob_id}/${atom.id}`;
-            if (atom.state === 'COMPLETED' && atom.exit_code !== null) watch.finished.set(key, atom.exit_code);
-            else if (atom.state === 'IN_PROGRESS') watch.running.add(key);
+            if (atom.state === 'COMPLETED' && atom.exit_code !== null) {
+              watch.finished.set(key, atom.exit_code);
+              // Failed before the stream opened: said now, as it would have been had the stream been there.
+              reportFailure(key, atom.exit_code, atom.command_string);
+            } else if (atom.state === 'IN_PROGRESS') watch.running.add(key);
           }
         }
       }
@@ -296,21 +299,31 @@ export async function followBuildEvents(options: StreamFollowOptions): Promise<S
         watch.running.delete(key);
         const exitCode = typeof payload.exit_code === 'number' ? payload.exit_code : 0;
         watch.finished.set(key, exitCode);
-        if (exitCode !== 0 && !watch.reported.has(key) && watch.reported.size < MAX_LIVE_FAILURES) {
-          watch.reported.add(key);
+        if (isToReport(key, exitCode)) {
           let command = '';
           try {
             command = (await client.getAtom(buildId, Number(payload.subjob_id), Number(payload.atom_id))).command_string;
           } catch {
             // The name is a nicety; the end report shows the atom's output anyway.
           }
-          say(`FAILED atom ${key} (exit code ${exitCode})${command === '' ? '' : `: ${neutraliseLine(command)}`}`);
+          reportFailure(key, exitCode, command);
         }
         return null;
       }
       default:
         return null;
     }
+  }
+
+  /** Each failed atom once, the first MAX_LIVE_FAILURES of them. */
+  function isToReport(key: string, exitCode: number): boolean {
+    return exitCode !== 0 && !watch.reported.has(key) && watch.reported.size < MAX_LIVE_FAILURES;
+  }
+
+  function reportFailure(key: string, exitCode: number, command: string): void {
+    if (!isToReport(key, exitCode)) return;
+    watch.reported.add(key);
+    say(`FAILED atom ${key} (exit code ${exitCode})${command === '' ? '' : `: ${neutraliseLine(command)}`}`);
   }
 }
 

@@ -7,7 +7,8 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { api, cleanupAll, eventually, spawnCli, startTestMaster, startTestWorker, type TestMaster } from '../support/cluster.ts';
+import { writeFileSync } from 'node:fs';
+import { api, cleanupAll, eventually, spawnCli, startTestMaster, startTestWorker, tempDir, type TestMaster } from '../support/cluster.ts';
 import { freePort, runCli } from '../support/build-results.ts';
 import { readPidFile } from '../../cli/local-cluster.ts';
 import { clientSetup, killFromPidFiles, projectWith, type ClientSetup } from './helpers.ts';
@@ -33,16 +34,20 @@ interface Proxy {
   readonly seen: string[];
 }
 
-/** Forwards every request to the master; `withoutEvents` answers /v2/events 404 as a master older than SPEC §14. */
-async function proxyTo(master: TestMaster, options: { withoutEvents?: boolean } = {}): Promise<Proxy> {
+/**
+ * Forwards every request to the master; `withoutEvents` answers /v2/events 404 as a master older than SPEC §14;
+ * `holdEvents` holds each /v2/events request until it resolves (a client slow to open its stream).
+ */
+async function proxyTo(master: TestMaster, options: { withoutEvents?: boolean; holdEvents?: () => Promise<void> } = {}): Promise<Proxy> {
   const target = new URL(master.url);
   const seen: string[] = [];
-  const server = createServer((req, res) => {
+  const server = createServer(async (req, res) => {
     seen.push(req.url ?? '');
     if (options.withoutEvents === true && (req.url ?? '').startsWith('/v2/events')) {
       res.writeHead(404, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: 'Not found' }));
       return;
     }
+    if (options.holdEvents !== undefined && (req.url ?? '').startsWith('/v2/events')) await options.holdEvents();
     const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
       res.writeHead(answer.statusCode ?? 502, answer.headers);
       answer.pipe(res);
@@ -90,6 +95,34 @@ describe('clusterrunner build follows the event stream', () => {
     // it opens, when the atoms become known, and for the report.
     const buildReads = proxy.seen.filter((p) => p === '/v1/build/1');
     expect(buildReads.length, proxy.seen.join('\n')).toBeLessThanOrEqual(4);
+  });
+
+  it('reports an atom that failed before its stream opened, while the build still runs', async () => {
+    const master = await startTestMaster();
+    await startTestWorker(master, { executors: 2 });
+    const gate = join(tempDir('cr-cli-gate-'), 'go');
+    // The stream opens only once the first atom has failed: the failure is in the build, not in the stream.
+    const proxy = await proxyTo(master, {
+      holdEvents: async () => {
+        await eventually('the first atom to fail', async () => (await api(master, 'GET', '/v1/build/1/subjob/0/atom/0')).body.atom?.exit_code === 3, 30_000);
+      },
+    });
+    const client = clientSetup(master.secret);
+    const project = projectWith(`
+Mixed:
+  commands:
+    - if [ "$N" = 1 ]; then exit 3; fi
+    - while [ ! -e ${gate} ]; do sleep 0.1; done
+  atomizers:
+    - N: seq 1 2
+`);
+    const run = spawnCli(['build', '--master-url', proxy.url, '-c', client.conf, '--no-results', 'directory', '--project-directory', project], { env: client.env });
+    // The second atom runs until the first one's failure is printed.
+    await eventually('the failure to be printed while the build runs', () => /FAILED atom 0\/0 \(exit code 3\): export N="1";/.test(run.output()), 30_000);
+    writeFileSync(gate, '');
+    expect(await run.exited).toBe(1);
+    expect(run.output().match(/FAILED atom 0\/0/g)).toHaveLength(1);
+    expect(run.output()).toMatch(/build 1: FAILURE, 2 atoms \(1 passed, 1 failed\)/);
   });
 
   it('polls a master that has no event stream (older than SPEC §14) and exits 0 on SUCCESS', async () => {
