@@ -180,9 +180,7 @@ export class EventHub {
     if (!tail) {
       tail = new BuildConsoleTail(buildId, this.#layout);
       this.#tails.set(buildId, tail);
-      for (const atom of this.#store.atoms.listBuildAtoms(buildId)) {
-        if (atom.state === 'IN_PROGRESS') await tail.follow(atom.subjobId, atom.id, false);
-      }
+      for (const atom of this.#store.atoms.listInProgressAtoms(buildId)) await tail.follow(atom.subjobId, atom.id, false);
     }
     for (const chunk of await tail.tails()) client.sendConsole(chunk);
     this.#consoleTimer ??= setInterval(() => {

@@ -112,6 +112,7 @@ export function createAtomStore(db: Db) {
   const selectAtom = db.prepare<[number, number, number], AtomRow>(
     'SELECT * FROM atoms WHERE build_id = ? AND subjob_id = ? AND id = ?',
   );
+  const selectInProgress = db.prepare<[number], AtomRow>("SELECT * FROM atoms WHERE build_id = ? AND state = 'IN_PROGRESS' ORDER BY subjob_id, id");
   const selectFailed = db.prepare<[number], AtomRow>(
     'SELECT * FROM atoms WHERE build_id = ? AND exit_code IS NOT NULL AND exit_code != 0 ORDER BY subjob_id, id',
   );
@@ -202,6 +203,10 @@ export function createAtomStore(db: Db) {
     /** Whether any atom was planned with an expected time (they are set once, when the build is planned). */
     hasExpectedTimes(buildId: number): boolean {
       return selectHasExpected.get(buildId)!.found === 1;
+    },
+    /** The atoms running now, without reading the whole build into objects. */
+    listInProgressAtoms(buildId: number): AtomRecord[] {
+      return selectInProgress.all(buildId).map(toAtom);
     },
     listFailedAtoms(buildId: number): AtomRecord[] {
       return selectFailed.all(buildId).map(toAtom);

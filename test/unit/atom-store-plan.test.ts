@@ -2,7 +2,8 @@
  * A build's plan written to a real SQLite file (atom-store insertPlan: many rows per INSERT, issue 18): every
  * subjob and atom comes back in order with its values, across full statements and the remainder; and
  * hasExpectedTimes tells a plan made with history from one without; the sums an ETA reads; and the atoms read
- * a page at a time (the finisher, issue 18) come in the same order as all at once.
+ * a page at a time (the finisher, issue 18) come in the same order as all at once, and the running ones alone
+ * (an event stream following console output) as the whole build's filtered.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -86,7 +87,7 @@ describe('a build plan in SQLite', () => {
     expect(stats.mean).toBeCloseTo(known.reduce((sum, time) => sum + time, 0) / known.length, 9);
   });
 
-  it('reads the atoms of a build a page at a time, in the same order as all at once', () => {
+  it('reads the atoms of a build a page at a time, in the same order as all at once, and those running alone', () => {
     const { store, buildId } = newBuild();
     store.atoms.insertPlan(buildId, plan(() => null));
     const other = store.builds.insert({
@@ -106,5 +107,9 @@ describe('a build plan in SQLite', () => {
       }
       expect(paged).toEqual(all);
     }
+    for (const atom of all.filter((_, index) => index % 97 === 5)) store.atoms.markStarted(buildId, atom.subjobId, atom.id, 'worker-1');
+    const running = store.atoms.listBuildAtoms(buildId).filter((atom) => atom.state === 'IN_PROGRESS');
+    expect(running.length).toBeGreaterThan(3);
+    expect(store.atoms.listInProgressAtoms(buildId)).toEqual(running);
   });
 });
