@@ -119,6 +119,10 @@ function cacheOf(store: Store): Map<string, CachedOverheads> {
   return cache;
 }
 
+function cacheKey(jobName: string, timingKey: string): string {
+  return `${jobName}\0${timingKey}`;
+}
+
 function newestFinished(store: Store, jobName: string): number {
   store.batcher.flush();
   return createBuildQuery(store.db).list({ jobName, statuses: ['SUCCESS', 'FAILURE'] }, { order: 'desc', offset: 0, limit: 1 }).ids[0] ?? 0;
@@ -138,7 +142,7 @@ function remember(cache: Map<string, CachedOverheads>, key: string, entry: Cache
 function learnedOverheads(store: Store, jobName: string, timingKey: string, mayBeStale: boolean): LearnedOverheads {
   const newest = newestFinished(store, jobName);
   const cache = cacheOf(store);
-  const key = `${jobName}\0${timingKey}`;
+  const key = cacheKey(jobName, timingKey);
   const cached = cache.get(key);
   if (cached?.overheads && (cached.newest === newest || (mayBeStale && cached.refresh !== null))) return cached.overheads;
   const overheads = jobOverheads(store, jobName, timingKey);
@@ -153,7 +157,7 @@ function learnedOverheads(store: Store, jobName: string, timingKey: string, mayB
  */
 export function warmJobOverheads(store: Store, jobName: string, timingKey: string): Promise<void> {
   const cache = cacheOf(store);
-  const key = `${jobName}\0${timingKey}`;
+  const key = cacheKey(jobName, timingKey);
   const current = cache.get(key);
   if (current?.refresh) return current.refresh;
   const newest = newestFinished(store, jobName);
