@@ -41,20 +41,24 @@ interface Proxy {
 async function proxyTo(master: TestMaster, options: { withoutEvents?: boolean; holdEvents?: () => Promise<void> } = {}): Promise<Proxy> {
   const target = new URL(master.url);
   const seen: string[] = [];
-  const server = createServer(async (req, res) => {
+  const server = createServer((req, res) => {
     seen.push(req.url ?? '');
-    if (options.withoutEvents === true && (req.url ?? '').startsWith('/v2/events')) {
+    const isEvents = (req.url ?? '').startsWith('/v2/events');
+    if (options.withoutEvents === true && isEvents) {
       res.writeHead(404, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: 'Not found' }));
       return;
     }
-    if (options.holdEvents !== undefined && (req.url ?? '').startsWith('/v2/events')) await options.holdEvents();
-    const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    res.on('close', () => upstream.destroy());
-    req.pipe(upstream);
+    const forward = () => {
+      const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      upstream.on('error', () => res.destroy());
+      res.on('close', () => upstream.destroy());
+      req.pipe(upstream);
+    };
+    if (options.holdEvents !== undefined && isEvents) options.holdEvents().then(forward, () => res.destroy());
+    else forward();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   proxies.push(server);
