@@ -102,6 +102,10 @@ export function createAtomStore(db: Db) {
   const insertFullAtoms = insertAtoms(PLAN_ROWS_PER_INSERT);
   const selectSubjobs = db.prepare<[number], SubjobRow>('SELECT * FROM subjobs WHERE build_id = ? ORDER BY id');
   const selectSubjob = db.prepare<[number, number], SubjobRow>('SELECT * FROM subjobs WHERE build_id = ? AND id = ?');
+  const selectSubjobsPage = db.prepare<[number, number, number], SubjobRow>('SELECT * FROM subjobs WHERE build_id = ? ORDER BY id LIMIT ? OFFSET ?');
+  const selectSubjobRangeAtoms = db.prepare<[number, number, number], AtomRow>(
+    'SELECT * FROM atoms WHERE build_id = ? AND subjob_id BETWEEN ? AND ? ORDER BY subjob_id, id',
+  );
   const selectBuildAtoms = db.prepare<[number], AtomRow>('SELECT * FROM atoms WHERE build_id = ? ORDER BY subjob_id, id');
   const selectBuildAtomsAfter = db.prepare<[number, number, number, number], AtomRow>(
     'SELECT * FROM atoms WHERE build_id = ? AND (subjob_id, id) > (?, ?) ORDER BY subjob_id, id LIMIT ?',
@@ -173,6 +177,14 @@ export function createAtomStore(db: Db) {
     },
     listSubjobs(buildId: number): SubjobRecord[] {
       return selectSubjobs.all(buildId).map(toSubjob);
+    },
+    /** A page of the build's subjobs in id order, read as a page: a build may have 100,000. */
+    listSubjobsPage(buildId: number, offset: number, limit: number): SubjobRecord[] {
+      return selectSubjobsPage.all(buildId, limit, offset).map(toSubjob);
+    },
+    /** The atoms of the subjobs fromId…toId, in (subjob, atom) order: one read for a page of subjobs. */
+    listSubjobRangeAtoms(buildId: number, fromId: number, toId: number): AtomRecord[] {
+      return selectSubjobRangeAtoms.all(buildId, fromId, toId).map(toAtom);
     },
     getSubjob(buildId: number, subjobId: number): SubjobRecord | null {
       const row = selectSubjob.get(buildId, subjobId);

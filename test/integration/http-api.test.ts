@@ -205,7 +205,12 @@ describe('the v1, unversioned and v2 trees', () => {
     const subjobs = await api(master, 'GET', `/v2/builds/${id}/subjobs?offset=1&limit=1`);
     expect(subjobs.status).toBe(200);
     expect(subjobs.body.subjobs.map((s: { id: number }) => s.id)).toEqual([1]);
-    expect((await api(master, 'GET', `/v2/builds/${id}/subjobs`)).body.subjobs).toHaveLength(3);
+    const all = (await api(master, 'GET', `/v2/builds/${id}/subjobs`)).body.subjobs as { id: number; atoms: unknown[] }[];
+    expect(all).toHaveLength(3);
+    // A page's atoms come from one read of the page: each subjob as its own route shows it, and as v1 lists it.
+    for (const subjob of all) expect(subjob).toEqual((await api(master, 'GET', `/v2/builds/${id}/subjobs/${subjob.id}`)).body.subjob);
+    const v1 = (await api(master, 'GET', `/v1/build/${id}/subjob`)).body.subjobs as { id: number; atoms: unknown[] }[];
+    expect(v1.map((subjob) => [subjob.id, subjob.atoms])).toEqual(all.map((subjob) => [subjob.id, subjob.atoms]));
     const atoms = await api(master, 'GET', `/v2/builds/${id}/subjobs/2/atoms?offset=0&limit=5`);
     expect(atoms.status).toBe(200);
     expect(atoms.body.atoms).toEqual([expect.objectContaining({ id: 0, subjob_id: 2, command_string: 'export X="3";' })]);

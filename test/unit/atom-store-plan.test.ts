@@ -3,7 +3,8 @@
  * subjob and atom comes back in order with its values, across full statements and the remainder; and
  * hasExpectedTimes tells a plan made with history from one without; the sums an ETA reads; and the atoms read
  * a page at a time (the finisher, issue 18) come in the same order as all at once, and the running ones alone
- * (an event stream following console output) as the whole build's filtered.
+ * (an event stream following console output) as the whole build's filtered, and a page of subjobs with its atoms
+ * (GET …/subjobs) as the whole build's sliced.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -87,7 +88,7 @@ describe('a build plan in SQLite', () => {
     expect(stats.mean).toBeCloseTo(known.reduce((sum, time) => sum + time, 0) / known.length, 9);
   });
 
-  it('reads the atoms of a build a page at a time, in the same order as all at once, and those running alone', () => {
+  it('reads the atoms of a build a page at a time, in the same order as all at once, those running alone, and a page of subjobs', () => {
     const { store, buildId } = newBuild();
     store.atoms.insertPlan(buildId, plan(() => null));
     const other = store.builds.insert({
@@ -111,5 +112,16 @@ describe('a build plan in SQLite', () => {
     const running = store.atoms.listBuildAtoms(buildId).filter((atom) => atom.state === 'IN_PROGRESS');
     expect(running.length).toBeGreaterThan(3);
     expect(store.atoms.listInProgressAtoms(buildId)).toEqual(running);
+
+    // A page of subjobs, and the atoms of a range of them, as the whole build's sliced.
+    const subjobs = store.atoms.listSubjobs(buildId);
+    const atomsNow = store.atoms.listBuildAtoms(buildId);
+    for (const [offset, limit] of [[0, 10], [440, 100], [451, 5], [3, 0]] as const) {
+      const page = store.atoms.listSubjobsPage(buildId, offset, limit);
+      expect(page).toEqual(subjobs.slice(offset, offset + limit));
+      if (page.length === 0) continue;
+      const ids = new Set(page.map((subjob) => subjob.id));
+      expect(store.atoms.listSubjobRangeAtoms(buildId, page[0]!.id, page.at(-1)!.id)).toEqual(atomsNow.filter((atom) => ids.has(atom.subjobId)));
+    }
   });
 });
