@@ -7,24 +7,14 @@
  * (GET …/subjobs) as the whole build's sliced.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { openStore, type Store } from '../../master/store/index.ts';
+import type { Store } from '../../master/store/index.ts';
+import { closeTempStores, openTempStore } from '../support/temp-store.ts';
 import type { PlannedSubjob } from '../../master/store/atom-store.ts';
 
-const opened: { store: Store; dir: string }[] = [];
-afterEach(() => {
-  for (const { store, dir } of opened.splice(0)) {
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+afterEach(closeTempStores);
 
 function newBuild(): { store: Store; buildId: number } {
-  const dir = mkdtempSync(join(tmpdir(), 'cr-plan-'));
-  const store = openStore(join(dir, 'master.sqlite'));
-  opened.push({ store, dir });
+  const { store } = openTempStore('cr-plan-');
   const buildId = store.builds.insert({
     requestParams: { type: 'directory', project_directory: '/tmp/project' }, request: { type: 'directory' },
     projectType: 'directory', jobName: 'plan', priority: 0,

@@ -3,28 +3,17 @@
  * columns the schema step derives, every filter, every search form, latest, stats and the failed-atom cap.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { openStore, type Store } from '../../master/store/index.ts';
+import type { Store } from '../../master/store/index.ts';
+import { closeTempStores, openTempStore } from '../support/temp-store.ts';
 import { MAX_LISTED_FAILED_ATOMS, compileFilters, createBuildQuery, type BuildFilters } from '../../master/store/build-query.ts';
 import { SearchSyntaxError, parseBuildSearch } from '../../shared/api/build-search.ts';
 import type { StoredJob } from '../../master/model/stored-job.ts';
 import type { BuildStatus } from '../../master/model/build-status.ts';
 
-const opened: { store: Store; dir: string }[] = [];
-afterEach(() => {
-  for (const { store, dir } of opened.splice(0)) {
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+afterEach(closeTempStores);
 
 function openTestStore(): Store {
-  const dir = mkdtempSync(join(tmpdir(), 'cr-query-'));
-  const store = openStore(join(dir, 'master.sqlite'));
-  opened.push({ store, dir });
-  return store;
+  return openTempStore('cr-query-').store;
 }
 
 const COMMIT = 'c0ffee'.padEnd(40, '0');

@@ -5,25 +5,14 @@
  * master had ever logged, in one turn of its event loop: issue 18).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { openStore, type Store } from '../../master/store/index.ts';
+import type { Store } from '../../master/store/index.ts';
+import { closeTempStores, openTempStore } from '../support/temp-store.ts';
 import { eventsSinceIdSql, type EventRecord, type EventTag } from '../../master/store/event-store.ts';
 
-const opened: { store: Store; dir: string }[] = [];
-afterEach(() => {
-  for (const { store, dir } of opened.splice(0)) {
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+afterEach(closeTempStores);
 
 function newStore(): Store {
-  const dir = mkdtempSync(join(tmpdir(), 'cr-events-'));
-  const store = openStore(join(dir, 'master.sqlite'));
-  opened.push({ store, dir });
-  return store;
+  return openTempStore('cr-events-').store;
 }
 
 /** 3000 events over builds 1–3 and none, tags in turn; what each was, by id. */
@@ -74,15 +63,12 @@ describe('event store reads', () => {
   });
 
   it('upgrades a database of the schema before: the index comes, the pruner\'s own index on the same column goes', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cr-events-'));
-    const path = join(dir, 'master.sqlite');
-    const before = openStore(path);
+    const { store: before, path } = openTempStore('cr-events-');
     before.events.append('ATOM_START', { build_id: 1 });
     // As a master of schema 6 whose pruner had run left it.
     before.db.exec('DROP INDEX events_by_build; CREATE INDEX maintenance_events_by_build ON events (build_id); PRAGMA user_version = 6');
     before.close();
-    const store = openStore(path);
-    opened.push({ store, dir });
+    const { store } = openTempStore('cr-events-', path);
     const indexes = store.db.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name`).all();
     expect(indexes).toEqual([{ name: 'events_by_build' }, { name: 'events_by_time' }]);
     expect(store.events.list({ sinceId: 0, buildId: 1 }).map((event) => event.__tag__)).toEqual(['ATOM_START']);
